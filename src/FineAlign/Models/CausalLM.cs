@@ -1,0 +1,35 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FineAlign.Models;
+
+/// <summary>
+/// A decoder-only language model. Parameter names equal the Hugging Face tensor names
+/// (e.g. <c>model.layers.0.self_attn.q_proj.weight</c>), so <c>state_dict()</c> maps 1:1 onto
+/// safetensors files.
+/// </summary>
+/// <remarks>
+/// Attention-mask convention (as in transformers): <c>attentionMask</c> is [batch, past + new]
+/// with 1 for real tokens and 0 for padding, covering the cached tokens too. Position ids are
+/// derived from it (cumulative sum − 1), so left-padded prompts get positions starting at 0.
+/// A null mask means "no padding".
+/// </remarks>
+public abstract class CausalLM : nn.Module
+{
+    protected CausalLM(string name, ModelConfig config) : base(name) => Config = config;
+
+    public ModelConfig Config { get; }
+
+    /// <summary>Final hidden states (after the last norm), [batch, new tokens, hidden].</summary>
+    public abstract Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null);
+
+    /// <summary>Projects hidden states to vocabulary logits.</summary>
+    public abstract Tensor LmHead(Tensor hidden);
+
+    /// <summary>Logits [batch, new tokens, vocab].</summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
+        => LmHead(ForwardHidden(inputIds, attentionMask, cache));
+
+    /// <summary>An empty cache sized for this model, holding at most <paramref name="maxLength"/> tokens.</summary>
+    public KvCache NewCache(int maxLength) => new(Config.NumLayers, maxLength);
+}
