@@ -1,0 +1,178 @@
+using FineAlign.Models;
+using FineAlign.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FineAlign.Generation;
+
+/// <summary>
+/// Batched autoregressive decoding: prompts are left-padded so every row's next token sits in the
+/// last column; the KV cache holds past keys/values; finished rows keep decoding padding (ignored)
+/// until every row is done or <see cref="GenerationOptions.MaxNewTokens"/> is reached.
+/// </summary>
+public static class Generator
+{
+    /// <summary>Encodes text prompts (BOS per the tokenizer) and generates a continuation for each.</summary>
+    public static IReadOnlyList<GeneratedSequence> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts, GenerationOptions options)
+    {
+        var ids = prompts.Select((p, i) =>
+        {
+            var body = tokenizer.Encode(p);
+            var withBos = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
+            if (withBos.Length == 0)
+                throw new FineAlignException($"prompt {i + 1} is empty; generation needs at least one token (or a tokenizer that adds BOS).");
+            return withBos;
+        }).ToList();
+        return Generate(model, ids, options, tokenizer);
+    }
+
+    /// <summary>Generates from token-id prompts. <paramref name="tokenizer"/> is needed for texts and stop strings.</summary>
+    public static IReadOnlyList<GeneratedSequence> Generate(CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, TextTokenizer? tokenizer = null)
+    {
+        options.Validate();
+        if (prompts.Count == 0) return Array.Empty<GeneratedSequence>();
+        if (options.StopStrings is { Count: > 0 } && tokenizer is null)
+            throw new FineAlignException("stop strings need a tokenizer to decode the generated text.");
+        for (int i = 0; i < prompts.Count; i++)
+            if (prompts[i].Length == 0) throw new FineAlignException($"prompt {i + 1} is empty; generation needs at least one token.");
+
+        int batch = prompts.Count;
+        int promptLen = prompts.Max(p => p.Length);
+        int totalLen = promptLen + options.MaxNewTokens;
+        if (totalLen > model.Config.MaxPositionEmbeddings)
+            throw new FineAlignException($"prompt length {promptLen} + max_new_tokens {options.MaxNewTokens} = {totalLen} exceeds the model's context of {model.Config.MaxPositionEmbeddings} tokens.");
+
+        var eos = new HashSet<int>(options.EosTokenIds ?? model.Config.EosTokenIds);
+        int pad = tokenizer?.PaddingId ?? model.Config.PadTokenId ?? (eos.Count > 0 ? eos.First() : 0);
+        var device = model.parameters().First().device;
+
+        // Left padding: row i's prompt occupies the last prompts[i].Length columns.
+        var idsFlat = new long[batch * promptLen];
+        var maskFlat = new long[batch * promptLen];
+        for (int i = 0; i < batch; i++)
+        {
+            int off = promptLen - prompts[i].Length;
+            for (int j = 0; j < promptLen; j++)
+            {
+                bool real = j >= off;
+                idsFlat[i * promptLen + j] = real ? prompts[i][j - off] : pad;
+                maskFlat[i * promptLen + j] = real ? 1 : 0;
+            }
+        }
+
+        var tokens = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var logProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
+        var reasons = Enumerable.Repeat(FinishReason.Length, batch).ToArray();
+        var finished = new bool[batch];
+        var texts = new string?[batch];
+
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var noGrad = torch.no_grad();
+            using var outer = torch.NewDisposeScope();
+            using var generator = new torch.Generator((ulong)options.Seed, device);
+            using var cache = options.UseCache ? model.NewCache(totalLen) : null;
+
+            var allIds = torch.tensor(idsFlat, new long[] { batch, promptLen }, device: device);
+            var mask = torch.tensor(maskFlat, new long[] { batch, promptLen }, device: device);
+            var input = allIds;
+
+            for (int step = 0; step < options.MaxNewTokens; step++)
+            {
+                using var scope = torch.NewDisposeScope();
+                var logits = model.Forward(input, mask, cache);
+                var last = logits[TensorIndex.Colon, -1].to_type(ScalarType.Float32);
+                var (next, nextLogp) = ChooseNext(last, options, generator);
+                var nextIds = next.data<long>().ToArray();
+                var nextLp = nextLogp.data<float>().ToArray();
+
+                for (int i = 0; i < batch; i++)
+                {
+                    if (finished[i]) { nextIds[i] = pad; continue; }
+                    int t = (int)nextIds[i];
+                    tokens[i].Add(t);
+                    logProbs[i].Add(nextLp[i]);
+                    if (eos.Contains(t)) { finished[i] = true; reasons[i] = FinishReason.Eos; }
+                    else if (options.StopStrings is { Count: > 0 } stops)
+                    {
+                        string text = tokenizer!.Decode(tokens[i]);
+                        int cut = FirstStop(text, stops);
+                        if (cut >= 0) { finished[i] = true; reasons[i] = FinishReason.StopString; texts[i] = text[..cut]; }
+                    }
+                }
+
+                var nextTensor = torch.tensor(nextIds, new long[] { batch, 1 }, device: device);
+                mask = torch.cat(new[] { mask, torch.ones(batch, 1, dtype: ScalarType.Int64, device: device) }, 1).MoveToOuterDisposeScope();
+                if (cache is null)
+                {
+                    allIds = torch.cat(new[] { allIds, nextTensor }, 1).MoveToOuterDisposeScope();
+                    input = allIds;
+                }
+                else
+                {
+                    input = nextTensor.MoveToOuterDisposeScope();
+                }
+                if (finished.All(f => f)) break;
+            }
+        }
+        finally
+        {
+            model.train(wasTraining);
+        }
+
+        var results = new GeneratedSequence[batch];
+        for (int i = 0; i < batch; i++)
+        {
+            string text = texts[i] ?? (tokenizer is null ? "" : tokenizer.Decode(tokens[i]));
+            results[i] = new GeneratedSequence(prompts[i], tokens[i].ToArray(), logProbs[i].ToArray(), text, reasons[i]);
+        }
+        return results;
+    }
+
+    /// <summary>
+    /// Picks the next token per row and returns its log-probability under softmax(logits / T)
+    /// (log_softmax, never softmax().log()). Top-k/top-p only restrict what can be drawn.
+    /// </summary>
+    internal static (Tensor Next, Tensor LogProb) ChooseNext(Tensor logits, GenerationOptions o, torch.Generator generator)
+    {
+        if (o.IsGreedy)
+        {
+            var logp = logits.log_softmax(-1);
+            var next = logits.argmax(-1);
+            return (next, logp.gather(-1, next.unsqueeze(-1)).squeeze(-1));
+        }
+        var scaled = logits / o.Temperature;
+        var logpScaled = scaled.log_softmax(-1);
+        var filtered = scaled;
+        if (o.TopK > 0 && o.TopK < logits.shape[^1])
+        {
+            var kth = scaled.topk(o.TopK, -1).values[TensorIndex.Colon, TensorIndex.Slice(-1, null)];
+            filtered = filtered.masked_fill(filtered.lt(kth), double.NegativeInfinity);
+        }
+        if (o.TopP < 1.0)
+        {
+            var (sorted, order) = filtered.sort(-1, descending: true);
+            var probs = sorted.softmax(-1);
+            // Drop a token when the tokens ranked above it already reach p (the top token always stays).
+            var dropSorted = (probs.cumsum(-1) - probs).gt(o.TopP);
+            var drop = torch.zeros_like(dropSorted).scatter(-1, order, dropSorted);
+            filtered = filtered.masked_fill(drop, double.NegativeInfinity);
+        }
+        var sample = torch.multinomial(filtered.softmax(-1), 1, replacement: false, generator: generator).squeeze(-1);
+        return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
+    }
+
+    private static int FirstStop(string text, IReadOnlyList<string> stops)
+    {
+        int best = -1;
+        foreach (var s in stops)
+        {
+            if (string.IsNullOrEmpty(s)) continue;
+            int i = text.IndexOf(s, StringComparison.Ordinal);
+            if (i >= 0 && (best < 0 || i < best)) best = i;
+        }
+        return best;
+    }
+}
