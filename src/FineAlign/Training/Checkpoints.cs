@@ -23,6 +23,12 @@ public sealed class TrainerState
     public int TorchNumThreads { get; set; }
     public double TotalTokens { get; set; }
     public double ElapsedSeconds { get; set; }
+    /// <summary>The logging window not yet written (steps since the last log): sum of step losses,
+    /// step count, tokens and metric sums. Checkpointed so a resumed run logs the same averages.</summary>
+    public double WindowLossSum { get; set; }
+    public int WindowSteps { get; set; }
+    public double WindowTokens { get; set; }
+    public Dictionary<string, double> WindowMetrics { get; set; } = new();
     /// <summary>Every logged metrics entry so far (the JSONL lines), in order.</summary>
     public List<Dictionary<string, double>> LogHistory { get; set; } = new();
 
@@ -65,9 +71,6 @@ public static class CheckpointStore
     private const string TempPrefix = ".tmp-checkpoint-";
     private static readonly Regex Name = new(@"^checkpoint-(\d+)$", RegexOptions.CultureInvariant);
 
-    /// <summary>Test hook: runs after the contents are written, before the rename.</summary>
-    internal static Action<string>? BeforeCommit;
-
     public static string PathFor(string outputDir, long step) => Path.Combine(outputDir, $"checkpoint-{step}");
 
     /// <summary>Complete checkpoints, oldest first.</summary>
@@ -93,12 +96,16 @@ public static class CheckpointStore
     /// commits it by rename, then prunes the oldest beyond <paramref name="keepLast"/>.
     /// </summary>
     public static string Save(string outputDir, long step, Action<string> write, int? keepLast = null)
+        => Save(outputDir, step, write, keepLast, beforeCommit: null);
+
+    /// <param name="beforeCommit">Test hook: runs after the contents are written, before the rename.</param>
+    internal static string Save(string outputDir, long step, Action<string> write, int? keepLast, Action<string>? beforeCommit)
     {
         Directory.CreateDirectory(outputDir);
         string tmp = System.IO.Path.Combine(outputDir, $"{TempPrefix}{step}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
         write(tmp);
-        BeforeCommit?.Invoke(tmp);
+        beforeCommit?.Invoke(tmp);
 
         string final = PathFor(outputDir, step);
         if (Directory.Exists(final))

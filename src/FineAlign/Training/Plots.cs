@@ -24,6 +24,7 @@ public static class Plots
             var train = plot.Add.Scatter(tx, ty);
             train.LegendText = "train loss";
             train.MarkerSize = tx.Length > 50 ? 0 : 4;
+            train.LineWidth = 2;
         }
         var (ex, ey) = Series("eval/loss");
         if (ex.Length > 0)
@@ -31,11 +32,13 @@ public static class Plots
             var eval = plot.Add.Scatter(ex, ey);
             eval.LegendText = "eval loss";
             eval.MarkerSize = 6;
+            eval.LineWidth = 2;
         }
         plot.Title(title);
         plot.XLabel("step");
         plot.YLabel("loss (nats/token)");
-        if (tx.Length + ex.Length > 0) plot.ShowLegend();
+        // Loss curves fall, so the upper right corner is usually empty.
+        if (tx.Length + ex.Length > 0) plot.ShowLegend(ScottPlot.Alignment.UpperRight);
         var dir = Path.GetDirectoryName(Path.GetFullPath(pngPath));
         if (dir is not null) Directory.CreateDirectory(dir);
         plot.SavePng(pngPath, width, height);

@@ -90,6 +90,9 @@ public sealed class Trainer<TBatch> : IDisposable
     public IProgress<TrainingProgress>? Progress { get; set; }
     /// <summary>Raised with every metrics entry written (train and eval).</summary>
     public event Action<IReadOnlyDictionary<string, double>>? Logged;
+    /// <summary>Raised with the step number after gradients are accumulated and clipped, just before
+    /// the AdamW update (parameters' .grad hold the final gradients): for inspection and tests.</summary>
+    public event Action<long>? BeforeOptimizerStep;
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Write loss.png into the output folder at the end.</summary>
     public bool WriteLossCurve { get; init; } = true;
@@ -116,8 +119,6 @@ public sealed class Trainer<TBatch> : IDisposable
         var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
         var clock = Stopwatch.StartNew();
         double elapsedBefore = State.ElapsedSeconds, lastLogTime = 0;
-        double logLoss = 0, logTokens = 0; int logCount = 0;
-        var logMetrics = new Dictionary<string, double>();
         long savedAt = lastCheckpoint is null ? -1 : State.GlobalStep;
         int accum = o.GradientAccumulationSteps;
         var position = new DataPosition(State.DataEpoch, State.DataBatchIndex);
@@ -149,7 +150,7 @@ public sealed class Trainer<TBatch> : IDisposable
                 stepTokens += r.Tokens;
                 if (r.Metrics is not null)
                     foreach (var (k, v) in r.Metrics)
-                        logMetrics[k] = logMetrics.GetValueOrDefault(k) + v / accum;
+                        State.WindowMetrics[k] = State.WindowMetrics.GetValueOrDefault(k) + v / accum;
             }
 
             // Pre-clip global L2 norm; an infinite max_norm only measures (clip coefficient stays 1).
@@ -158,6 +159,7 @@ public sealed class Trainer<TBatch> : IDisposable
                 throw new FineAlignException(
                     $"gradient norm is {(double.IsNaN(gradNorm) ? "NaN" : "infinite")} at step {step}; lower the learning rate " +
                     $"(now {lr:G3}) or set max_grad_norm");
+            BeforeOptimizerStep?.Invoke(step);
             _optimizer.step();
             _optimizer.zero_grad();
 
@@ -166,7 +168,9 @@ public sealed class Trainer<TBatch> : IDisposable
             State.DataBatchIndex = position.BatchIndex;
             State.Epoch = (double)State.MicroBatchesSeen / _batchesPerEpoch;
             State.TotalTokens += stepTokens;
-            logLoss += stepLoss; logTokens += stepTokens; logCount++;
+            State.WindowLossSum += stepLoss;
+            State.WindowTokens += stepTokens;
+            State.WindowSteps++;
 
             double elapsed = elapsedBefore + clock.Elapsed.TotalSeconds;
             State.ElapsedSeconds = elapsed;
@@ -181,14 +185,16 @@ public sealed class Trainer<TBatch> : IDisposable
                 {
                     ["step"] = step,
                     ["epoch"] = State.Epoch,
-                    ["loss"] = logLoss / logCount,
+                    ["loss"] = State.WindowLossSum / State.WindowSteps,
                     ["learning_rate"] = lr,
                     ["grad_norm"] = gradNorm,
                 };
-                foreach (var (k, v) in logMetrics) entry[k] = v / logCount;
-                if (logTokens > 0 && window > 0) entry["tokens_per_second"] = logTokens / window;
+                foreach (var (k, v) in State.WindowMetrics) entry[k] = v / State.WindowSteps;
+                // Throughput over this process's part of the window (a resumed window lacks the dead run's time).
+                if (State.WindowTokens > 0 && window > 0) entry["tokens_per_second"] = State.WindowTokens / window;
                 Log(logger, entry);
-                logLoss = 0; logTokens = 0; logCount = 0; logMetrics.Clear(); lastLogTime = now;
+                State.WindowLossSum = 0; State.WindowTokens = 0; State.WindowSteps = 0; State.WindowMetrics.Clear();
+                lastLogTime = now;
             }
 
             if (_eval is not null && ((o.EvalSteps > 0 && step % o.EvalSteps == 0) || step == TotalSteps))
