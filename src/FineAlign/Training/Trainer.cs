@@ -110,6 +110,11 @@ public sealed class Trainer<TBatch> : IDisposable
         if (lastCheckpoint is not null) LoadCheckpoint(lastCheckpoint);
         else
         {
+            // A fresh run into a folder holding another run's checkpoints would mix the two runs
+            // (and "latest" could later pick the old one).
+            if (CheckpointStore.Latest(o.OutputDir) is string existing)
+                throw new FineAlignException($"output_dir '{o.OutputDir}' already holds {Path.GetFileName(existing)}; " +
+                                             "resume it (resume_from_checkpoint = latest) or choose another output_dir");
             State = NewState();
             torch.manual_seed(o.Seed);
             Generator.manual_seed(o.Seed);
@@ -118,7 +123,7 @@ public sealed class Trainer<TBatch> : IDisposable
 
         var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
         var clock = Stopwatch.StartNew();
-        double elapsedBefore = State.ElapsedSeconds, lastLogTime = 0;
+        double elapsedBefore = State.ElapsedSeconds, lastLogTime = 0, windowTokensHere = 0;
         long savedAt = lastCheckpoint is null ? -1 : State.GlobalStep;
         int accum = o.GradientAccumulationSteps;
         var position = new DataPosition(State.DataEpoch, State.DataBatchIndex);
@@ -171,6 +176,7 @@ public sealed class Trainer<TBatch> : IDisposable
             State.WindowLossSum += stepLoss;
             State.WindowTokens += stepTokens;
             State.WindowSteps++;
+            windowTokensHere += stepTokens;
 
             double elapsed = elapsedBefore + clock.Elapsed.TotalSeconds;
             State.ElapsedSeconds = elapsed;
@@ -190,11 +196,12 @@ public sealed class Trainer<TBatch> : IDisposable
                     ["grad_norm"] = gradNorm,
                 };
                 foreach (var (k, v) in State.WindowMetrics) entry[k] = v / State.WindowSteps;
-                // Throughput over this process's part of the window (a resumed window lacks the dead run's time).
-                if (State.WindowTokens > 0 && window > 0) entry["tokens_per_second"] = State.WindowTokens / window;
+                // Throughput over this process's part of the window (after a resume the dead run's part is unknown).
+                if (windowTokensHere > 0 && window > 0) entry["tokens_per_second"] = windowTokensHere / window;
                 Log(logger, entry);
                 State.WindowLossSum = 0; State.WindowTokens = 0; State.WindowSteps = 0; State.WindowMetrics.Clear();
                 lastLogTime = now;
+                windowTokensHere = 0;
             }
 
             if (_eval is not null && ((o.EvalSteps > 0 && step % o.EvalSteps == 0) || step == TotalSteps))

@@ -214,6 +214,26 @@ public class TrainerTests
     }
 
     [Fact]
+    public void FreshRunRefusesAFolderWithAnotherRunsCheckpoints()
+    {
+        using var dir = TestPaths.NewTempDir();
+        using (var t = NewTrainer(new TinyLm(), Opts(dir.Path, maxSteps: 1))) t.Train();
+        using var t2 = NewTrainer(new TinyLm(), Opts(dir.Path, maxSteps: 2));
+        var e = Assert.Throws<FineAlignException>(() => t2.Train());
+        Assert.Contains("already holds checkpoint-1", e.Message);
+    }
+
+    [Fact]
+    public void ResumingIntoAnotherModelShapeNamesTheFile()
+    {
+        using var dir = TestPaths.NewTempDir();
+        using (var t = NewTrainer(new TinyLm(), Opts(dir.Path, maxSteps: 1))) t.Train();
+        using var t2 = NewTrainer(new TinyLm(hidden: 8), Opts(dir.Path, maxSteps: 2) with { ResumeFromCheckpoint = "latest" });
+        var e = Assert.Throws<FineAlignException>(() => t2.Train());
+        Assert.Contains(Path.Combine("checkpoint-1", CheckpointStore.ModelFile) + ": cannot load model weights", e.Message);
+    }
+
+    [Fact]
     public void ResumingWithAnotherSeedIsRefused()
     {
         using var dir = TestPaths.NewTempDir();
