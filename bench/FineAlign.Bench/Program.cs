@@ -40,7 +40,8 @@ if (workload is "all" or "fwdbwd")
         var sw = Stopwatch.StartNew();
         var logits = model.Forward(ids);
         var loss = nn.functional.cross_entropy(
-            logits[.., ..^1].reshape(-1, config.VocabSize), ids[.., 1..].reshape(-1));
+            logits[TensorIndex.Colon, TensorIndex.Slice(null, -1)].reshape(-1, config.VocabSize),
+            ids[TensorIndex.Colon, TensorIndex.Slice(1, null)].reshape(-1));
         loss.backward();
         sw.Stop();
         model.zero_grad();
@@ -69,12 +70,12 @@ if (workload is "all" or "generate")
         MaxNewTokens = 128, DoSample = true, Temperature = 1.0, TopP = 0.9, Seed = 1,
         EosTokenIds = Array.Empty<int>(),   // no early stop, as in the reference
     };
-    Generator.Generate(model, prompts, options with { MaxNewTokens = 8 });   // warm-up
+    TextGenerator.Generate(model, prompts, options with { MaxNewTokens = 8 });   // warm-up
     var times = new List<double>();
     for (int r = 0; r < Math.Max(1, reps / 2); r++)
     {
         var sw = Stopwatch.StartNew();
-        Generator.Generate(model, prompts, options);
+        TextGenerator.Generate(model, prompts, options);
         times.Add(sw.Elapsed.TotalSeconds);
     }
     double med = Median(times);

@@ -10,7 +10,7 @@ namespace FineAlign.Generation;
 /// last column; the KV cache holds past keys/values; finished rows keep decoding padding (ignored)
 /// until every row is done or <see cref="GenerationOptions.MaxNewTokens"/> is reached.
 /// </summary>
-public static class Generator
+public static class TextGenerator
 {
     /// <summary>Encodes text prompts (BOS per the tokenizer) and generates a continuation for each.</summary>
     public static IReadOnlyList<GeneratedSequence> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts, GenerationOptions options)
