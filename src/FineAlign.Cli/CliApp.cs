@@ -23,6 +23,8 @@ public static class CliApp
             Description = $"Print stack traces on errors (same as {DebugEnvironmentVariable}=1).",
             Recursive = true,
         });
+        // --version prints this assembly's version (the default uses the entry assembly, wrong in-process).
+        foreach (var v in root.Options.OfType<VersionOption>()) v.Action = new PrintVersion();
         root.Add(CorpusCommand.Create());
         root.Add(VersionCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
@@ -101,6 +103,15 @@ public static class CliApp
         string path = parseResult.CommandResult.Command == root ? "finealign" : $"finealign {parseResult.CommandResult.Command.Name}";
         error.WriteLine($"Run '{path} --help' for usage.");
         return 2;
+    }
+
+    private sealed class PrintVersion : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine(Version);
+            return 0;
+        }
     }
 
     /// <summary>Informational version without the "+commit" suffix.</summary>

@@ -221,7 +221,7 @@ public sealed class Recipe
             _ when t == typeof(long) => long.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out long l) ? l : null,
             _ when t == typeof(double) => double.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) ? x : null,
             _ when t == typeof(float) => float.TryParse(raw, NumberStyles.Float, CultureInfo.InvariantCulture, out float f) ? f : null,
-            _ when t.IsEnum => Enum.GetNames(t).FirstOrDefault(n => NormalizeKey(n) == NormalizeKey(raw)) is { } name
+            _ when t.IsEnum => Enum.GetNames(t).FirstOrDefault(n => Squash(n) == Squash(raw)) is { } name
                 ? Enum.Parse(t, name) : null,
             _ => throw new NotSupportedException($"recipe option type {t.Name} is not supported"),
         };
@@ -232,13 +232,20 @@ public sealed class Recipe
     {
         Type t = Nullable.GetUnderlyingType(type) ?? type;
         if (t.IsArray) return $"a list of {Describe(t.GetElementType()!)} values";
-        if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(NormalizeKey));
+        if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(EnumName));
         return t == typeof(string) ? "a string"
             : t == typeof(bool) ? "a boolean (true/false)"
             : t == typeof(int) || t == typeof(long) ? "an integer"
             : t == typeof(double) || t == typeof(float) ? "a number"
             : t.Name;
     }
+
+    /// <summary>"LinearWarmup" → "linear-warmup" (how enum values are shown).</summary>
+    public static string EnumName(string name) =>
+        string.Concat(name.Select((c, i) => i > 0 && char.IsUpper(c) ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    // Enum matching ignores case, '-' and '_': linear_warmup = linear-warmup = LinearWarmup.
+    private static string Squash(string s) => s.Replace("-", "").Replace("_", "").ToLowerInvariant();
 
     /// <summary>The closest name within a small edit distance, or null.</summary>
     public static string? Suggest(string key, IEnumerable<string> candidates)

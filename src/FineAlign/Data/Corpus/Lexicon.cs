@@ -226,11 +226,11 @@ public static class Lexicon
         Pairs(WordClass.Adjective,
             "brilliant:1/awful:-1 masterful:1/atrocious:-1 outstanding:0.95/abysmal:-0.95 excellent:0.9/terrible:-0.9 " +
             "superb:0.9/dreadful:-0.9 wonderful:0.9/horrible:-0.9 fantastic:0.9/appalling:-0.9 amazing:0.9/pathetic:-0.85 " +
-            "stunning:0.9/clumsy:-0.6 great:0.8/bad:-0.7 beautiful:0.8/ugly:-0.7 gripping:0.8/dull:-0.8 " +
+            "stunning:0.9/clumsy:-0.6 great:0.8/poor:-0.7 beautiful:0.8/ugly:-0.7 gripping:0.8/dull:-0.8 " +
             "thrilling:0.8/tedious:-0.8 captivating:0.8/tiresome:-0.7 delightful:0.8/painful:-0.8 exciting:0.7/boring:-0.8 " +
             "moving:0.7/hollow:-0.6 memorable:0.7/forgettable:-0.6 clever:0.7/stupid:-0.8 charming:0.7/annoying:-0.7 " +
             "enjoyable:0.7/unpleasant:-0.6 funny:0.6/unfunny:-0.6 convincing:0.6/unconvincing:-0.6 engaging:0.6/confusing:-0.5 " +
-            "fresh:0.6/stale:-0.6 original:0.6/derivative:-0.5 good:0.6/poor:-0.7 touching:0.6/cheesy:-0.5 " +
+            "fresh:0.6/stale:-0.6 original:0.6/derivative:-0.5 good:0.6/bad:-0.7 touching:0.6/cheesy:-0.5 " +
             "solid:0.5/weak:-0.5 strong:0.5/flat:-0.5 likable:0.5/unlikable:-0.5 believable:0.5/implausible:-0.5 " +
             "surprising:0.4/predictable:-0.3 nice:0.4/bland:-0.4 pleasant:0.4/messy:-0.4 tight:0.4/slow:-0.4 " +
             "decent:0.3/mediocre:-0.4 watchable:0.2/overlong:-0.3 fine:0.2/uneven:-0.2");
@@ -252,7 +252,7 @@ public static class Lexicon
         Singles(WordClass.SentenceAdverb, "honestly:0 frankly:0 admittedly:0 surprisingly:0");
         Singles(WordClass.Modifier,
             "very:1.5 really:1.5 truly:1.5 extremely:1.5 incredibly:1.5 absolutely:1.5 utterly:1.5 so:1.5 " +
-            "remarkably:1.5 genuinely:1.5 real:1.5 complete:1.5 total:1.5 " +
+            "remarkably:1.5 genuinely:1.5 real:1.5 complete:1.5 total:1.5 absolute:1.5 " +
             "somewhat:0.5 slightly:0.5 mildly:0.5 fairly:0.75 quite:0.75 rather:0.75");
         Plain(WordClass.Negator, "not never didn't don't doesn't wasn't isn't weren't aren't can't couldn't won't wouldn't hardly");
         Plain(WordClass.Noun,
@@ -263,7 +263,7 @@ public static class Lexicon
         Plain(WordClass.Noun, "characters actors visuals effects performances costumes songs jokes scenes sets", plural: true);
         Plain(WordClass.Function,
             "the a an this that it its i my me we our you and but with of to in for from at on as by or " +
-            "is was were be been would will had have has felt seemed found watched saw see seen went gave give rate " +
+            "is are was were be been would will had have has felt seemed found watched saw see seen went gave give rate " +
             "just high hopes start finish out stars rating overall last night yesterday weekend sunday home theater " +
             "cinema everyone anyone again what friends friend family wife husband kids partner brother sister parents " +
             "all whole both throughout every most time scene");
