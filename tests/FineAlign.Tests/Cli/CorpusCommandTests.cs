@@ -51,7 +51,7 @@ public class CorpusCommandTests
     }
 
     [Fact]
-    public void Cancellation_exits_130_and_leaves_no_output_folder()
+    public async Task Cancellation_exits_130_and_leaves_no_output_folder()
     {
         using var tmp = TestPaths.NewTempDir();
         string outDir = Path.Combine(tmp.Path, "out");
@@ -59,7 +59,7 @@ public class CorpusCommandTests
         var error = new StringWriter();
         using var cts = new CancellationTokenSource();
         cts.Cancel();
-        int code = CliApp.RunAsync(["corpus", "--out", outDir, "--count", "50"], output, error, cts.Token).GetAwaiter().GetResult();
+        int code = await CliApp.RunAsync(["corpus", "--out", outDir, "--count", "50"], output, error, cts.Token);
         Assert.Equal(130, code);
         Assert.Equal("error: cancelled", error.ToString().Trim());
         Assert.False(Directory.Exists(outDir));
