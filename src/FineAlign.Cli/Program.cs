@@ -1,1 +1,1 @@
-Console.WriteLine("finealign");
+return await FineAlign.Cli.CliApp.RunAsync(args);
