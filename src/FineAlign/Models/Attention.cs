@@ -23,7 +23,8 @@ internal sealed class AttentionPlan
     /// Plans attention for <paramref name="inputIds"/> [B, T]. Positions come from the mask
     /// (cumsum − 1, clamped at 0, last T columns) when given, else cache.Length + arange(T).
     /// </summary>
-    public static AttentionPlan Create(Tensor inputIds, Tensor? attentionMask, KvCache? cache, ScalarType dtype)
+    /// <param name="slidingWindow">Mistral's sliding window: a query at position i sees keys j with i − j &lt; window.</param>
+    public static AttentionPlan Create(Tensor inputIds, Tensor? attentionMask, KvCache? cache, ScalarType dtype, int? slidingWindow = null)
     {
         if (inputIds.dim() != 2) throw new ArgumentException($"input ids must be [batch, tokens], got [{string.Join(", ", inputIds.shape)}]");
         long b = inputIds.shape[0], t = inputIds.shape[1];
@@ -31,27 +32,35 @@ internal sealed class AttentionPlan
         long s = past + t;
         var device = inputIds.device;
 
-        bool padded = false;
+        bool padded = false, rightPaddedOnly = false;
         Tensor positions;
         if (attentionMask is not null)
         {
             if (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != s)
                 throw new ArgumentException($"attention mask must be [batch, past + new] = [{b}, {s}], got [{string.Join(", ", attentionMask.shape)}]");
-            using var m = attentionMask.to(ScalarType.Int64);
+            using var m = attentionMask.ne(0).to(ScalarType.Int64);
             positions = (m.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
             padded = m.min().item<long>() == 0;
+            if (padded && s > 1)
+            {
+                // Every row is 1…1 0…0: real tokens never look ahead, so causal attention alone already
+                // keeps padding out of them (only the pad rows' own outputs differ, and those are ignored).
+                using var nonIncreasing = m.narrow(1, 1, s - 1).le(m.narrow(1, 0, s - 1));
+                rightPaddedOnly = nonIncreasing.all().item<bool>();
+            }
         }
         else
         {
             positions = arange(past, s, ScalarType.Int64, device).unsqueeze(0).expand(b, t);
         }
 
-        if (!padded)
+        bool windowBites = slidingWindow is int w && s > w;
+        if ((!padded || (rightPaddedOnly && past == 0)) && !windowBites)
         {
             // Fast paths: SDPA's own causal mask when queries and keys coincide, no mask at all for
             // a single new token attending to everything cached.
             if (past == 0) return new AttentionPlan { Positions = positions, IsCausal = true, Cache = cache };
-            if (t == 1) return new AttentionPlan { Positions = positions, Cache = cache };
+            if (t == 1 && !padded) return new AttentionPlan { Positions = positions, Cache = cache };
         }
 
         // Causal + padding as an additive mask. A large finite negative (not -inf) keeps fully
@@ -59,6 +68,14 @@ internal sealed class AttentionPlan
         using var keyIdx = arange(s, ScalarType.Int64, device).unsqueeze(0);            // [1, S]
         using var queryIdx = arange(past, s, ScalarType.Int64, device).unsqueeze(1);    // [T, 1]
         var allowed = keyIdx.le(queryIdx).unsqueeze(0).unsqueeze(0);                    // [1, 1, T, S]
+        if (windowBites)
+        {
+            using var lowest = queryIdx - slidingWindow!.Value;                           // [T, 1]
+            using var inWindow = keyIdx.gt(lowest).unsqueeze(0).unsqueeze(0);
+            var both = allowed.logical_and(inWindow);
+            allowed.Dispose();
+            allowed = both;
+        }
         if (padded)
         {
             using var keep = attentionMask!.ne(0).view(b, 1, 1, s);

@@ -40,12 +40,68 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 /// </summary>
 internal static class Rotary
 {
-    /// <summary>cos and sin, [batch, 1, tokens, headDim], in fp32.</summary>
-    public static (Tensor Cos, Tensor Sin) Tables(Tensor positions, int headDim, double theta)
+    /// <summary>inv_freq[i] = 1 / θ^(2i/D), as transformers computes it (in fp32).</summary>
+    public static float[] InverseFrequencies(int headDim, double theta)
     {
-        using var scope = NewDisposeScope();
         var inv = new float[headDim / 2];
         for (int i = 0; i < inv.Length; i++) inv[i] = (float)(1.0 / Math.Pow(theta, (float)(2 * i) / headDim));
+        return inv;
+    }
+
+    /// <summary>
+    /// Applies config.json's <c>rope_scaling</c>: "linear" (positions / factor) and "llama3"
+    /// (Llama 3.1: long wavelengths divided by factor, short kept, a smooth blend between —
+    /// transformers' _compute_llama3_parameters). Other types are refused.
+    /// </summary>
+    public static float[] Scaled(float[] inv, System.Text.Json.Nodes.JsonNode? ropeScaling, string source = "config.json")
+    {
+        if (ropeScaling is not System.Text.Json.Nodes.JsonObject rs) return inv;
+        string? type = (rs["rope_type"] ?? rs["type"])?.ToString();
+        double Num(string k, double? fallback)
+        {
+            if (rs[k] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue(out double d)) return d;
+            return fallback ?? throw new FineAlignException($"{source}: rope_scaling.{k} is missing.");
+        }
+        switch (type)
+        {
+            case null or "default":
+                return inv;
+            case "linear":
+            {
+                double factor = Num("factor", null);
+                return inv.Select(f => (float)(f / factor)).ToArray();
+            }
+            case "llama3":
+            {
+                double factor = Num("factor", null), low = Num("low_freq_factor", 1.0), high = Num("high_freq_factor", 4.0);
+                double oldLen = Num("original_max_position_embeddings", 8192);
+                double lowWavelen = oldLen / low, highWavelen = oldLen / high;
+                var result = new float[inv.Length];
+                for (int i = 0; i < inv.Length; i++)
+                {
+                    double f = inv[i], wavelen = 2 * Math.PI / f;
+                    if (wavelen < highWavelen) result[i] = (float)f;
+                    else if (wavelen > lowWavelen) result[i] = (float)(f / factor);
+                    else
+                    {
+                        double smooth = (oldLen / wavelen - low) / (high - low);
+                        result[i] = (float)((1 - smooth) * f / factor + smooth * f);
+                    }
+                }
+                return result;
+            }
+            default:
+                throw new FineAlignException($"{source}: rope_scaling type '{type}' is not supported (default, linear, llama3).");
+        }
+    }
+
+    /// <summary>cos and sin, [batch, 1, tokens, headDim], in fp32.</summary>
+    public static (Tensor Cos, Tensor Sin) Tables(Tensor positions, int headDim, double theta)
+        => Tables(positions, InverseFrequencies(headDim, theta));
+
+    public static (Tensor Cos, Tensor Sin) Tables(Tensor positions, float[] inv)
+    {
+        using var scope = NewDisposeScope();
         var invFreq = tensor(inv, device: positions.device);                                    // [D/2]
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;                   // [B, T, D/2]
         var emb = cat(new[] { freqs, freqs }, -1).unsqueeze(1);                                 // [B, 1, T, D]
@@ -158,32 +214,37 @@ public sealed class LlamaForCausalLM : CausalLM
 {
     private readonly LlamaModel model;
     private readonly Linear? lm_head;
+    private readonly float[] _invFreq;
+    private readonly int? _slidingWindow;
 
     public LlamaForCausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32) : base(nameof(LlamaForCausalLM), config)
     {
         if (config.IsGpt2) throw new ArgumentException("use Gpt2LMHeadModel for model_type gpt2");
         Activations.Check(config.HiddenAct, "config.json: hidden_act");
-        CheckRopeScaling(config);
+        _invFreq = Rotary.Scaled(Rotary.InverseFrequencies(config.HeadDim, config.RopeTheta), config.Raw?["rope_scaling"]);
+        _slidingWindow = SlidingWindow(config);
         model = new LlamaModel(config, dtype);
         if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, false, dtype: dtype);
         RegisterComponents();
     }
 
-    private static void CheckRopeScaling(ModelConfig c)
+    // Mistral applies sliding_window to every layer; Qwen2 only with use_sliding_window (off in
+    // released configs) and then per layer, which is not implemented.
+    private static int? SlidingWindow(ModelConfig c)
     {
-        var rs = c.Raw?["rope_scaling"];
-        if (rs is null || rs.GetValueKind() == System.Text.Json.JsonValueKind.Null) return;
-        string? type = (rs["rope_type"] ?? rs["type"])?.ToString();
-        if (type is null or "default") return;
-        throw new FineAlignException($"config.json: rope_scaling type '{type}' is not supported (only the default rotary embedding is implemented).");
+        int? window = c.Raw?["sliding_window"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue(out double d) && d >= 1 ? (int)Math.Min(d, int.MaxValue) : null;
+        if (c.ModelType == "mistral") return window;
+        if (c.ModelType == "qwen2" && window is not null && c.Raw?["use_sliding_window"] is System.Text.Json.Nodes.JsonValue u && u.TryGetValue(out bool on) && on)
+            throw new FineAlignException("config.json: Qwen2 use_sliding_window = true is not supported.");
+        return null;
     }
 
     public override Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
         using var scope = NewDisposeScope();
         var x = model.embed_tokens.forward(inputIds);
-        var plan = AttentionPlan.Create(inputIds, attentionMask, cache, x.dtype);
-        var (cos, sin) = Rotary.Tables(plan.Positions, Config.HeadDim, Config.RopeTheta);
+        var plan = AttentionPlan.Create(inputIds, attentionMask, cache, x.dtype, _slidingWindow);
+        var (cos, sin) = Rotary.Tables(plan.Positions, _invFreq);
         if (cos.dtype != x.dtype) { cos = cos.to(x.dtype); sin = sin.to(x.dtype); }
         for (int i = 0; i < model.layers.Count; i++)
             x = model.layers[i].Forward(x, cos, sin, plan, i);

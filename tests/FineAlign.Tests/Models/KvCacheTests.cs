@@ -9,7 +9,7 @@ namespace FineAlign.Tests.Models;
 /// </summary>
 public class KvCacheTests
 {
-    public static IEnumerable<object[]> Archs() => new[] { new object[] { "llama-gqa" }, new object[] { "qwen2-bias" }, new object[] { "gpt2" } };
+    public static IEnumerable<object[]> Archs() => new[] { new object[] { "llama-gqa" }, new object[] { "qwen2-bias" }, new object[] { "mistral-window3" }, new object[] { "gpt2" } };
 
     private static void AssertClose(Tensor expected, Tensor actual, double tol, string what)
     {
@@ -73,6 +73,43 @@ public class KvCacheTests
         using var stepped = cat(new[] { pre, s7, s8 }, 1);
         AssertClose(aloneA, stepped.narrow(0, 0, 1), 1e-5, arch + " cached row A");
         AssertClose(aloneB, stepped.narrow(0, 1, 1).narrow(1, 3, 5), 1e-5, arch + " cached row B");
+    }
+
+    [Theory]
+    [MemberData(nameof(Archs))]
+    public void RightPaddedBatchMatchesEachSequenceAlone(string arch)
+    {
+        using var model = ModelFactory.Create(ModelTests.ByName(arch), 19);
+        using var _ = inference_mode();
+        var g = new torch.Generator(6);
+        using var a = randint(3, 50, new long[] { 1, 7 }, generator: g);
+        using var b = randint(3, 50, new long[] { 1, 4 }, generator: g);
+        using var batch = cat(new[] { a, cat(new[] { b, zeros(new long[] { 1, 3 }, ScalarType.Int64) }, 1) }, 0);
+        using var mask = tensor(new long[] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 }).view(2, 7);
+        using var batched = model.Forward(batch, mask);
+        using var aloneA = model.Forward(a);
+        using var aloneB = model.Forward(b);
+        AssertClose(aloneA, batched.narrow(0, 0, 1), 1e-5, arch + " row A");
+        AssertClose(aloneB, batched.narrow(0, 1, 1).narrow(1, 0, 4), 1e-5, arch + " row B");
+    }
+
+    [Fact]
+    public void PlanUsesTheCausalKernelUnlessPaddingOrCacheNeedAMask()
+    {
+        using var ids = ones(new long[] { 2, 4 }, ScalarType.Int64);
+        using var right = tensor(new long[] { 1, 1, 1, 1, 1, 1, 0, 0 }).view(2, 4);
+        using var left = tensor(new long[] { 1, 1, 1, 1, 0, 0, 1, 1 }).view(2, 4);
+        Assert.True(AttentionPlan.Create(ids, null, null, ScalarType.Float32).IsCausal);
+        Assert.True(AttentionPlan.Create(ids, right, null, ScalarType.Float32).IsCausal);
+        var leftPlan = AttentionPlan.Create(ids, left, null, ScalarType.Float32);
+        Assert.False(leftPlan.IsCausal);
+        Assert.Equal(new long[] { 2, 1, 4, 4 }, leftPlan.Mask!.shape);
+        // Row 1, query 0 is padding with no visible key: finite (not -inf) everywhere.
+        Assert.True(leftPlan.Mask.isfinite().all().item<bool>());
+        Assert.Equal(new long[] { 0, 0, 0, 1 }, leftPlan.Positions[1].data<long>().ToArray());
+        // A window smaller than the sequence forces an explicit mask.
+        Assert.False(AttentionPlan.Create(ids, null, null, ScalarType.Float32, slidingWindow: 2).IsCausal);
+        Assert.True(AttentionPlan.Create(ids, null, null, ScalarType.Float32, slidingWindow: 4).IsCausal);
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace FineAlign.Tests.Models;
 public class ModelTests
 {
     internal static ModelConfig Llama(string type = "llama", int heads = 4, int kvHeads = 4, int? headDim = null, bool tied = false,
-        bool attentionBias = false, bool mlpBias = false, double theta = 10_000)
+        bool attentionBias = false, bool mlpBias = false, double theta = 10_000, Action<JsonObject>? extra = null)
     {
         var o = new JsonObject
         {
@@ -20,6 +20,7 @@ public class ModelTests
             ["bos_token_id"] = 1, ["eos_token_id"] = 2,
         };
         if (headDim is int hd) o["head_dim"] = hd;
+        extra?.Invoke(o);
         return Parse(o);
     }
 
@@ -59,6 +60,7 @@ public class ModelTests
         "mistral-tied" => Llama("mistral", kvHeads: 2, tied: true),
         "llama-headdim" => Llama(heads: 4, kvHeads: 2, headDim: 16),
         "llama-allbias" => Llama(attentionBias: true, mlpBias: true),
+        "mistral-window3" => Llama("mistral", kvHeads: 2, extra: o => o["sliding_window"] = 3),
         "gpt2" => Gpt2(),
         "gpt2-untied" => Gpt2(tied: false),
         _ => throw new ArgumentException(name),
@@ -226,6 +228,48 @@ public class ModelTests
         Assert.Equal(Math.Cos(0.1), w[1], 1e-6);
         Assert.Equal(Math.Sin(0.1), w[3], 1e-6);
         cos.Dispose(); sin.Dispose();
+    }
+
+    [Fact]
+    public void RopeScalingLinearAndLlama3FollowTransformers()
+    {
+        // head_dim 8, θ = 10⁴ → inv_freq = [1, 0.1, 0.01, 0.001]; wavelengths 2π/f = [6.3, 62.8, 628, 6283].
+        float[] inv = Rotary.InverseFrequencies(8, 10_000);
+        Assert.Equal(new[] { 1f, 0.1f, 0.01f, 0.001f }, inv.Select(f => (float)Math.Round(f, 6)).ToArray());
+
+        var linear = Rotary.Scaled(inv, JsonNode.Parse("""{"type":"linear","factor":4}"""));
+        Assert.Equal(0.025f, linear[1], 1e-7f);
+
+        // llama3 with original length 64, low 1, high 4, factor 8: wavelength < 16 kept, > 64 divided by 8,
+        // between them blended with s = (64/λ − 1)/(4 − 1).
+        var l3 = Rotary.Scaled(inv, JsonNode.Parse("""{"rope_type":"llama3","factor":8,"low_freq_factor":1,"high_freq_factor":4,"original_max_position_embeddings":64}"""));
+        double s1 = (64 / (2 * Math.PI / 0.1) - 1) / 3;
+        Assert.Equal(1f, l3[0]);
+        Assert.Equal((1 - s1) * 0.1 / 8 + s1 * 0.1, l3[1], 1e-6);
+        Assert.Equal(0.01 / 8, l3[2], 1e-7);
+        Assert.Equal(0.001 / 8, l3[3], 1e-8);
+
+        var e = Assert.Throws<FineAlignException>(() => Rotary.Scaled(inv, JsonNode.Parse("""{"rope_type":"yarn","factor":4}""")));
+        Assert.Contains("yarn", e.Message);
+        Assert.Throws<FineAlignException>(() => ModelFactory.Create(Llama(extra: o => o["rope_scaling"] = JsonNode.Parse("""{"rope_type":"dynamic","factor":2}""")), 1));
+    }
+
+    [Fact]
+    public void MistralSlidingWindowLimitsWhatEachTokenSees()
+    {
+        // Window 3, 2 layers: the last token's receptive field is 2·(3 − 1) + 1 = 5 tokens. RoPE scores
+        // depend only on relative positions, so the 5-token suffix alone gives the same last logits.
+        using var windowed = ModelFactory.Create(ByName("mistral-window3"), 4);
+        using var plain = ModelFactory.Create(Llama("mistral", kvHeads: 2), 4);
+        using var _ = inference_mode();
+        using var ids = Ids(1, 9, 8);
+        using var suffix = ids.narrow(1, 4, 5);
+        using var full = windowed.Forward(ids);
+        using var part = windowed.Forward(suffix);
+        AssertClose(full.narrow(1, 8, 1), part.narrow(1, 4, 1), 1e-5, "window 3");
+        using var fullPlain = plain.Forward(ids);
+        using var partPlain = plain.Forward(suffix);
+        Assert.True((fullPlain.narrow(1, 8, 1) - partPlain.narrow(1, 4, 1)).abs().max().item<float>() > 1e-3);
     }
 
     [Fact]
