@@ -359,11 +359,14 @@ public static class SafeTensors
             size += bytes;
             total += bytes;
         }
+        // A stale single file would shadow a new index (and vice versa): remove the other layout.
         if (shards.Count == 1)
         {
             Save(System.IO.Path.Combine(folder, SingleFileName), list);
+            File.Delete(System.IO.Path.Combine(folder, IndexFileName));
             return new[] { SingleFileName };
         }
+        File.Delete(System.IO.Path.Combine(folder, SingleFileName));
         var names = new List<string>();
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < shards.Count; i++)

@@ -379,6 +379,22 @@ public class ModelTests
     }
 
     [Fact]
+    public void SavingOverTheFolderAModelCameFromKeepsItsTokenizerAndGenerationConfig()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        using var model = ModelFactory.Create(Llama(), 3);
+        string dir = Path.Combine(tmp.Path, "m");
+        ModelIO.Save(model, dir);
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{\"version\":\"1.0\"}");
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), "{\"temperature\":0.7}");
+        ModelIO.Save(model, dir, tokenizerSourceFolder: dir);
+        Assert.Equal("{\"version\":\"1.0\"}", File.ReadAllText(Path.Combine(dir, "tokenizer.json")));
+        Assert.Contains("0.7", File.ReadAllText(Path.Combine(dir, "generation_config.json")));
+        using var loaded = ModelIO.Load(dir);
+        Assert.Equal(new[] { 2 }, loaded.Config.EosTokenIds);
+    }
+
+    [Fact]
     public void ShardedSaveLoadsBack()
     {
         using var tmp = TestPaths.NewTempDir();
@@ -389,6 +405,10 @@ public class ModelTests
         Assert.True(File.Exists(Path.Combine(dir, SafeTensors.IndexFileName)));
         Assert.True(Directory.GetFiles(dir, "model-*-of-*.safetensors").Length > 2);
         using var loaded = ModelIO.Load(dir);
+        // Saved again unsharded: the index is gone, so the single file is what loads.
+        ModelIO.Save(loaded, dir);
+        Assert.False(File.Exists(Path.Combine(dir, SafeTensors.IndexFileName)));
+        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors")));
         using var _ = inference_mode();
         using var ids = Ids(1, 5, 2);
         using var a = model.Forward(ids);

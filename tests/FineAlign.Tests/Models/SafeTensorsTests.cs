@@ -93,6 +93,10 @@ public class SafeTensorsTests
             using var t = ck.Read($"t{i}");
             Assert.Equal(i * 10f, t.sum().item<float>());
         }
+        ck.Dispose();
+        // Rewritten as one file into the same folder: the old index must not shadow it.
+        Assert.Equal(new[] { SafeTensors.SingleFileName }, SafeTensors.SaveSharded(tmp.Path, tensors, long.MaxValue));
+        Assert.False(File.Exists(Path.Combine(tmp.Path, SafeTensors.IndexFileName)));
         foreach (var t in tensors.Values) t.Dispose();
     }
 
