@@ -1,0 +1,210 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FineAlign.Models;
+
+/// <summary>Builds models from a config: the right architecture, deterministic initial weights.</summary>
+public static class ModelFactory
+{
+    /// <summary>A fresh fp32 model with HF-like initial weights drawn from <paramref name="seed"/>.</summary>
+    public static CausalLM Create(ModelConfig config, long seed) => Create(config, seed, ScalarType.Float32);
+
+    /// <summary>A fresh model in <paramref name="dtype"/> (weights drawn in fp32, then cast).</summary>
+    public static CausalLM Create(ModelConfig config, long seed, ScalarType dtype)
+    {
+        var model = Construct(config, dtype);
+        Initialize(model, seed);
+        return model;
+    }
+
+    /// <summary>The architecture for <c>config.ModelType</c>, with TorchSharp's default initialisation.</summary>
+    public static CausalLM Construct(ModelConfig config, ScalarType dtype = ScalarType.Float32)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
+            throw new FineAlignException($"model dtype {dtype} is not supported (float32, float16, bfloat16).");
+        return config.ModelType switch
+        {
+            "gpt2" => new Gpt2LMHeadModel(config, dtype),
+            "llama" or "mistral" or "qwen2" => new LlamaForCausalLM(config, dtype),
+            _ => throw new FineAlignException($"model_type '{config.ModelType}' is not supported (supported: {string.Join(", ", ModelConfig.SupportedTypes)})."),
+        };
+    }
+
+    /// <summary>
+    /// transformers' _init_weights: weights ~ N(0, initializer_range = 0.02), biases 0, norm gains 1;
+    /// GPT-2's residual projections (c_proj) use std / √(2·n_layer) (GPT-2 paper, §2.3).
+    /// </summary>
+    public static void Initialize(CausalLM model, long seed)
+    {
+        var c = model.Config;
+        double std = c.Raw?["initializer_range"] is JsonValue v && v.TryGetValue(out double r) && r > 0 ? r : 0.02;
+        using var gen = new Generator(unchecked((ulong)seed));
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (p.dim() == 1)
+            {
+                if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+                else p.fill_(1.0);
+                continue;
+            }
+            double s = c.IsGpt2 && name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? std / Math.Sqrt(2.0 * c.NumLayers) : std;
+            using var w = empty(p.shape, ScalarType.Float32).normal_(0, s, gen);
+            p.copy_(w);
+        }
+    }
+}
+
+/// <summary>Loading and saving Hugging Face model folders (config.json + safetensors).</summary>
+public static class ModelIO
+{
+    /// <summary>transformers' default <c>max_shard_size</c> for save_pretrained.</summary>
+    public const long DefaultMaxShardBytes = 5L * 1000 * 1000 * 1000;
+
+    /// <summary>Tokenizer files copied next to saved weights.</summary>
+    public static readonly string[] TokenizerFiles =
+    {
+        "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+        "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    };
+
+    /// <summary>
+    /// Loads <paramref name="folder"/>: config.json and model.safetensors (or a sharded set).
+    /// Every parameter must be present with the configured shape; only known non-parameter buffers
+    /// (GPT-2's attn.bias/masked_bias, rotary inv_freq, a tied lm_head copy) may be extra.
+    /// </summary>
+    public static CausalLM Load(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
+        var config = ModelConfig.Load(Path.Combine(folder, "config.json"));
+        using var ck = SafeTensorsCheckpoint.Open(folder);
+        var model = ModelFactory.Construct(config, dtype);
+        try
+        {
+            var used = new HashSet<string>(StringComparer.Ordinal);
+            using (no_grad())
+            {
+                foreach (var (name, p) in model.named_parameters())
+                {
+                    string key = FindKey(ck, config, name)
+                        ?? throw new FineAlignException($"{folder}: tensor '{name}' (shape [{string.Join(", ", p.shape)}]) is missing from the checkpoint.");
+                    var e = ck.Entry(key);
+                    if (!e.Shape.SequenceEqual(p.shape))
+                        throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has shape [{string.Join(", ", e.Shape)}] but config.json implies [{string.Join(", ", p.shape)}].");
+                    if (e.DType is not ("F32" or "F16" or "BF16" or "F64"))
+                        throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has dtype {e.DType}; model weights must be floating point.");
+                    using var t = ck.Read(key, dtype);
+                    p.copy_(t);
+                    used.Add(key);
+                }
+            }
+            foreach (var name in ck.Names)
+            {
+                if (used.Contains(name) || IsKnownBuffer(name, config)) continue;
+                throw new FineAlignException($"{ck.FileOf(name)}: unexpected tensor '{name}' for a {config.ModelType} model with this config.json.");
+            }
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    // The original OpenAI GPT-2 checkpoints on the hub name tensors without the "transformer." prefix.
+    private static string? FindKey(SafeTensorsCheckpoint ck, ModelConfig config, string name)
+    {
+        if (ck.Contains(name)) return name;
+        const string prefix = "transformer.";
+        if (config.IsGpt2 && name.StartsWith(prefix, StringComparison.Ordinal) && ck.Contains(name[prefix.Length..]))
+            return name[prefix.Length..];
+        return null;
+    }
+
+    private static bool IsKnownBuffer(string name, ModelConfig config)
+    {
+        if (name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)) return true;
+        if (config.TieWordEmbeddings && name == "lm_head.weight") return true;
+        return config.IsGpt2 && (name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Saves <paramref name="model"/> as a Hugging Face folder: config.json (torch_dtype = the
+    /// weights' dtype), model.safetensors with HF names (a tied lm_head is omitted), or shards plus an
+    /// index above <paramref name="maxShardBytes"/>, generation_config.json, and the tokenizer files
+    /// found in <paramref name="tokenizerSourceFolder"/>. Everything is written to a temp folder beside
+    /// the target and renamed into place, so a crash never leaves a half-written model folder.
+    /// An existing target is replaced only if it is empty or itself a model folder (has config.json).
+    /// </summary>
+    public static void Save(CausalLM model, string folder, string? tokenizerSourceFolder = null, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save a model to a file-system root.");
+        if (File.Exists(target)) throw new FineAlignException($"{folder}: exists and is a file, not a folder.");
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json")))
+            throw new FineAlignException($"{folder}: exists, is not empty and is not a model folder; refusing to replace it.");
+        if (tokenizerSourceFolder is not null && !Directory.Exists(tokenizerSourceFolder))
+            throw new FineAlignException($"{tokenizerSourceFolder}: tokenizer source folder not found.");
+        Directory.CreateDirectory(parent);
+
+        string name = Path.GetFileName(target);
+        string tmp = Path.Combine(parent, $".{name}.tmp-{Guid.NewGuid().ToString("N")[..12]}");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            var state = model.state_dict();
+            ScalarType dtype = state.Values.FirstOrDefault(t => t.is_floating_point())?.dtype ?? ScalarType.Float32;
+            var json = model.Config.ToJson();
+            json["torch_dtype"] = dtype switch
+            {
+                ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32",
+            };
+            var indented = new JsonSerializerOptions { WriteIndented = true };
+            File.WriteAllText(Path.Combine(tmp, "config.json"), json.ToJsonString(indented));
+            SafeTensors.SaveSharded(tmp, state, maxShardBytes);
+
+            string? genSource = tokenizerSourceFolder is null ? null : Path.Combine(tokenizerSourceFolder, "generation_config.json");
+            if (genSource is not null && File.Exists(genSource))
+                File.Copy(genSource, Path.Combine(tmp, "generation_config.json"));
+            else if (GenerationConfig(model.Config) is JsonObject gen)
+                File.WriteAllText(Path.Combine(tmp, "generation_config.json"), gen.ToJsonString(indented));
+
+            if (tokenizerSourceFolder is not null)
+                foreach (var f in TokenizerFiles)
+                {
+                    string src = Path.Combine(tokenizerSourceFolder, f);
+                    if (File.Exists(src)) File.Copy(src, Path.Combine(tmp, f));
+                }
+
+            if (Directory.Exists(target))
+            {
+                string old = Path.Combine(parent, $".{name}.old-{Guid.NewGuid().ToString("N")[..12]}");
+                Directory.Move(target, old);
+                Directory.Move(tmp, target);
+                Directory.Delete(old, true);
+            }
+            else
+            {
+                Directory.Move(tmp, target);
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+        }
+    }
+
+    private static JsonObject? GenerationConfig(ModelConfig c)
+    {
+        if (c.BosTokenId is null && c.EosTokenIds.Length == 0 && c.PadTokenId is null) return null;
+        var o = new JsonObject();
+        if (c.BosTokenId is int b) o["bos_token_id"] = b;
+        if (c.EosTokenIds.Length == 1) o["eos_token_id"] = c.EosTokenIds[0];
+        else if (c.EosTokenIds.Length > 1) o["eos_token_id"] = new JsonArray(c.EosTokenIds.Select(e => (JsonNode)e).ToArray());
+        if (c.PadTokenId is int p) o["pad_token_id"] = p;
+        return o;
+    }
+}
