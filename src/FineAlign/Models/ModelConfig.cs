@@ -30,7 +30,7 @@ public sealed class ModelConfig
     public bool TieWordEmbeddings { get; init; }
     /// <summary>q/k/v projections carry biases (Qwen2; Llama's <c>attention_bias</c>).</summary>
     public bool AttentionBias { get; init; }
-    /// <summary>o_proj/down/up/gate biases (Llama <c>mlp_bias</c>; off for the others).</summary>
+    /// <summary>gate/up/down biases (Llama <c>mlp_bias</c>); o_proj has a bias only for llama with <c>attention_bias</c>.</summary>
     public bool MlpBias { get; init; }
     public string HiddenAct { get; init; } = "silu";
     public int? BosTokenId { get; init; }
@@ -208,16 +208,29 @@ public sealed class ModelConfig
     // ---- small JSON helpers that turn type errors into messages naming the field ----
     private static string? Str(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     private static bool? Bool(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out bool b) ? b : null;
-    private static double? Dbl(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out double d) ? d : null;
-    private static int? OptInt(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out long l) && l is >= int.MinValue and <= int.MaxValue ? (int)l : null;
+    private static double? Dbl(JsonObject o, string k) => o[k] is JsonValue v
+        ? v.TryGetValue(out double d) ? d : v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) ? l : null
+        : null;
+    private static int? OptInt(JsonObject o, string k) => o[k] is JsonValue v
+        ? v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) && l is >= int.MinValue and <= int.MaxValue ? (int)l : null
+        : null;
+
+    private static int OptIntOf(JsonNode n) => n is JsonValue v
+        ? v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) && l is >= 0 and <= int.MaxValue ? (int)l : -1
+        : -1;
 
     private static int Int(JsonObject o, string source, string k, int? fallback)
     {
         var node = o[k];
         if (node is null)
             return fallback ?? throw new FineAlignException($"{source}: field '{k}' is missing.");
-        if (node is JsonValue v && v.TryGetValue(out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue)
-            return (int)d;
+        // A JsonValue built in code holds an int/long, one parsed from text a JsonElement: accept both.
+        if (node is JsonValue v)
+        {
+            if (v.TryGetValue(out int i)) return i;
+            if (v.TryGetValue(out long l) && l is >= int.MinValue and <= int.MaxValue) return (int)l;
+            if (v.TryGetValue(out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
+        }
         throw new FineAlignException($"{source}: field '{k}' must be an integer, got {node.ToJsonString()}.");
     }
 
@@ -226,8 +239,8 @@ public sealed class ModelConfig
 
     private static int[] IntList(JsonObject o, string k) => o[k] switch
     {
-        JsonArray a => a.Select(n => n is JsonValue v && v.TryGetValue(out long l) ? (int)l : -1).Where(i => i >= 0).ToArray(),
-        JsonValue v when v.TryGetValue(out long l) => new[] { (int)l },
+        JsonArray a => a.Select(n => n is JsonObject or JsonArray or null ? -1 : OptIntOf(n)).Where(i => i >= 0).ToArray(),
+        JsonValue v when OptIntOf(v) >= 0 => new[] { OptIntOf(v) },
         _ => Array.Empty<int>(),
     };
 }
