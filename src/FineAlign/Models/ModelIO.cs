@@ -1,3 +1,4 @@
+using FineAlign.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using TorchSharp;
@@ -140,6 +141,13 @@ public static class ModelIO
     /// An existing target is replaced only if it is empty or itself a model folder (has config.json).
     /// </summary>
     public static void Save(CausalLM model, string folder, string? tokenizerSourceFolder = null, long maxShardBytes = DefaultMaxShardBytes)
+        => Save(model, folder, tokenizerSourceFolder, null, maxShardBytes);
+
+    /// <summary>As above; <paramref name="tokenizer"/> (when given) writes its own files, e.g. the built-in byte tokenizer.</summary>
+    public static void Save(CausalLM model, string folder, TextTokenizer tokenizer, long maxShardBytes = DefaultMaxShardBytes)
+        => Save(model, folder, null, tokenizer, maxShardBytes);
+
+    private static void Save(CausalLM model, string folder, string? tokenizerSourceFolder, TextTokenizer? tokenizer, long maxShardBytes)
     {
         string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save a model to a file-system root.");
@@ -172,6 +180,7 @@ public static class ModelIO
             else if (GenerationConfig(model.Config) is JsonObject gen)
                 File.WriteAllText(Path.Combine(tmp, "generation_config.json"), gen.ToJsonString(indented));
 
+            tokenizer?.Save(tmp);
             if (tokenizerSourceFolder is not null)
                 foreach (var f in TokenizerFiles)
                 {
