@@ -33,6 +33,7 @@ public sealed class HfTokenizer : TextTokenizer
 
     private readonly Tokenizer _inner;
     private readonly SentencePieceTokenizer? _sp;
+    private readonly Dictionary<int, string>? _pieceById;
     private readonly IReadOnlyDictionary<int, string> _specialById;
     private readonly int _vocabSize;
     private readonly bool _nfc;
@@ -45,6 +46,8 @@ public sealed class HfTokenizer : TextTokenizer
         SourceFolder = Path.GetFullPath(sourceFolder);
         _inner = inner;
         _sp = inner as SentencePieceTokenizer;
+        if (_sp is not null)
+            _pieceById = _sp.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         SpecialTokens = specials;
         _specialById = specials.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         _vocabSize = vocabSize;
@@ -95,10 +98,12 @@ public sealed class HfTokenizer : TextTokenizer
     {
         var sb = new StringBuilder();
         var run = new List<int>();
+        bool textEmitted = false;  // SentencePiece: the dummy prefix follows leading special tokens too
         void Flush()
         {
             if (run.Count == 0) return;
-            sb.Append(_inner.Decode(run));
+            sb.Append(_sp is null ? _inner.Decode(run) : DecodeSentencePiece(run, atStart: !textEmitted));
+            textEmitted = true;
             run.Clear();
         }
         foreach (int id in ids)
@@ -112,6 +117,25 @@ public sealed class HfTokenizer : TextTokenizer
         }
         Flush();
         return sb.ToString();
+    }
+
+    // SentencePiece decoding done here: ML.Tokenizers 2.0.1 drops the first '▁' after leading byte-fallback
+    // pieces (e.g. "[INST] 2" decodes as "[INST]2"). Pieces are spelled out, '▁' becomes a space, <0xNN>
+    // pieces become bytes, and invalid UTF-8 becomes U+FFFD. Like sentencepiece, the dummy-prefix space of
+    // the first piece is removed at the start of the text (after any leading special tokens, where Encode puts it).
+    private string DecodeSentencePiece(List<int> ids, bool atStart)
+    {
+        var bytes = new List<byte>();
+        foreach (int id in ids)
+        {
+            if (!_pieceById!.TryGetValue(id, out string? piece)) continue;
+            if (piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
+                && byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.HexNumber, null, out byte b))
+                bytes.Add(b);
+            else bytes.AddRange(Encoding.UTF8.GetBytes(piece.Replace('\u2581', ' ')));
+        }
+        string text = Encoding.UTF8.GetString(bytes.ToArray());
+        return atStart && _sp!.AddDummyPrefix && text.StartsWith(' ') ? text[1..] : text;
     }
 
     /// <summary>Copies the files this tokenizer was loaded from into <paramref name="folder"/>.</summary>
