@@ -63,15 +63,12 @@ public static class JsonlReader
         if (line.Length > 0) yield return (++lineNo, line.ToArray());
     }
 
+    // 1-based position of the first byte that is not valid UTF-8.
     private static int InvalidUtf8Offset(ReadOnlySpan<byte> line)
     {
-        var decoder = new UTF8Encoding(false, true);
-        for (int len = 1; len <= line.Length; len++)
-        {
-            try { decoder.GetCharCount(line[..len]); }
-            catch (DecoderFallbackException e) { return e.Index >= 0 ? e.Index : len - 1; }
-        }
-        return 0;
+        var chars = new char[line.Length];
+        Utf8.ToUtf16(line, chars, out int read, out _, replaceInvalidSequences: false);
+        return read + 1;
     }
 
     private static string OneLine(string s) => s.Replace('\r', ' ').Replace('\n', ' ');

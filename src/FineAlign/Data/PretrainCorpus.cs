@@ -48,7 +48,7 @@ public static class PretrainCorpus
     {
         var ids = new List<int>();
         if (tokenizer.AddBos && tokenizer.BosId is int bos) ids.Add(bos);
-        ids.AddRange(ids.Count == 0 ? tokenizer.Encode(text) : Text.TokenizerExtensions.EncodeContinuation(tokenizer, text));
+        ids.AddRange(tokenizer.Encode(text));
         int eos = tokenizer.EosId ?? throw new FineAlignException("the tokenizer has no EOS token; pretraining needs one between documents");
         ids.Add(eos);
         var mask = Enumerable.Repeat(true, ids.Count).ToArray();

@@ -61,7 +61,7 @@ public sealed class SftEncoder
                 var ids = new List<int>();
                 var mask = new List<bool>();
                 if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, ids.Count == 0 ? _tok.Encode(pc.Prompt) : _tok.EncodeContinuation(pc.Prompt), all);
+                Append(ids, mask, _tok.Encode(pc.Prompt), all);
                 Append(ids, mask, _tok.EncodeContinuation(pc.Completion), true);
                 ids.Add(RequireEos()); mask.Add(true);
                 return Finish(ids, mask);
@@ -71,14 +71,15 @@ public sealed class SftEncoder
                 var ids = new List<int>();
                 var mask = new List<bool>();
                 if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, ids.Count == 0 ? _tok.Encode(t.Text) : _tok.EncodeContinuation(t.Text), true);
+                Append(ids, mask, _tok.Encode(t.Text), true);
                 ids.Add(RequireEos()); mask.Add(true);
                 return Finish(ids, mask);
             }
             case ChatExample c:
             {
+                var format = ChatFormat;  // outside the try: an unknown template is not a data error
                 List<ChatSegment> segs;
-                try { segs = ChatTemplates.RenderSegments(ChatFormat, c.Messages, addGenerationPrompt: false, _tok); }
+                try { segs = ChatTemplates.RenderSegments(format, c.Messages, addGenerationPrompt: false, _tok); }
                 catch (FineAlignException e) when (e is not DataFormatException)
                 {
                     throw new DataFormatException(file, c.Line, c.PromptCount == 0 ? "messages" : "prompt/completion", e.Message);

@@ -142,10 +142,12 @@ public static class ChatTemplates
         var mask = new List<bool>();
         bool startsWithBos = segments.Count > 0 && tokenizer.BosToken is string b && segments[0].Text.StartsWith(b, StringComparison.Ordinal);
         if (tokenizer.AddBos && tokenizer.BosId is int bosId && !startsWithBos) { ids.Add(bosId); mask.Add(false); }
+        bool first = true;  // the first segment starts the text (SentencePiece adds its dummy prefix there)
         foreach (var seg in segments)
         {
             if (seg.Text.Length == 0) continue;
-            int[] part = ids.Count == 0 ? tokenizer.Encode(seg.Text) : tokenizer.EncodeContinuation(seg.Text);
+            int[] part = first ? tokenizer.Encode(seg.Text) : tokenizer.EncodeContinuation(seg.Text);
+            first = false;
             bool target = isTarget(seg);
             ids.AddRange(part);
             for (int k = 0; k < part.Length; k++) mask.Add(target);
