@@ -27,11 +27,17 @@ public static class PretrainCorpus
 
     private static IEnumerable<string> ReadText(string path)
     {
-        using var reader = new StreamReader(path, new UTF8Encoding(false, throwOnInvalidBytes: false));
+        using var reader = new StreamReader(path, new UTF8Encoding(false, throwOnInvalidBytes: true));
         var doc = new StringBuilder();
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        long lineNo = 0;
+        while (true)
         {
+            string? line;
+            // The decoder works on 4 KB chunks, so the reported line is where reading stopped, near the bad byte.
+            try { line = reader.ReadLine(); }
+            catch (DecoderFallbackException) { throw new FineAlignException($"{path}: not valid UTF-8 text (bad bytes near line {lineNo + 1})"); }
+            if (line is null) break;
+            lineNo++;
             if (line.Trim().Length == 0)
             {
                 if (doc.Length > 0) { yield return doc.ToString(); doc.Clear(); }

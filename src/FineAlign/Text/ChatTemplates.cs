@@ -37,7 +37,8 @@ public static class ChatTemplates
     {
         if (string.IsNullOrEmpty(jinja)) return null;
         if (jinja.Contains("<|im_start|>")) return ChatFormat.ChatML;
-        if (jinja.Contains("[INST]")) return ChatFormat.Llama2;
+        // Mistral's template also has [INST] but other spacing and no <<SYS>>: only Llama-2's is recognised.
+        if (jinja.Contains("[INST]") && jinja.Contains("<<SYS>>")) return ChatFormat.Llama2;
         if (jinja.Contains("<|user|>") && jinja.Contains("<|assistant|>")) return ChatFormat.Zephyr;
         return null;
     }

@@ -262,14 +262,27 @@ public sealed class HfTokenizer : TextTokenizer
         // A Split pre-tokenizer carries the model's own regex (Llama-3, Qwen2); else ByteLevel's GPT-2 regex.
         string pattern = FindSplitRegex(root["pre_tokenizer"]) ?? ByteLevel.Gpt2Pattern;
         bool addPrefixSpace = FindByteLevel(root["pre_tokenizer"])?["add_prefix_space"] is JsonValue aps && aps.TryGetValue(out bool a) && a;
-        return CreateByteLevelBpe(HfTokenizerKind.TokenizerJson, folder, path, vocab, merges, pattern, nfc, addPrefixSpace, added);
+        // A TemplateProcessing post-processor starting with a special token adds BOS (Llama-3 has no add_bos_token).
+        string? templateBos = FindTemplateBos(root["post_processor"]);
+        return CreateByteLevelBpe(HfTokenizerKind.TokenizerJson, folder, path, vocab, merges, pattern, nfc, addPrefixSpace, added, templateBos);
+    }
+
+    private static string? FindTemplateBos(JsonNode? post)
+    {
+        if (post is not JsonObject o) return null;
+        if (TokenizerSettings.TokenString(o["type"]) == "TemplateProcessing")
+            return o["single"] is JsonArray single && single.Count > 0
+                ? TokenizerSettings.TokenString(single[0]?["SpecialToken"]?["id"]) : null;
+        return o["processors"] is JsonArray arr ? arr.Select(FindTemplateBos).FirstOrDefault(x => x is not null) : null;
     }
 
     private static HfTokenizer CreateByteLevelBpe(HfTokenizerKind kind, string folder, string path,
         Dictionary<string, int> vocab, List<string> merges, string pattern, bool nfc, bool addPrefixSpace,
-        IReadOnlyDictionary<string, int>? extraAdded = null)
+        IReadOnlyDictionary<string, int>? extraAdded = null, string? templateBos = null)
     {
         var settings = TokenizerSettings.Read(folder);
+        if (templateBos is not null)
+            settings = settings with { BosToken = settings.BosToken ?? templateBos, AddBosToken = settings.AddBosToken ?? true };
         if (extraAdded is not null)
         {
             var all = new Dictionary<string, int>(extraAdded, StringComparer.Ordinal);

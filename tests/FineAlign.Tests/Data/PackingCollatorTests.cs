@@ -98,6 +98,17 @@ public class PackingCollatorTests
     }
 
     [Fact]
+    public void PretrainCorpus_InvalidUtf8Text_IsAClearError()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string p = Path.Combine(dir.Path, "c.txt");
+        File.WriteAllBytes(p, [.. "ok\n\nbad "u8, 0xC3, 0x28]);
+        var e = Assert.Throws<FineAlignException>(() => PretrainCorpus.ReadDocuments(p).ToList());
+        Assert.Contains("not valid UTF-8", e.Message);
+        Assert.Contains(p, e.Message);
+    }
+
+    [Fact]
     public void PretrainCorpus_Jsonl_ReadsTextField()
     {
         using var dir = TestPaths.NewTempDir();

@@ -56,7 +56,8 @@ public class ChatTemplatesTests
     public void Detect_And_Resolve()
     {
         Assert.Equal(ChatFormat.ChatML, ChatTemplates.Detect("{% for m in messages %}<|im_start|>{{ m.role }}..."));
-        Assert.Equal(ChatFormat.Llama2, ChatTemplates.Detect("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"));
+        Assert.Equal(ChatFormat.Llama2, ChatTemplates.Detect("{% set c = '<<SYS>>\\n' + s %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"));
+        Assert.Null(ChatTemplates.Detect("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"));  // Mistral: differs, not guessed
         Assert.Equal(ChatFormat.Zephyr, ChatTemplates.Detect("{{ '<|user|>\n' }}...{{ '<|assistant|>\n' }}"));
         Assert.Null(ChatTemplates.Detect("{{ '### Instruction:' }}"));
         Assert.Equal(ChatFormat.Zephyr, ChatTemplates.Resolve("zephyr", "<|im_start|>"));  // the user's name wins

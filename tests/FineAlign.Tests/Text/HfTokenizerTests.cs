@@ -45,6 +45,22 @@ public class HfTokenizerTests
     }
 
     [Fact]
+    public void TokenizerJson_PostProcessorTemplate_MeansAddBos()
+    {
+        using var dir = TestPaths.NewTempDir();
+        WriteTokenizerJson(dir.Path);
+        string path = Path.Combine(dir.Path, "tokenizer.json");
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        root["post_processor"] = System.Text.Json.Nodes.JsonNode.Parse(
+            """{"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}]}""");
+        File.WriteAllText(path, root.ToJsonString());
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer_config.json"), """{"eos_token": "<|endoftext|>"}""");
+        var tok = HfTokenizer.LoadTokenizerJson(dir.Path);
+        Assert.True(tok.AddBos);
+        Assert.Equal(("<|im_start|>", ImStart), (tok.BosToken, tok.BosId));
+    }
+
+    [Fact]
     public void TokenizerJson_UnsupportedModel_NamesTypeAndAlternatives()
     {
         using var dir = TestPaths.NewTempDir();
