@@ -92,6 +92,18 @@ public sealed class SftEncoder
         }
     }
 
+    /// <summary>[BOS] prompt: the ids a prompt-completion model generates from (a prefix of its training sequence).</summary>
+    public int[] EncodePrompt(string prompt)
+    {
+        var ids = new List<int>();
+        if (_tok.AddBos && _tok.BosId is int bos) ids.Add(bos);
+        ids.AddRange(_tok.Encode(prompt));
+        return ids.ToArray();
+    }
+
+    /// <summary>A chat prompt with the generation prompt, in this encoder's chat format.</summary>
+    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => ChatTemplates.EncodePrompt(_tok, ChatFormat, messages);
+
     /// <summary>
     /// The example with the length policy applied; <paramref name="truncated"/> tells whether it was cut.
     /// Returns null when truncation left no target token (the caller skips it).

@@ -157,6 +157,13 @@ public static class ChatTemplates
         return new TokenizedExample(ids.ToArray(), mask.ToArray());
     }
 
+    /// <summary>
+    /// Token ids of a prompt ready for generation (with the generation prompt), tokenized exactly as in
+    /// training, so the ids are a prefix of the trained sequence of the same conversation.
+    /// </summary>
+    public static int[] EncodePrompt(TextTokenizer tokenizer, ChatFormat format, IReadOnlyList<ChatMessage> messages) =>
+        Tokenize(tokenizer, RenderSegments(format, messages, addGenerationPrompt: true, tokenizer)).InputIds;
+
     private static void ValidateRoles(IReadOnlyList<ChatMessage> messages)
     {
         for (int i = 0; i < messages.Count; i++)

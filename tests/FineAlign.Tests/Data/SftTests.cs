@@ -162,4 +162,26 @@ public class SftTests
         Assert.Equal([1, S("▁hi"), S("▁"), S("lo"), 2], ex.InputIds);
         Assert.Equal([false, false, true, true, true], ex.LossMask);
     }
+
+    [Theory]
+    [InlineData("chatml")]
+    [InlineData("llama2")]
+    [InlineData("zephyr")]
+    public void EncodePrompt_IsAPrefixOfTheTrainedSequence(string template)
+    {
+        using var dir = TestPaths.NewTempDir();
+        TinyTokenizerFiles.WriteSentencePiece(dir.Path);
+        foreach (TextTokenizer tok in new TextTokenizer[] { Tok, TokenizerLoader.Load(dir.Path) })
+        {
+            var enc = new SftEncoder(tok, new SftOptions { ChatTemplate = template });
+            ChatMessage[] prompt = [new("system", "be kind"), new("user", "hi lo")];
+            var full = enc.EncodeFull(new ChatExample(1, [.. prompt, new("assistant", "hi")], 0));
+            int[] p = enc.EncodePrompt(prompt);
+            Assert.Equal(p, full.InputIds[..p.Length]);
+            Assert.DoesNotContain(true, full.LossMask[..p.Length]);
+            Assert.True(full.LossMask[p.Length]);  // the first trained token follows the prompt directly
+        }
+        var pc = new SftEncoder(Tok, new SftOptions());
+        Assert.Equal([Bos, 'H', 'i'], pc.EncodePrompt("Hi"));
+    }
 }
