@@ -1,0 +1,170 @@
+using FineAlign.Text;
+
+namespace FineAlign.Data;
+
+/// <summary>What to do with an example longer than the maximum length.</summary>
+public enum OverLengthPolicy
+{
+    /// <summary>Keep the first MaxLength tokens; a summary warning gives the count.</summary>
+    Truncate,
+    /// <summary>Stop with a <see cref="DataFormatException"/> naming the line and the lengths.</summary>
+    Error,
+}
+
+/// <summary>How SFT examples become token sequences.</summary>
+public sealed record SftOptions
+{
+    /// <summary>Maximum tokens per example (BOS and EOS included).</summary>
+    public int MaxLength { get; init; } = 1024;
+    /// <summary>
+    /// True (default): loss on completion tokens only (for chats: assistant replies with their end marker).
+    /// False: loss on every token but the first.
+    /// </summary>
+    public bool CompletionOnlyLoss { get; init; } = true;
+    public OverLengthPolicy OverLength { get; init; } = OverLengthPolicy.Truncate;
+    /// <summary>Chat format name (chatml, llama2, zephyr); null = recognise the tokenizer's chat_template.</summary>
+    public string? ChatTemplate { get; init; }
+}
+
+/// <summary>
+/// Tokenizes SFT examples. Prompt-completion: [BOS] prompt completion EOS, BOS per tokenizer.AddBos,
+/// targets = completion + EOS. Text: [BOS] text EOS, all targets. Chats: rendered by <see cref="ChatTemplates"/>
+/// segment by segment; targets = assistant replies and their end marker (for conversational
+/// prompt-completion only those in the completion). The first token is never a target.
+/// </summary>
+public sealed class SftEncoder
+{
+    private readonly TextTokenizer _tok;
+    private ChatFormat? _format;
+
+    public SftEncoder(TextTokenizer tokenizer, SftOptions options)
+    {
+        if (options.MaxLength < 2) throw new FineAlignException($"max length must be at least 2 (got {options.MaxLength})");
+        _tok = tokenizer;
+        Options = options;
+        if (!string.IsNullOrWhiteSpace(options.ChatTemplate)) _format = ChatTemplates.Parse(options.ChatTemplate);
+    }
+
+    public SftOptions Options { get; }
+
+    /// <summary>The chat format in use (resolved on first use from the options or the tokenizer).</summary>
+    public ChatFormat ChatFormat => _format ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok.ChatTemplate);
+
+    /// <summary>The whole example, without applying the length limit.</summary>
+    public TokenizedExample EncodeFull(SftExample example, string file = "<input>")
+    {
+        bool all = !Options.CompletionOnlyLoss;
+        switch (example)
+        {
+            case PromptCompletionExample pc:
+            {
+                var ids = new List<int>();
+                var mask = new List<bool>();
+                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
+                Append(ids, mask, _tok.Encode(pc.Prompt), all);
+                Append(ids, mask, _tok.EncodeContinuation(pc.Completion), true);
+                ids.Add(RequireEos()); mask.Add(true);
+                return Finish(ids, mask);
+            }
+            case TextExample t:
+            {
+                var ids = new List<int>();
+                var mask = new List<bool>();
+                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
+                Append(ids, mask, _tok.Encode(t.Text), true);
+                ids.Add(RequireEos()); mask.Add(true);
+                return Finish(ids, mask);
+            }
+            case ChatExample c:
+            {
+                var format = ChatFormat;  // outside the try: an unknown template is not a data error
+                List<ChatSegment> segs;
+                try { segs = ChatTemplates.RenderSegments(format, c.Messages, addGenerationPrompt: false, _tok); }
+                catch (FineAlignException e) when (e is not DataFormatException)
+                {
+                    throw new DataFormatException(file, c.Line, c.PromptCount == 0 ? "messages" : "prompt/completion", e.Message);
+                }
+                return ChatTemplates.Tokenize(_tok, segs,
+                    s => all || (s.IsAssistantContent && s.MessageIndex >= c.PromptCount));
+            }
+            default:
+                throw new ArgumentException($"unknown example type {example.GetType().Name}");
+        }
+    }
+
+    /// <summary>[BOS] prompt: the ids a prompt-completion model generates from (a prefix of its training sequence).</summary>
+    public int[] EncodePrompt(string prompt)
+    {
+        var ids = new List<int>();
+        if (_tok.AddBos && _tok.BosId is int bos) ids.Add(bos);
+        ids.AddRange(_tok.Encode(prompt));
+        return ids.ToArray();
+    }
+
+    /// <summary>A chat prompt with the generation prompt, in this encoder's chat format.</summary>
+    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => ChatTemplates.EncodePrompt(_tok, ChatFormat, messages);
+
+    /// <summary>
+    /// The example with the length policy applied; <paramref name="truncated"/> tells whether it was cut.
+    /// Returns null when truncation left no target token (the caller skips it).
+    /// </summary>
+    public TokenizedExample? Encode(SftExample example, string file, out bool truncated)
+    {
+        var full = EncodeFull(example, file);
+        truncated = false;
+        if (full.Length > Options.MaxLength)
+        {
+            if (Options.OverLength == OverLengthPolicy.Error)
+                throw new DataFormatException(file, example.Line, null,
+                    $"example is {full.Length} tokens, longer than the maximum length {Options.MaxLength} (raise the max length or choose truncation)");
+            truncated = true;
+            full = new TokenizedExample(full.InputIds[..Options.MaxLength], full.LossMask[..Options.MaxLength]);
+        }
+        return full.LossMask.Contains(true) ? full : null;
+    }
+
+    private int RequireEos() =>
+        _tok.EosId ?? throw new FineAlignException("the tokenizer has no EOS token; SFT needs one to end completions");
+
+    private static void Append(List<int> ids, List<bool> mask, int[] part, bool target)
+    {
+        ids.AddRange(part);
+        for (int i = 0; i < part.Length; i++) mask.Add(target);
+    }
+
+    private static TokenizedExample Finish(List<int> ids, List<bool> mask)
+    {
+        if (mask.Count > 0) mask[0] = false;
+        return new TokenizedExample(ids.ToArray(), mask.ToArray());
+    }
+}
+
+/// <summary>A tokenized SFT file.</summary>
+public sealed record SftDataset(IReadOnlyList<TokenizedExample> Examples, SftFormat Format, int Truncated, int Skipped)
+{
+    /// <summary>
+    /// Reads, validates and tokenizes <paramref name="path"/>. One summary warning reports truncated
+    /// examples and those skipped because truncation left no target token.
+    /// </summary>
+    public static SftDataset Load(string path, TextTokenizer tokenizer, SftOptions options, Action<string>? warn = null)
+    {
+        var encoder = new SftEncoder(tokenizer, options);
+        var list = new List<TokenizedExample>();
+        int truncated = 0, skipped = 0;
+        SftFormat format = SftFormat.Text;
+        foreach (var ex in SftReader.Read(path))
+        {
+            format = ex.Format;
+            var t = encoder.Encode(ex, path, out bool cut);
+            if (cut) truncated++;
+            if (t is null) skipped++;
+            else list.Add(t);
+        }
+        if (list.Count == 0 && skipped == 0) throw new FineAlignException($"{path}: no examples (the file is empty)");
+        if (truncated > 0)
+            warn?.Invoke($"{path}: {truncated} of {list.Count + skipped} examples were longer than {options.MaxLength} tokens and were truncated" +
+                         (skipped > 0 ? $"; {skipped} kept no completion token and were skipped" : ""));
+        if (list.Count == 0) throw new FineAlignException($"{path}: every example was skipped (no completion token within {options.MaxLength} tokens)");
+        return new SftDataset(list, format, truncated, skipped);
+    }
+}

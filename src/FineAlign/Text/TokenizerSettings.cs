@@ -1,0 +1,95 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace FineAlign.Text;
+
+/// <summary>
+/// What tokenizer_config.json, special_tokens_map.json and added_tokens.json say about special tokens,
+/// <c>add_bos_token</c> and <c>chat_template</c>. Token values may be strings or objects <c>{"content": ...}</c>.
+/// </summary>
+public sealed record TokenizerSettings
+{
+    public string? BosToken { get; init; }
+    public string? EosToken { get; init; }
+    public string? PadToken { get; init; }
+    public string? UnkToken { get; init; }
+    /// <summary><c>add_bos_token</c>, or null when the files do not say.</summary>
+    public bool? AddBosToken { get; init; }
+    public string? ChatTemplate { get; init; }
+    /// <summary>Added tokens with known ids (added_tokens_decoder, added_tokens.json).</summary>
+    public IReadOnlyDictionary<string, int> AddedTokens { get; init; } = new Dictionary<string, int>();
+    /// <summary>Further special-token strings without ids (additional_special_tokens).</summary>
+    public IReadOnlyList<string> AdditionalSpecialTokens { get; init; } = [];
+
+    public static TokenizerSettings Read(string folder)
+    {
+        JsonObject? config = ReadObject(Path.Combine(folder, "tokenizer_config.json"));
+        JsonObject? map = ReadObject(Path.Combine(folder, "special_tokens_map.json"));
+        JsonObject? added = ReadObject(Path.Combine(folder, "added_tokens.json"));
+
+        var addedTokens = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (added is not null)
+            foreach (var (k, v) in added)
+                if (v is JsonValue jv && jv.TryGetValue(out int id)) addedTokens[k] = id;
+        if (config?["added_tokens_decoder"] is JsonObject decoder)
+            foreach (var (k, v) in decoder)
+                if (int.TryParse(k, out int id) && TokenString(v) is string s) addedTokens[s] = id;
+
+        var extra = new List<string>();
+        foreach (var src in new[] { map, config })
+            if (src?["additional_special_tokens"] is JsonArray arr)
+                foreach (var item in arr)
+                    if (TokenString(item) is string s && !extra.Contains(s)) extra.Add(s);
+
+        string? Token(string key) => TokenString(config?[key]) ?? TokenString(map?[key]);
+
+        bool? addBos = config?["add_bos_token"] is JsonValue b && b.TryGetValue(out bool bv) ? bv : null;
+        return new TokenizerSettings
+        {
+            BosToken = Token("bos_token"),
+            EosToken = Token("eos_token"),
+            PadToken = Token("pad_token"),
+            UnkToken = Token("unk_token"),
+            AddBosToken = addBos,
+            ChatTemplate = ReadChatTemplate(config?["chat_template"]),
+            AddedTokens = addedTokens,
+            AdditionalSpecialTokens = extra,
+        };
+    }
+
+    /// <summary>A token given as "text" or {"content": "text", ...}; null otherwise.</summary>
+    public static string? TokenString(JsonNode? node) => node switch
+    {
+        JsonValue v when v.TryGetValue(out string? s) => s,
+        JsonObject o when o["content"] is JsonValue c && c.TryGetValue(out string? s) => s,
+        _ => null,
+    };
+
+    // chat_template is a string, or a list of {name, template} (then the "default" one is used).
+    private static string? ReadChatTemplate(JsonNode? node)
+    {
+        if (node is JsonValue v && v.TryGetValue(out string? s)) return s;
+        if (node is JsonArray arr)
+        {
+            var named = arr.OfType<JsonObject>()
+                .Select(o => (name: TokenString(o["name"]), template: TokenString(o["template"])))
+                .ToList();
+            return named.FirstOrDefault(t => t.name == "default").template ?? named.FirstOrDefault().template;
+        }
+        return null;
+    }
+
+    internal static JsonObject? ReadObject(string path)
+    {
+        if (!File.Exists(path)) return null;
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new FineAlignException($"{path}: expected a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new FineAlignException($"{path}: invalid JSON: {e.Message}", e);
+        }
+    }
+}
