@@ -25,6 +25,8 @@ public static class CliApp
         });
         // --version prints this assembly's version (the default uses the entry assembly, wrong in-process).
         foreach (var v in root.Options.OfType<VersionOption>()) v.Action = new PrintVersion();
+        root.Add(PretrainCommand.Create());
+        root.Add(SftCommand.Create());
         root.Add(CorpusCommand.Create());
         root.Add(VersionCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.

@@ -147,12 +147,16 @@ public sealed record SftDataset(IReadOnlyList<TokenizedExample> Examples, SftFor
     /// examples and those skipped because truncation left no target token.
     /// </summary>
     public static SftDataset Load(string path, TextTokenizer tokenizer, SftOptions options, Action<string>? warn = null)
+        => FromExamples(SftReader.Read(path), path, tokenizer, options, warn);
+
+    /// <summary>As <see cref="Load"/>, for examples already parsed (e.g. the built-in corpus); <paramref name="path"/> names them in messages.</summary>
+    public static SftDataset FromExamples(IEnumerable<SftExample> examples, string path, TextTokenizer tokenizer, SftOptions options, Action<string>? warn = null)
     {
         var encoder = new SftEncoder(tokenizer, options);
         var list = new List<TokenizedExample>();
         int truncated = 0, skipped = 0;
         SftFormat format = SftFormat.Text;
-        foreach (var ex in SftReader.Read(path))
+        foreach (var ex in examples)
         {
             format = ex.Format;
             var t = encoder.Encode(ex, path, out bool cut);

@@ -80,38 +80,49 @@ public static class ModelIO
     {
         if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
         var config = ModelConfig.Load(Path.Combine(folder, "config.json"));
-        using var ck = SafeTensorsCheckpoint.Open(folder);
         var model = ModelFactory.Construct(config, dtype);
         try
         {
-            var used = new HashSet<string>(StringComparer.Ordinal);
-            using (no_grad())
-            {
-                foreach (var (name, p) in model.named_parameters())
-                {
-                    string key = FindKey(ck, config, name)
-                        ?? throw new FineAlignException($"{folder}: tensor '{name}' (shape [{string.Join(", ", p.shape)}]) is missing from the checkpoint.");
-                    var e = ck.Entry(key);
-                    if (!e.Shape.SequenceEqual(p.shape))
-                        throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has shape [{string.Join(", ", e.Shape)}] but config.json implies [{string.Join(", ", p.shape)}].");
-                    if (e.DType is not ("F32" or "F16" or "BF16" or "F64"))
-                        throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has dtype {e.DType}; model weights must be floating point.");
-                    using var t = ck.Read(key, dtype);
-                    p.copy_(t);
-                    used.Add(key);
-                }
-            }
-            foreach (var name in ck.Names)
-            {
-                if (used.Contains(name) || IsKnownBuffer(name, config)) continue;
-                throw new FineAlignException($"{ck.FileOf(name)}: unexpected tensor '{name}' for a {config.ModelType} model with this config.json.");
-            }
+            LoadInto(model, folder);
             return model;
         }
         catch
         {
             model.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Copies the weights of <paramref name="folder"/> into an existing <paramref name="model"/> (converted to
+    /// its dtype), with the same checks as <see cref="Load"/>: used to resume training from a checkpoint.
+    /// </summary>
+    public static void LoadInto(CausalLM model, string folder)
+    {
+        if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
+        var config = model.Config;
+        using var ck = SafeTensorsCheckpoint.Open(folder);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        using (no_grad())
+        {
+            foreach (var (name, p) in model.named_parameters())
+            {
+                string key = FindKey(ck, config, name)
+                    ?? throw new FineAlignException($"{folder}: tensor '{name}' (shape [{string.Join(", ", p.shape)}]) is missing from the checkpoint.");
+                var e = ck.Entry(key);
+                if (!e.Shape.SequenceEqual(p.shape))
+                    throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has shape [{string.Join(", ", e.Shape)}] but config.json implies [{string.Join(", ", p.shape)}].");
+                if (e.DType is not ("F32" or "F16" or "BF16" or "F64"))
+                    throw new FineAlignException($"{ck.FileOf(key)}: tensor '{key}' has dtype {e.DType}; model weights must be floating point.");
+                using var t = ck.Read(key, p.dtype);
+                p.copy_(t);
+                used.Add(key);
+            }
+        }
+        foreach (var name in ck.Names)
+        {
+            if (used.Contains(name) || IsKnownBuffer(name, config)) continue;
+            throw new FineAlignException($"{ck.FileOf(name)}: unexpected tensor '{name}' for a {config.ModelType} model with this config.json.");
         }
     }
 

@@ -10,10 +10,6 @@ namespace FineAlign.Training;
 /// to log (averaged over micro-batches), and the number of tokens processed (for tokens/s).</summary>
 public sealed record LossResult(Tensor Loss, IReadOnlyDictionary<string, double>? Metrics = null, long Tokens = 0);
 
-/// <summary>Reported after every optimizer step; the CLI renders it.</summary>
-public sealed record TrainingProgress(long Step, long TotalSteps, double Epoch, double Loss, double LearningRate,
-                                      double GradNorm, TimeSpan Elapsed, TimeSpan? Eta);
-
 /// <summary>The outcome of <see cref="Trainer{TBatch}.Train"/>.</summary>
 public sealed record TrainingResult(long GlobalStep, IReadOnlyList<Dictionary<string, double>> LogHistory,
                                     string? LastCheckpoint, string? LossCurvePng, bool Completed);
@@ -87,7 +83,13 @@ public sealed class Trainer<TBatch> : IDisposable
     public SplitMix64 Rng { get; }
     /// <summary>Live bookkeeping (global step, data position, log history).</summary>
     public TrainerState State { get; private set; }
-    public IProgress<TrainingProgress>? Progress { get; set; }
+    /// <summary>Reported after every optimizer step (stage "train"; metrics learning_rate, grad_norm, epoch); the CLI renders it.</summary>
+    public IProgress<ProgressUpdate>? Progress { get; set; }
+    /// <summary>Writes the model weights into a checkpoint folder; default TorchSharp's format (model.bin).
+    /// Trainers of Hugging Face models write a loadable HF folder instead.</summary>
+    public Action<string>? SaveModelWeights { get; init; }
+    /// <summary>Reads what <see cref="SaveModelWeights"/> wrote back into the model.</summary>
+    public Action<string>? LoadModelWeights { get; init; }
     /// <summary>Raised with every metrics entry written (train and eval).</summary>
     public event Action<IReadOnlyDictionary<string, double>>? Logged;
     /// <summary>Raised with the step number after gradients are accumulated and clipped, just before
@@ -180,9 +182,10 @@ public sealed class Trainer<TBatch> : IDisposable
 
             double elapsed = elapsedBefore + clock.Elapsed.TotalSeconds;
             State.ElapsedSeconds = elapsed;
-            double perStep = clock.Elapsed.TotalSeconds / (step - startStep);
-            Progress?.Report(new TrainingProgress(step, TotalSteps, State.Epoch, stepLoss, lr, gradNorm,
-                TimeSpan.FromSeconds(elapsed), TimeSpan.FromSeconds(perStep * (TotalSteps - step))));
+            Progress?.Report(new ProgressUpdate("train", step, TotalSteps, stepLoss, new Dictionary<string, double>
+            {
+                ["learning_rate"] = lr, ["grad_norm"] = gradNorm, ["epoch"] = Math.Round(State.Epoch, 3),
+            }));
 
             if (step % o.LoggingSteps == 0 || step == TotalSteps)
             {
@@ -256,7 +259,8 @@ public sealed class Trainer<TBatch> : IDisposable
         State.TorchNumThreads = torch.get_num_threads();
         return CheckpointStore.Save(Options.OutputDir, State.GlobalStep, dir =>
         {
-            Model.save(Path.Combine(dir, CheckpointStore.ModelFile));
+            if (SaveModelWeights is not null) SaveModelWeights(dir);
+            else Model.save(Path.Combine(dir, CheckpointStore.ModelFile));
             _optimizer.save_state_dict(Path.Combine(dir, CheckpointStore.OptimizerFile));
             WriteRng(Path.Combine(dir, CheckpointStore.RngFile));
             File.WriteAllText(Path.Combine(dir, CheckpointStore.ArgsFile), JsonSerializer.Serialize(Options, TrainerState.Json));
@@ -273,7 +277,8 @@ public sealed class Trainer<TBatch> : IDisposable
         var state = TrainerState.Load(statePath);
         if (state.Seed != Options.Seed)
             throw new FineAlignException($"{statePath}: field 'seed': the checkpoint was trained with seed {state.Seed} but seed is {Options.Seed}; resume with the same seed");
-        Guard(Path.Combine(dir, CheckpointStore.ModelFile), "model weights", p => Model.load(p));
+        if (LoadModelWeights is not null) Guard(dir, "model weights", LoadModelWeights);
+        else Guard(Path.Combine(dir, CheckpointStore.ModelFile), "model weights", p => Model.load(p));
         Guard(Path.Combine(dir, CheckpointStore.OptimizerFile), "optimizer state", p => _optimizer.load_state_dict(p));
         Guard(Path.Combine(dir, CheckpointStore.RngFile), "RNG state", ReadRng);
         Rng.State = state.RngState;
@@ -309,7 +314,7 @@ public sealed class Trainer<TBatch> : IDisposable
 
     private static void Guard(string path, string what, Action<string> load)
     {
-        if (!File.Exists(path)) throw new FineAlignException($"{path}: missing {what} in checkpoint");
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new FineAlignException($"{path}: missing {what} in checkpoint");
         try { load(path); }
         catch (Exception e) when (e is not FineAlignException)
         {

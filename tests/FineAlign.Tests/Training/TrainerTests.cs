@@ -27,9 +27,9 @@ public class TrainerTests
 
     private static float[] Flat(nn.Module m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
 
-    private sealed class Hook(Action<TrainingProgress> a) : IProgress<TrainingProgress>
+    private sealed class Hook(Action<ProgressUpdate> a) : IProgress<ProgressUpdate>
     {
-        public void Report(TrainingProgress value) => a(value);
+        public void Report(ProgressUpdate value) => a(value);
     }
 
     [Fact]
@@ -165,7 +165,7 @@ public class TrainerTests
         using var dir = TestPaths.NewTempDir();
         var model = new TinyLm();
         var o = Opts(dir.Path, maxSteps: 40) with { LoggingSteps = 5, EvalSteps = 20, SaveSteps = 20, SaveTotalLimit = 1, WarmupSteps = 0 };
-        var reports = new List<TrainingProgress>();
+        var reports = new List<ProgressUpdate>();
         var data = TinyData.Examples(18);
         using var t = new Trainer<TestBatch>(model, o, TinyData.Step(model), TinyData.Source(data[..14]), TinyData.Source(data[14..]))
         { Progress = new Hook(reports.Add) };
@@ -174,7 +174,9 @@ public class TrainerTests
         Assert.True(r.Completed);
         Assert.Equal(40, reports.Count);
         Assert.Equal(40, reports[^1].Step);
-        Assert.Equal(TimeSpan.Zero, reports[^1].Eta);
+        Assert.All(reports, u => Assert.Equal(40, u.Total));
+        Assert.Equal("train", reports[^1].Stage);
+        Assert.True(reports[^1].Metrics!.ContainsKey("learning_rate"));
 
         var lines = MetricsLogger.Read(Path.Combine(dir.Path, MetricsLogger.JsonlFile));
         var train = lines.Where(l => l.ContainsKey("loss")).ToList();
