@@ -72,8 +72,9 @@ public static class BcoLoss
     /// <param name="shift">δ's running state; updated with this batch's rewards BEFORE the loss is computed.</param>
     /// <param name="beta">β &gt; 0.</param>
     /// <param name="weights">Optional per-example loss weights [B] (e.g. <see cref="Udm.Weights"/>), detached.</param>
+    /// <param name="updateShift">false (evaluation) reads δ without merging this batch into it.</param>
     public static ObjectiveResult Compute(Tensor policyLogps, Tensor referenceLogps, Tensor thumbsUp, RewardShift shift,
-                                         double beta = DefaultBeta, Tensor? weights = null)
+                                         double beta = DefaultBeta, Tensor? weights = null, bool updateShift = true)
     {
         ObjectiveChecks.Positive(beta, "BCO beta");
         using var scope = NewDisposeScope();
@@ -84,7 +85,7 @@ public static class BcoLoss
         var up = ObjectiveChecks.Labels(thumbsUp, "thumbs-up labels", b);
 
         var rewards = beta * (pol - refr);
-        shift.Update(rewards);
+        if (updateShift) shift.Update(rewards);
         double delta = shift.Mean;
         var logits = rewards - delta;
         var losses = where(up, F.logsigmoid(logits).neg(), F.logsigmoid(logits.neg()).neg());

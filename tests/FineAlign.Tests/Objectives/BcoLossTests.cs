@@ -48,6 +48,17 @@ public class BcoLossTests
     }
 
     [Fact]
+    public void EvaluationCanReadTheShiftWithoutUpdatingIt()
+    {
+        // δ stays 0.7: up −log σ(0.5 − 0.7) = −log σ(−0.2) = 0.7981389.
+        var shift = new RewardShift { Mean = 0.7, Count = 2 };
+        var r = BcoLoss.Compute(V(-5), V(-10), B(true), shift, updateShift: false);
+        Assert.Equal(0.7, r.Metrics["delta"], 6);
+        Assert.Equal(0.7981389, r.Loss.item<float>(), 5);
+        Assert.Equal(2, shift.Count);
+    }
+
+    [Fact]
     public void RunningMeanEqualsMeanOfEverythingSeen()
     {
         var gen = new Generator(7);
