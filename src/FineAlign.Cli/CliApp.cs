@@ -26,6 +26,9 @@ public static class CliApp
         // --version prints this assembly's version (the default uses the entry assembly, wrong in-process).
         foreach (var v in root.Options.OfType<VersionOption>()) v.Action = new PrintVersion();
         root.Add(CorpusCommand.Create());
+        root.Add(GenerateCommand.Create());
+        root.Add(LogprobsCommand.Create());
+        root.Add(ConvertCommand.Create());
         root.Add(VersionCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
