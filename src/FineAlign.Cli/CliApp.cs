@@ -28,6 +28,9 @@ public static class CliApp
         root.Add(PretrainCommand.Create());
         root.Add(SftCommand.Create());
         root.Add(CorpusCommand.Create());
+        root.Add(GenerateCommand.Create());
+        root.Add(LogprobsCommand.Create());
+        root.Add(ConvertCommand.Create());
         root.Add(VersionCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
