@@ -108,6 +108,7 @@ public static class Ppo
         int b = (int)rewards.shape[0], t = (int)rewards.shape[1];
         float[] r, v, m;
         using (no_grad())
+        using (NewDisposeScope())
         {
             r = rewards.detach().to(float32).cpu().contiguous().data<float>().ToArray();
             v = values.detach().to(float32).cpu().contiguous().data<float>().ToArray();
