@@ -63,8 +63,9 @@ public static class Alol
         Ppo.CheckSame(tokenLogp, refTokenLogp, "reference log-probs");
         Ppo.CheckSame(tokenLogp, mask, "mask");
         using var scope = NewDisposeScope();
-        var w = (tokenLogp.detach().to(float32) - refTokenLogp.detach().to(float32)).exp().clamp(1 - epsilon, 1 + epsilon);
-        return (w * Ppo.AsFloatMask(mask)).MoveToOuterDisposeScope();
+        var m = Ppo.AsFloatMask(mask);
+        var logRatio = Ppo.ZeroPadding(tokenLogp.detach().to(float32), m) - Ppo.ZeroPadding(refTokenLogp.detach().to(float32), m);
+        return Ppo.ZeroPadding(logRatio.exp().clamp(1 - epsilon, 1 + epsilon), m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -80,8 +81,8 @@ public static class Alol
         Ppo.CheckSame(tokenLogp, mask, "mask");
         using var scope = NewDisposeScope();
         var m = Ppo.AsFloatMask(mask);
-        var logp = tokenLogp * m;
-        var refLogp = refTokenLogp.detach().to(float32) * m;
+        var logp = Ppo.ZeroPadding(tokenLogp, m);   // padding may hold anything; it never reaches a sum
+        var refLogp = Ppo.ZeroPadding(refTokenLogp.detach().to(float32), m);
         var nll = -logp.sum(1);                  // −Σ_i log π_θ(y_i), [B]
         var seqLogp = logp.sum(1);
         var refSeqLogp = refLogp.sum(1);
@@ -89,12 +90,12 @@ public static class Alol
         Tensor loss = variant switch
         {
             AlolVariant.Alol => (nll * SequenceWeight(seqLogp, refSeqLogp, o.Epsilon) * APlus()).mean(),
-            AlolVariant.AlolSeq => (APlus() * (TokenWeights(tokenLogp, refTokenLogp, m, o.Epsilon) * -logp).sum(1)).mean(),
+            AlolVariant.AlolSeq => (APlus() * (TokenWeights(logp, refLogp, m, o.Epsilon) * -logp).sum(1)).mean(),
             AlolVariant.AlolRefFree => (nll * APlus()).mean(),
             AlolVariant.AlolKl => (nll * APlus()).mean() + o.KlBeta * (seqLogp - refSeqLogp).mean(),
             AlolVariant.RLol => (nll * SequenceWeight(seqLogp, refSeqLogp, o.Epsilon) * R()).mean(),
             AlolVariant.WeightedBc => (nll * R()).mean(),
-            AlolVariant.RGold => (R() * (tokenLogp.detach().exp().clamp_min(o.GoldMinProbability) * -logp).sum(1)).mean(),
+            AlolVariant.RGold => (R() * (logp.detach().exp().clamp_min(o.GoldMinProbability) * -logp).sum(1)).mean(),
             _ => throw new FineAlignException($"unknown A-LoL variant {variant}"),
         };
         return loss.MoveToOuterDisposeScope();

@@ -98,7 +98,7 @@ public static class GroupAdvantages
         if (advantages.dim() != 1 || mask.dim() != 2 || advantages.shape[0] != mask.shape[0])
             throw new FineAlignException($"advantages [{Ppo.Shape(advantages)}] do not match mask [{Ppo.Shape(mask)}]");
         using var scope = NewDisposeScope();
-        return (advantages.to(float32).unsqueeze(1) * Ppo.AsFloatMask(mask)).MoveToOuterDisposeScope();
+        return Ppo.ZeroPadding(advantages.to(float32).unsqueeze(1).expand(mask.shape), Ppo.AsFloatMask(mask)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -110,7 +110,7 @@ public static class GroupAdvantages
         Ppo.CheckSame(perTokenLoss, mask, "mask");
         using var scope = NewDisposeScope();
         var m = Ppo.AsFloatMask(mask);
-        var x = perTokenLoss * m;
+        var x = Ppo.ZeroPadding(perTokenLoss, m);
         Tensor loss = mode switch
         {
             LossAggregation.Grpo => (x.sum(1) / m.sum(1).clamp_min(1.0)).mean(),
@@ -135,8 +135,9 @@ public static class GroupAdvantages
         if (refLogp is not null && klBeta != 0.0)
         {
             Ppo.CheckSame(logp, refLogp, "reference log-probs");
-            var l = refLogp.detach() - logp; // k3 with gradient through log π_θ
-            perToken = perToken + klBeta * (l.exp() - 1 - l) * Ppo.AsFloatMask(mask);
+            var m = Ppo.AsFloatMask(mask);
+            var l = Ppo.ZeroPadding(refLogp.detach(), m) - Ppo.ZeroPadding(logp, m); // k3 with gradient through log π_θ
+            perToken = perToken + klBeta * Ppo.ZeroPadding(l.exp() - 1 - l, m);
         }
         return Aggregate(perToken, mask, mode, maxLength).MoveToOuterDisposeScope();
     }

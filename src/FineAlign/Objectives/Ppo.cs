@@ -35,15 +35,17 @@ public static class Ppo
         CheckSame(logp, mask, "mask");
         using var scope = NewDisposeScope();
         var m = AsFloatMask(mask);
+        var lp = ZeroPadding(logp.to(float32), m);
+        var lr = ZeroPadding(refLogp.to(float32), m);
         Tensor kl;
         if (estimator == KlEstimator.K1)
-            kl = logp.to(float32) - refLogp.to(float32);
+            kl = lp - lr;
         else
         {
-            var l = refLogp.to(float32) - logp.to(float32); // ℓ = log π_ref − log π
+            var l = lr - lp; // ℓ = log π_ref − log π
             kl = l.exp() - 1 - l;
         }
-        return (kl * m).MoveToOuterDisposeScope();
+        return ZeroPadding(kl, m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -56,10 +58,12 @@ public static class Ppo
             throw new FineAlignException($"logits [{Shape(logits)}] and reference logits [{Shape(refLogits)}] must both be [batch, time, vocab]");
         CheckSame(logits.select(2, 0), mask, "mask");
         using var scope = NewDisposeScope();
-        var lp = F.log_softmax(logits.to(float32), 2);
-        var lq = F.log_softmax(refLogits.to(float32), 2);
+        var m = AsFloatMask(mask);
+        var pad = m.eq(0).unsqueeze(2);
+        var lp = F.log_softmax(logits.to(float32).masked_fill(pad, 0), 2);
+        var lq = F.log_softmax(refLogits.to(float32).masked_fill(pad, 0), 2);
         var kl = (lp.exp() * (lp - lq)).sum(2);
-        return (kl * AsFloatMask(mask)).MoveToOuterDisposeScope();
+        return ZeroPadding(kl, m).MoveToOuterDisposeScope();
     }
 
     /// <summary>Entropy of the next-token distribution at every position, −Σ_v π(v) log π(v), [B, T], 0 on padding.</summary>
@@ -69,8 +73,9 @@ public static class Ppo
             throw new FineAlignException($"logits must be [batch, time, vocab], got [{Shape(logits)}]");
         CheckSame(logits.select(2, 0), mask, "mask");
         using var scope = NewDisposeScope();
-        var lp = F.log_softmax(logits.to(float32), 2);
-        return ((lp.exp() * lp).sum(2).neg() * AsFloatMask(mask)).MoveToOuterDisposeScope();
+        var m = AsFloatMask(mask);
+        var lp = F.log_softmax(logits.to(float32).masked_fill(m.eq(0).unsqueeze(2), 0), 2);
+        return ZeroPadding((lp.exp() * lp).sum(2).neg(), m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -141,7 +146,7 @@ public static class Ppo
         CheckSame(values, mask, "mask");
         using var scope = NewDisposeScope();
         var m = AsFloatMask(mask);
-        var x = values.to(float32) * m;
+        var x = ZeroPadding(values.to(float32), m);
         var res = dim is null ? x.sum() / m.sum().clamp_min(1.0) : x.sum(dim.Value) / m.sum(dim.Value).clamp_min(1.0);
         return res.MoveToOuterDisposeScope();
     }
@@ -156,9 +161,9 @@ public static class Ppo
         using var scope = NewDisposeScope();
         var m = AsFloatMask(mask);
         var mean = MaskedMean(values, m);
-        var sq = (values.to(float32) - mean).square();
+        var sq = ZeroPadding(values.to(float32) - mean, m).square();
         var n = m.sum();
-        var sumSq = (sq * m).sum();
+        var sumSq = sq.sum();
         var denom = unbiased ? (n - 1).clamp_min(1.0) : n.clamp_min(1.0);
         return (sumSq / denom).MoveToOuterDisposeScope();
     }
@@ -173,11 +178,12 @@ public static class Ppo
         CheckSame(values, mask, "mask");
         using var scope = NewDisposeScope();
         var m = AsFloatMask(mask);
-        var mean = MaskedMean(values, m);
-        var variance = MaskedVar(values, m);
-        var w = (values.to(float32) - mean) * (variance + 1e-8).rsqrt();
+        var x = ZeroPadding(values.to(float32), m);
+        var mean = MaskedMean(x, m);
+        var variance = MaskedVar(x, m);
+        var w = (x - mean) * (variance + 1e-8).rsqrt();
         if (!shiftMean) w = w + mean;
-        return (w * m).MoveToOuterDisposeScope();
+        return ZeroPadding(w, m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -190,11 +196,13 @@ public static class Ppo
         CheckSame(logp, advantages, "advantages");
         CheckSame(logp, mask, "mask");
         using var scope = NewDisposeScope();
-        var ratio = (logp - oldLogp.detach()).exp();
-        var a = advantages.detach().to(float32);
+        var m = AsFloatMask(mask);
+        // Inputs are zeroed on padding first, so garbage there cannot turn into inf·0 = NaN (also in backward).
+        var ratio = (ZeroPadding(logp, m) - ZeroPadding(oldLogp.detach(), m)).exp();
+        var a = ZeroPadding(advantages.detach().to(float32), m);
         var pg1 = -a * ratio;
         var pg2 = -a * ratio.clamp(1 - clip, 1 + clip);
-        return (maximum(pg1, pg2) * AsFloatMask(mask)).MoveToOuterDisposeScope();
+        return ZeroPadding(maximum(pg1, pg2), m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -210,9 +218,9 @@ public static class Ppo
         double clipFrac, approxKl;
         using (no_grad())
         {
-            var logRatio = logp.detach() - oldLogp.detach();
+            var logRatio = ZeroPadding(logp.detach() - oldLogp.detach(), m);
             var ratio = logRatio.exp();
-            var a = advantages.detach().to(float32);
+            var a = ZeroPadding(advantages.detach().to(float32), m);
             var clipped = gt(-a * ratio.clamp(1 - clip, 1 + clip), -a * ratio).to(float32);
             clipFrac = MaskedMean(clipped, m).item<float>();
             approxKl = 0.5 * MaskedMean(logRatio.square(), m).item<float>();
@@ -231,16 +239,20 @@ public static class Ppo
         CheckSame(values, mask, "mask");
         using var scope = NewDisposeScope();
         var m = AsFloatMask(mask);
-        var old = oldValues.detach().to(float32);
-        var ret = returns.detach().to(float32);
-        var vClip = old + (values - old).clamp(-clip, clip);
-        var l1 = (values - ret).square();
+        var v = ZeroPadding(values, m);
+        var old = ZeroPadding(oldValues.detach().to(float32), m);
+        var ret = ZeroPadding(returns.detach().to(float32), m);
+        var vClip = old + (v - old).clamp(-clip, clip);
+        var l1 = (v - ret).square();
         var l2 = (vClip - ret).square();
         var loss = 0.5 * MaskedMean(maximum(l1, l2), m);
         double clipFrac;
         using (no_grad()) clipFrac = MaskedMean(gt(l2, l1).to(float32), m).item<float>();
         return new ValueLossResult(loss.MoveToOuterDisposeScope(), clipFrac);
     }
+
+    /// <summary>x with every masked (padding) position set to 0; NaN/Inf there are replaced too, and get no gradient.</summary>
+    internal static Tensor ZeroPadding(Tensor x, Tensor floatMask) => x.masked_fill(floatMask.eq(0), 0);
 
     internal static Tensor AsFloatMask(Tensor mask) => mask.dtype == float32 ? mask.detach() : mask.detach().to(float32);
 

@@ -35,7 +35,7 @@ public sealed class SequenceRewardSource : RewardSource
         var pos = arange(1, t + 1, dtype: float32, device: m.device).unsqueeze(0) * m;
         var last = pos.argmax(1, keepdim: true);
         var hasAny = m.sum(1, keepdim: true).gt(0).to(float32);
-        var placed = zeros_like(m).scatter(1, last, scores.to(float32).unsqueeze(1) * hasAny);
+        var placed = zeros_like(m).scatter(1, last, scores.to(float32).unsqueeze(1).masked_fill(hasAny.eq(0), 0));
         return placed.MoveToOuterDisposeScope();
     }
 
@@ -181,7 +181,8 @@ public static class KlShaping
             throw new FineAlignException($"task rewards [{string.Join(", ", taskRewards.shape)}], KL [{string.Join(", ", kl.shape)}] and mask [{string.Join(", ", mask.shape)}] must all be the same [batch, time]");
         using var scope = NewDisposeScope();
         var m = mask.detach().to(float32);
-        var r = (taskRewards.detach().to(float32) - beta * kl.detach().to(float32)) * m;
+        var pad = m.eq(0); // zero padding before the arithmetic so garbage there cannot become NaN
+        var r = (taskRewards.detach().to(float32).masked_fill(pad, 0) - beta * kl.detach().to(float32).masked_fill(pad, 0)).masked_fill(pad, 0);
         return r.MoveToOuterDisposeScope();
     }
 
