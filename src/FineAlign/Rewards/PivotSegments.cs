@@ -86,6 +86,19 @@ public static class PivotSegments
         return result;
     }
 
+    /// <summary>
+    /// Step 1's DPO option: the implicit per-token reward β (log π(y_t) − log π_ref(y_t)), [B, T], 0 on padding, detached.
+    /// </summary>
+    public static Tensor ImplicitTokenRewards(Tensor logp, Tensor refLogp, Tensor mask, double beta = 0.1)
+    {
+        if (logp.dim() != 2 || !logp.shape.SequenceEqual(refLogp.shape) || !logp.shape.SequenceEqual(mask.shape))
+            throw new FineAlignException($"log-probs [{string.Join(", ", logp.shape)}], reference [{string.Join(", ", refLogp.shape)}] and mask [{string.Join(", ", mask.shape)}] must all be the same [batch, time]");
+        using var scope = NewDisposeScope();
+        var pad = mask.detach().to(float32).eq(0);
+        var r = beta * (logp.detach().to(float32).masked_fill(pad, 0) - refLogp.detach().to(float32).masked_fill(pad, 0));
+        return r.MoveToOuterDisposeScope();
+    }
+
     /// <summary>Every valid token gets the score of its segment, [B, T]; 0 on padding (the PPO variant).</summary>
     public static Tensor SegmentScores(Tensor rewards, Tensor mask, PivotOptions? options = null)
         => PerToken(rewards, mask, options, null);

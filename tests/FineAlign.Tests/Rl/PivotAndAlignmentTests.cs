@@ -61,6 +61,25 @@ public class PivotSegmentsTests
         Assert.Throws<FineAlignException>(() => PivotSegments.AgreementMask(r, mask, F(new[] { 1f, 0 }, 2)));
     }
 
+    [Fact]
+    public void SegmentSourceAndImplicitRewards()
+    {
+        // β(log π − log π_ref) = 0.5·[ln 2, ln 2, −ln 4] on row 0; row 1's padding is ignored.
+        var logp = F(new[] { Ln(0.5), Ln(0.5), Ln(0.1), Ln(0.5), 5f, 5f }, 2, 3);
+        var refLogp = F(new[] { Ln(0.25), Ln(0.25), Ln(0.4), Ln(0.25), -5f, -5f }, 2, 3);
+        var mask = Mask(new[] { 1, 1, 1 }, new[] { 1, 0, 0 });
+        var r = PivotSegments.ImplicitTokenRewards(logp, refLogp, mask, 0.5);
+        double h = 0.5 * Math.Log(2);
+        Near(new[] { h, h, -2 * h, h, 0, 0 }, r);
+
+        // The wrapping source gives each token its segment mean: [h, h] then [−2h]; row 1 alone: [h].
+        var batch = new RewardBatch(zeros(2, 3, dtype: ScalarType.Int64), mask);
+        var inner = new TlcrReward("tlcr", _ => F(new[] { 0.9f, 0.7f, 0.2f, 0.6f, 0, 0 }, 2, 3));
+        using var seg = new PivotSegmentRewardSource("segments", inner).Compute(batch);
+        Near(new[] { 0.6, 0.6, -0.6, 0.2, 0, 0 }, seg.Values); // TLCR r = [0.8, 0.4, −0.6] → segment means
+        Assert.Equal(0.6 + 0.6 - 0.6 + 0.2, 2 * seg.Metrics["rewards/segments"], 5);
+    }
+
     private sealed class FloatTolerance : IEqualityComparer<float>
     {
         public bool Equals(float a, float b) => Math.Abs(a - b) < 1e-5;
