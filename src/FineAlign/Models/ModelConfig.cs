@@ -56,7 +56,7 @@ public sealed class ModelConfig
         }
         catch (JsonException e)
         {
-            throw new FineAlignException($"{path}: config.json is not valid JSON ({e.Message}).");
+            throw new FineAlignException($"{path}: config.json is not valid JSON ({e.Message.ReplaceLineEndings(" ")}).");
         }
         return FromJson(obj, path);
     }
