@@ -172,7 +172,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new FineAlignException($"{where}: 'data_offsets' must be an array [begin, end].");
         long begin = -1, end = -1;
-        if (!off[0].TryGetInt64(out begin) || !off[1].TryGetInt64(out end) || begin < 0 || end < begin)
+        // TryGetInt64 throws on a non-number element ("data_offsets": [{}, 4]), so check the kind first.
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out begin) || !off[1].TryGetInt64(out end) || begin < 0 || end < begin)
             throw new FineAlignException($"{where}: data_offsets {off.GetRawText()} are not 0 <= begin <= end.");
         if (end > dataLength)
             throw new FineAlignException($"{where}: data_offsets [{begin}, {end}] lie outside the {dataLength}-byte data region (truncated file?).");
