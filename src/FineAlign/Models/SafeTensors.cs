@@ -108,6 +108,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     private static (Dictionary<string, SafeTensorEntry>, Dictionary<string, string>) ParseHeader(string path, byte[] header, long dataLength)
     {
+        // JsonDocument checks UTF-8 only when a string is read (InvalidOperationException), so check it up front.
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new FineAlignException($"{path}: safetensors header is not valid UTF-8 (corrupt or not a safetensors file).");
         JsonDocument doc;
         try
         {
@@ -399,7 +402,9 @@ public static class SafeTensors
         {
             var info = new FileInfo(indexPath);
             if (info.Length > SafeTensorsFile.MaxHeaderBytes) throw new FineAlignException($"{indexPath}: index file is larger than {SafeTensorsFile.MaxHeaderBytes} bytes.");
-            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            byte[] bytes = File.ReadAllBytes(indexPath);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{indexPath}: not valid UTF-8.");
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
