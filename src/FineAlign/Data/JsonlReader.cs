@@ -107,10 +107,15 @@ public static class JsonlReader
             ? v.GetValue<bool>()
             : throw Wrong(l, file, field, "a boolean");
 
-    public static double RequireNumber(this JsonlLine l, string file, string field) =>
-        l.Object[field] is JsonValue v && v.GetValueKind() == JsonValueKind.Number
-            ? v.GetValue<double>()
-            : throw Wrong(l, file, field, "a number");
+    /// <summary>A finite number (rewards, labels, scores): 1e999 does not fit a double and is refused, not Infinity.</summary>
+    public static double RequireNumber(this JsonlLine l, string file, string field)
+    {
+        if (l.Object[field] is not JsonValue v || v.GetValueKind() != JsonValueKind.Number) throw Wrong(l, file, field, "a number");
+        // GetValue<double> throws FormatException for 1e999; TryGetValue fails instead.
+        if (!v.TryGetValue(out double d) || !double.IsFinite(d))
+            throw new DataFormatException(file, l.LineNumber, field, $"expected a finite number, got {v.ToJsonString()}");
+        return d;
+    }
 
     public static int[] RequireIntArray(this JsonlLine l, string file, string field)
     {
