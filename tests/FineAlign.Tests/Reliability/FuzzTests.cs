@@ -100,6 +100,51 @@ public class FuzzTests
         Assert.True(built > 0);
     }
 
+    /// <summary>Tokenizer folders (byte, SentencePiece, tokenizer.json BPE, vocab+merges) with one file mutated.</summary>
+    [Fact]
+    public void Tokenizer_loader_gives_only_clean_errors()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var kinds = new (string Name, Action<string> Write)[]
+        {
+            ("byte", d => new FineAlign.Text.ByteTokenizer().Save(d)),
+            ("sentencepiece", d => FineAlign.Tests.Text.TinyTokenizerFiles.WriteSentencePiece(d)),
+            ("tokenizer-json", d => FineAlign.Tests.Text.TinyTokenizerFiles.WriteTokenizerJson(d)),
+            ("vocab-merges", d => FineAlign.Tests.Text.TinyTokenizerFiles.WriteVocabMerges(d)),
+        };
+        var originals = kinds.Select(k =>
+        {
+            string d = Path.Combine(tmp.Path, "valid-" + k.Name);
+            Directory.CreateDirectory(d);
+            k.Write(d);
+            return Directory.GetFiles(d).ToDictionary(Path.GetFileName, File.ReadAllBytes);
+        }).ToArray();
+        int n = Run(seed: 14 + Seed, (rng, i) =>
+        {
+            var files = originals[i % originals.Length];
+            string dir = Path.Combine(tmp.Path, $"t{i % 8}");
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+            Directory.CreateDirectory(dir);
+            string victim = files.Keys.OrderBy(k => k, StringComparer.Ordinal).ElementAt(rng.Next(files.Count));
+            foreach (var (name, bytes) in files)
+            {
+                byte[] content = bytes;
+                if (name == victim)
+                    content = name.EndsWith(".json", StringComparison.Ordinal) && rng.Next(2) == 0 && JsonNode.Parse(bytes) is JsonObject o
+                        ? Encoding.UTF8.GetBytes(MutateHeader(rng, o).ToJsonString())
+                        : Mutate(rng, bytes, textual: !name.EndsWith(".model", StringComparison.Ordinal));
+                File.WriteAllBytes(Path.Combine(dir, name), content);
+            }
+            return () =>
+            {
+                var tok = FineAlign.Text.TokenizerLoader.Load(dir);
+                int[] ids = tok.Encode("Hello world, héllo!");
+                _ = tok.Decode(ids);
+            };
+        });
+        Assert.True(n > 50, $"only {n} mutations ran");
+    }
+
     /// <summary>
     /// Runs attempts until the time budget is spent (on a worker thread, so a hang fails the test instead of
     /// blocking it); returns the attempt count. <paramref name="make"/> writes the input and returns the read.

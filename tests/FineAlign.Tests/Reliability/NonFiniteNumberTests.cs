@@ -38,3 +38,24 @@ public class NonFiniteNumberTests
         Assert.Equal([-0.25, double.MaxValue, double.Epsilon, 3.0], values);
     }
 }
+
+/// <summary>Duplicate keys in the JSON files a model folder carries are one-line errors, not ArgumentExceptions.</summary>
+public class DuplicateKeyTests
+{
+    [Fact]
+    public void Duplicate_keys_in_tokenizer_config_and_config_json_are_clean_errors()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        new FineAlign.Text.ByteTokenizer().Save(tmp.Path);
+        string tc = Path.Combine(tmp.Path, "tokenizer_config.json");
+        File.WriteAllText(tc, "{\"add_bos_token\": false, " + File.ReadAllText(tc).TrimStart()[1..]);   // the file has its own add_bos_token
+        var e = Assert.ThrowsAny<FineAlignException>(() => FineAlign.Text.TokenizerLoader.Load(tmp.Path));
+        Assert.Contains("tokenizer_config.json", e.Message);
+        Assert.True(e.Message.Contains("Duplicate"), e.Message);
+
+        string config = Path.Combine(tmp.Path, "config.json");
+        File.WriteAllText(config, "{\"model_type\": \"llama\", \"vocab_size\": 320, \"vocab_size\": 99}");
+        e = Assert.ThrowsAny<FineAlignException>(() => FineAlign.Models.ModelConfig.Load(config));
+        Assert.Contains("Duplicate property 'vocab_size'", e.Message);
+    }
+}
