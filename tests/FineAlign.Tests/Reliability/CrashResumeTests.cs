@@ -10,7 +10,8 @@ namespace FineAlign.Tests.Reliability;
 /// <summary>
 /// Crash safety: the real CLI (a child process) is SIGKILLed at seeded random moments; after every kill each
 /// checkpoint-N that exists must be complete and loadable, and --resume must finish with the loss curve and weights
-/// of an uninterrupted run, bit for bit (same seed, CPU, same thread count).
+/// of an uninterrupted run, bit for bit (same seed, CPU, same thread count). Child processes with --threads 1 keep the
+/// test's own torch threads and RNG out of it.
 /// </summary>
 [Collection("Serial torch RNG")]
 public class CrashResumeTests
@@ -93,6 +94,9 @@ public class CrashResumeTests
                 p.Process.WaitForExit();
                 if (AssertCheckpointsIntact(outDir) > 0) killsWithCheckpoints++;
             }
+            // A kill in the middle of an append leaves a torn metrics line (the window is too short to hit by chance).
+            if (run == 1 && File.Exists(Path.Combine(outDir, MetricsLogger.JsonlFile)))
+                File.AppendAllText(Path.Combine(outDir, MetricsLogger.JsonlFile), "{\"step\":99,\"loss\":4.1");
             using (var p = new CliProcess(SftArgs(outDir, resume: true)))
                 Assert.True(p.WaitForExit() == 0, p.Output.ToString());
 
@@ -102,28 +106,6 @@ public class CrashResumeTests
         Assert.True(kills >= 3, $"only {kills} kills landed before the process finished");
         Assert.True(killsWithCheckpoints >= 1);
         Assert.True(total.Elapsed < TimeSpan.FromSeconds(90), $"crash test took {total.Elapsed}");
-    }
-
-    /// <summary>A run killed while appending to metrics.jsonl leaves a torn last line; resume drops it.</summary>
-    [Fact]
-    public void Resume_ignores_a_torn_metrics_line_left_by_a_killed_run()
-    {
-        using var tmp = TestPaths.NewTempDir();
-        string straight = Path.Combine(tmp.Path, "straight"), resumed = Path.Combine(tmp.Path, "resumed");
-        string[] Args(string dir, params string[] extra) =>
-        [
-            "sft", "--out", dir, "--init", "tiny", "--context-length", "96", "--corpus-size", "60", "--batch-size", "4",
-            "--max-steps", "6", "--save-steps", "3", "--logging-steps", "1", "--samples", "0", "--seed", "5", .. extra,
-        ];
-        Assert.Equal(0, CliRunner.Run(Args(straight)).Code);
-        Assert.Equal(0, CliRunner.Run(Args(resumed)).Code);
-        Directory.Delete(Path.Combine(resumed, "checkpoint-6"), true);
-        Directory.Delete(Path.Combine(resumed, "model"), true);
-        File.AppendAllText(Path.Combine(resumed, MetricsLogger.JsonlFile), "{\"step\":7,\"loss\":4.1");   // torn write
-
-        var r = CliRunner.Run(Args(resumed, "--resume"));
-        Assert.True(r.Code == 0, r.Err);
-        AssertSameRun(straight, resumed);
     }
 
     /// <summary>Every checkpoint-N folder is complete and loadable; returns how many there are.</summary>
