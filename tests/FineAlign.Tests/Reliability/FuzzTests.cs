@@ -117,7 +117,7 @@ public class FuzzTests
             string d = Path.Combine(tmp.Path, "valid-" + k.Name);
             Directory.CreateDirectory(d);
             k.Write(d);
-            return Directory.GetFiles(d).ToDictionary(Path.GetFileName, File.ReadAllBytes);
+            return Directory.GetFiles(d).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
         }).ToArray();
         int n = Run(seed: 14 + Seed, (rng, i) =>
         {
