@@ -30,7 +30,7 @@ public static class ConvertCommand
             string source = recipe.Get(model) ?? throw LogprobsCommand.Required("--model", "the source model folder");
             string target = recipe.Get(outDir) ?? throw LogprobsCommand.Required("--out", "the destination folder");
             long shardBytes = ModelFolder.ParseSize(recipe.Get(maxShard))!.Value;
-            if (File.Exists(target)) throw new FineAlignException($"{target}: exists and is a file, not a folder.");
+            OutputCheck.Folder(target, "--out");
 
             string resolved = ModelFolder.Resolve(source);
             string dtypeName = recipe.Get(dtype);

@@ -24,8 +24,10 @@ public static class PretrainCommand
         {
             flags.ApplyThreads(r);
             var options = flags.Build(r);
+            OutputCheck.Folder(options.OutputDir, "--out");
             var (model, tokenizer, description) = flags.LoadOrCreateModel(r);
             using var _ = model;
+            OutputCheck.DiskSpace(options.OutputDir, model.parameters().Sum(p => p.numel()), options.SaveTotalLimit, "--out");
             int context = model.Config.MaxPositionEmbeddings;
 
             List<TokenizedExample> train, eval;

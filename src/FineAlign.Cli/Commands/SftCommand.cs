@@ -35,8 +35,10 @@ public static class SftCommand
         {
             flags.ApplyThreads(r);
             var options = flags.Build(r);
+            OutputCheck.Folder(options.OutputDir, "--out");
             var (model, tokenizer, description) = flags.LoadOrCreateModel(r);
             using var _ = model;
+            OutputCheck.DiskSpace(options.OutputDir, model.parameters().Sum(p => p.numel()), options.SaveTotalLimit, "--out");
             int context = model.Config.MaxPositionEmbeddings;
             int maxLen = r.Get(maxLength) ?? context;
             if (maxLen > context)

@@ -20,6 +20,12 @@ public static class JsonlReader
         return ReadLines(path);
     }
 
+    /// <summary>
+    /// Duplicate keys are an error: which value wins is ambiguous, and JsonObject would otherwise throw an
+    /// ArgumentException on first access instead of a message naming the line.
+    /// </summary>
+    internal static readonly JsonDocumentOptions StrictJson = new() { AllowDuplicateProperties = false };
+
     private static IEnumerable<JsonlLine> ReadLines(string path)
     {
         foreach (var (lineNo, bytes) in ReadByteLines(path))
@@ -31,7 +37,7 @@ public static class JsonlReader
             if (!Utf8.IsValid(line))
                 throw new DataFormatException(path, lineNo, null, $"invalid UTF-8 at byte {InvalidUtf8Offset(line)} of the line");
             JsonNode? node;
-            try { node = JsonNode.Parse(line); }
+            try { node = JsonNode.Parse(line, documentOptions: StrictJson); }
             catch (JsonException e) { throw new DataFormatException(path, lineNo, null, "invalid JSON: " + OneLine(e.Message)); }
             if (node is not JsonObject obj)
                 throw new DataFormatException(path, lineNo, null, $"expected a JSON object, got {Kind(node)}");
@@ -101,10 +107,15 @@ public static class JsonlReader
             ? v.GetValue<bool>()
             : throw Wrong(l, file, field, "a boolean");
 
-    public static double RequireNumber(this JsonlLine l, string file, string field) =>
-        l.Object[field] is JsonValue v && v.GetValueKind() == JsonValueKind.Number
-            ? v.GetValue<double>()
-            : throw Wrong(l, file, field, "a number");
+    /// <summary>A finite number (rewards, labels, scores): 1e999 does not fit a double and is refused, not Infinity.</summary>
+    public static double RequireNumber(this JsonlLine l, string file, string field)
+    {
+        if (l.Object[field] is not JsonValue v || v.GetValueKind() != JsonValueKind.Number) throw Wrong(l, file, field, "a number");
+        // GetValue<double> throws FormatException for 1e999; TryGetValue fails instead.
+        if (!v.TryGetValue(out double d) || !double.IsFinite(d))
+            throw new DataFormatException(file, l.LineNumber, field, $"expected a finite number, got {v.ToJsonString()}");
+        return d;
+    }
 
     public static int[] RequireIntArray(this JsonlLine l, string file, string field)
     {

@@ -51,12 +51,12 @@ public sealed class ModelConfig
         JsonObject obj;
         try
         {
-            obj = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            obj = JsonNode.Parse(File.ReadAllText(path), documentOptions: Data.JsonlReader.StrictJson) as JsonObject
                   ?? throw new FineAlignException($"{path}: config.json must be a JSON object.");
         }
         catch (JsonException e)
         {
-            throw new FineAlignException($"{path}: config.json is not valid JSON ({e.Message}).");
+            throw new FineAlignException($"{path}: config.json is not valid JSON ({e.Message.ReplaceLineEndings(" ")}).");
         }
         return FromJson(obj, path);
     }
@@ -150,8 +150,9 @@ public sealed class ModelConfig
             throw new FineAlignException($"{source}: head_dim ({HeadDim}) must be even for rotary embeddings.");
         if (TorchDtype is not ("float32" or "float16" or "bfloat16"))
             throw new FineAlignException($"{source}: torch_dtype '{TorchDtype}' is not supported (float32, float16, bfloat16).");
-        if (NormEps <= 0 || double.IsNaN(NormEps)) throw new FineAlignException($"{source}: the norm epsilon must be positive.");
-        if (RopeTheta <= 0 || double.IsNaN(RopeTheta)) throw new FineAlignException($"{source}: 'rope_theta' must be positive.");
+        string epsName = IsGpt2 ? "layer_norm_epsilon" : "rms_norm_eps";
+        if (!(NormEps > 0) || !double.IsFinite(NormEps)) throw new FineAlignException($"{source}: '{epsName}' = {NormEps} must be a positive finite number.");
+        if (!(RopeTheta > 0) || !double.IsFinite(RopeTheta)) throw new FineAlignException($"{source}: 'rope_theta' = {RopeTheta} must be a positive finite number.");
     }
 
     /// <summary>Approximate parameter count (for FLOP estimates and messages).</summary>
@@ -209,7 +210,9 @@ public sealed class ModelConfig
     private static string? Str(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     private static bool? Bool(JsonObject o, string k) => o[k] is JsonValue v && v.TryGetValue(out bool b) ? b : null;
     private static double? Dbl(JsonObject o, string k) => o[k] is JsonValue v
-        ? v.TryGetValue(out double d) ? d : v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) ? l : null
+        ? v.TryGetValue(out double d) ? d : v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) ? l
+          // A JSON number too large for a double (1e999) is not read as a double; it must not fall back to the default.
+          : v.GetValueKind() == JsonValueKind.Number ? double.PositiveInfinity : null
         : null;
     private static int? OptInt(JsonObject o, string k) => o[k] is JsonValue v
         ? v.TryGetValue(out int i) ? i : v.TryGetValue(out long l) && l is >= int.MinValue and <= int.MaxValue ? (int)l : null

@@ -25,12 +25,28 @@ public static class ModelFactory
     {
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
             throw new FineAlignException($"model dtype {dtype} is not supported (float32, float16, bfloat16).");
+        EnsureFitsInMemory(config, dtype, "model config");
         return config.ModelType switch
         {
             "gpt2" => new Gpt2LMHeadModel(config, dtype),
             "llama" or "mistral" or "qwen2" => new LlamaForCausalLM(config, dtype),
             _ => throw new FineAlignException($"model_type '{config.ModelType}' is not supported (supported: {string.Join(", ", ModelConfig.SupportedTypes)})."),
         };
+    }
+
+    /// <summary>
+    /// Refuses a config whose weights alone would not fit in this machine's memory, before anything is allocated:
+    /// each size can be within its own limit while the product is terabytes, and libtorch would then fail with an
+    /// allocator error (or the OS would kill the process) instead of a message naming the config.
+    /// </summary>
+    public static void EnsureFitsInMemory(ModelConfig config, ScalarType dtype, string source)
+    {
+        double bytes = (double)config.ParameterCount() * (dtype is ScalarType.Float32 ? 4 : dtype is ScalarType.Float64 ? 8 : 2);
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (available > 0 && bytes > available)
+            throw new FineAlignException(
+                $"{source}: the model's {config.ParameterCount():N0} parameters need {bytes / 1e9:F1} GB as {dtype}, more than this machine's " +
+                $"{available / 1e9:F1} GB of memory (vocab_size {config.VocabSize}, hidden_size {config.HiddenSize}, {config.NumLayers} layers).");
     }
 
     /// <summary>
@@ -79,7 +95,9 @@ public static class ModelIO
     public static CausalLM Load(string folder, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
-        var config = ModelConfig.Load(Path.Combine(folder, "config.json"));
+        string configPath = Path.Combine(folder, "config.json");
+        var config = ModelConfig.Load(configPath);
+        ModelFactory.EnsureFitsInMemory(config, dtype, configPath);
         var model = ModelFactory.Construct(config, dtype);
         try
         {

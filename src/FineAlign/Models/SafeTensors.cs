@@ -108,6 +108,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     private static (Dictionary<string, SafeTensorEntry>, Dictionary<string, string>) ParseHeader(string path, byte[] header, long dataLength)
     {
+        // JsonDocument checks UTF-8 only when a string is read (InvalidOperationException), so check it up front.
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new FineAlignException($"{path}: safetensors header is not valid UTF-8 (corrupt or not a safetensors file).");
         JsonDocument doc;
         try
         {
@@ -172,7 +175,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new FineAlignException($"{where}: 'data_offsets' must be an array [begin, end].");
         long begin = -1, end = -1;
-        if (!off[0].TryGetInt64(out begin) || !off[1].TryGetInt64(out end) || begin < 0 || end < begin)
+        // TryGetInt64 throws on a non-number element ("data_offsets": [{}, 4]), so check the kind first.
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out begin) || !off[1].TryGetInt64(out end) || begin < 0 || end < begin)
             throw new FineAlignException($"{where}: data_offsets {off.GetRawText()} are not 0 <= begin <= end.");
         if (end > dataLength)
             throw new FineAlignException($"{where}: data_offsets [{begin}, {end}] lie outside the {dataLength}-byte data region (truncated file?).");
@@ -397,7 +402,9 @@ public static class SafeTensors
         {
             var info = new FileInfo(indexPath);
             if (info.Length > SafeTensorsFile.MaxHeaderBytes) throw new FineAlignException($"{indexPath}: index file is larger than {SafeTensorsFile.MaxHeaderBytes} bytes.");
-            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            byte[] bytes = File.ReadAllBytes(indexPath);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{indexPath}: not valid UTF-8.");
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {

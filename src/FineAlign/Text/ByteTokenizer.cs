@@ -170,12 +170,16 @@ public sealed class ByteTokenizer : TextTokenizer
             ?? throw new FineAlignException($"{vocabPath}: file not found (a FineAlign byte tokenizer folder needs it)");
         var t = new ByteTokenizer();
         for (int b = 0; b < 256; b++)
-            if (vocab[ByteLevel.CharOf((byte)b).ToString()]?.GetValue<int>() != b)
+            if (IdOf(vocab[ByteLevel.CharOf((byte)b).ToString()]) != b)
                 throw new FineAlignException($"{vocabPath}: not a FineAlign byte tokenizer (byte {b} does not have id {b})");
         for (int s = 0; s < Specials.Length; s++)
-            if (vocab[Specials[s]]?.GetValue<int>() != 256 + s)
+            if (IdOf(vocab[Specials[s]]) != 256 + s)
                 throw new FineAlignException($"{vocabPath}: not a FineAlign byte tokenizer ('{Specials[s]}' does not have id {256 + s})");
         var settings = TokenizerSettings.Read(folder);
         return new ByteTokenizer { AddBos = settings.AddBosToken ?? true, ChatTemplate = settings.ChatTemplate };
     }
+
+    // GetValue<int> throws on a non-integer ("a": [1]); a damaged vocab must give the message above instead.
+    private static int? IdOf(System.Text.Json.Nodes.JsonNode? n) =>
+        n is System.Text.Json.Nodes.JsonValue v && v.TryGetValue(out int id) ? id : null;
 }

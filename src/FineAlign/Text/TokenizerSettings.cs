@@ -84,12 +84,12 @@ public sealed record TokenizerSettings
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            return JsonNode.Parse(File.ReadAllText(path), documentOptions: Data.JsonlReader.StrictJson) as JsonObject
                 ?? throw new FineAlignException($"{path}: expected a JSON object");
         }
         catch (JsonException e)
         {
-            throw new FineAlignException($"{path}: invalid JSON: {e.Message}", e);
+            throw new FineAlignException($"{path}: invalid JSON: {e.Message.ReplaceLineEndings(" ")}", e);
         }
     }
 }

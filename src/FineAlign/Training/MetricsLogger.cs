@@ -28,7 +28,10 @@ public sealed class MetricsLogger
         var kept = resumeStep > 0 && File.Exists(JsonlPath)
             ? File.ReadAllLines(JsonlPath).Where(l => l.Length > 0 && StepOf(l) <= resumeStep).ToArray()
             : Array.Empty<string>();
-        File.WriteAllLines(JsonlPath, kept);
+        // Temp file + rename: a run killed while rewriting must not lose the lines already logged.
+        string tmp = JsonlPath + ".tmp";
+        File.WriteAllLines(tmp, kept);
+        File.Move(tmp, JsonlPath, overwrite: true);
         TensorBoardDir = Path.Combine(outputDir, TensorBoardFolder);
         if (tensorBoard) _tb = torch.utils.tensorboard.SummaryWriter(TensorBoardDir);
     }
@@ -58,9 +61,15 @@ public sealed class MetricsLogger
     internal static string ToJson(IReadOnlyDictionary<string, double> entry)
         => JsonSerializer.Serialize(entry, new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
 
+    // A run killed mid-append leaves a torn last line: it counts as after the checkpoint (dropped), not as a crash.
     private static double StepOf(string line)
     {
-        using var doc = JsonDocument.Parse(line);
-        return doc.RootElement.TryGetProperty("step", out var s) ? s.GetDouble() : double.MaxValue;
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("step", out var s)
+                   && s.ValueKind == JsonValueKind.Number ? s.GetDouble() : double.MaxValue;
+        }
+        catch (JsonException) { return double.MaxValue; }
     }
 }
