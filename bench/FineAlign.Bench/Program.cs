@@ -205,7 +205,7 @@ else if (workload == "profile")
         logits[TensorIndex.Colon, TensorIndex.Slice(null, -1)].reshape(-1, config.VocabSize),
         ids[TensorIndex.Colon, TensorIndex.Slice(1, null)].reshape(-1));
     var parts = new JsonObject { ["workload"] = "profile" };
-    bool trainPart = argsMap.GetValueOrDefault("part", "all") != "decode";   // --part decode skips training
+    bool trainPart = argsMap.GetValueOrDefault("part", "all") == "all";   // --part decode|sampler skips training
     model.train();
     if (trainPart) parts["fwd_loss_s"] = Math.Round(Median(Time(reps, () => { using var s = torch.NewDisposeScope(); LossOf(model.Forward(ids)); })), 3);
     if (trainPart) parts["fwd_loss_bwd_s"] = Math.Round(Median(Time(reps, () => { using var s = torch.NewDisposeScope(); LossOf(model.Forward(ids)).backward(); model.zero_grad(); })), 3);
@@ -219,7 +219,8 @@ else if (workload == "profile")
     {
         model.eval();
         var prompts = torch.randint(0, config.VocabSize, new long[] { 8, 64 }, dtype: ScalarType.Int64);
-        parts["decode_127_forwards_s"] = Math.Round(Median(Time(2, () =>
+        bool decodePart = argsMap.GetValueOrDefault("part", "all") != "sampler";   // --part sampler: op timings only
+        if (decodePart) parts["decode_127_forwards_s"] = Math.Round(Median(Time(2, () =>
         {
             using var s = torch.NewDisposeScope();
             using var cache = model.NewCache(192);
@@ -234,7 +235,7 @@ else if (workload == "profile")
         })), 3);
         var logits = torch.randn(8, config.VocabSize);
         using var gen = new torch.Generator(1);
-        parts["topp_sample_multinomial_scheme_x128_s"] = Math.Round(Median(Time(2, () =>
+        if (decodePart) parts["topp_sample_multinomial_scheme_x128_s"] = Math.Round(Median(Time(2, () =>
         {
             for (int i = 0; i < 128; i++)
             {
