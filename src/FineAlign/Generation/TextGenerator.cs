@@ -151,17 +151,36 @@ public static class TextGenerator
             var kth = scaled.topk(o.TopK, -1).values[TensorIndex.Colon, TensorIndex.Slice(-1, null)];
             filtered = filtered.masked_fill(filtered.lt(kth), double.NegativeInfinity);
         }
+        Tensor sample;
         if (o.TopP < 1.0)
         {
+            // Sample in sorted order: the nucleus is a prefix there, so no scatter back is needed.
             var (sorted, order) = filtered.sort(-1, descending: true);
             var probs = sorted.softmax(-1);
             // Drop a token when the tokens ranked above it already reach p (the top token always stays).
-            var dropSorted = (probs.cumsum(-1) - probs).gt(o.TopP);
-            var drop = torch.zeros_like(dropSorted).scatter(-1, order, dropSorted);
-            filtered = filtered.masked_fill(drop, double.NegativeInfinity);
+            var kept = probs.masked_fill((probs.cumsum(-1) - probs).gt(o.TopP), 0.0);
+            sample = order.gather(-1, InverseCdf(kept, generator).unsqueeze(-1)).squeeze(-1);
         }
-        var sample = torch.multinomial(filtered.softmax(-1), 1, replacement: false, generator: generator).squeeze(-1);
+        else
+        {
+            sample = InverseCdf(filtered.softmax(-1), generator);
+        }
         return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
+    }
+
+    /// <summary>
+    /// One draw per row from unnormalised non-negative weights [B, V] by inversion: the first index
+    /// whose running sum exceeds u · total, u ~ U[0, 1). Zero-weight entries are never chosen.
+    /// Same distribution as torch.multinomial(w, 1), about 20× cheaper at V = 32000 (bench/RESULTS.md).
+    /// </summary>
+    private static Tensor InverseCdf(Tensor weights, torch.Generator generator)
+    {
+        var cdf = weights.to_type(ScalarType.Float64).cumsum(-1);                       // fp64: no drift over 32k terms
+        var total = cdf[TensorIndex.Colon, TensorIndex.Slice(-1, null)];
+        var u = torch.rand(new long[] { weights.shape[0], 1 }, ScalarType.Float64, weights.device, generator: generator) * total;
+        u = torch.minimum(u, total.nextafter(torch.zeros_like(total)));                // u < total even after rounding
+        var index = torch.searchsorted(cdf, u, right: true).squeeze(-1);
+        return index;
     }
 
     private static int FirstStop(string text, IReadOnlyList<string> stops)
