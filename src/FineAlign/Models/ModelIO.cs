@@ -178,27 +178,14 @@ public static class ModelIO
 
     private static void Save(CausalLM model, string folder, string? tokenizerSourceFolder, TextTokenizer? tokenizer, long maxShardBytes)
     {
-        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save a model to a file-system root.");
-        if (File.Exists(target)) throw new FineAlignException($"{folder}: exists and is a file, not a folder.");
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json")))
-            throw new FineAlignException($"{folder}: exists, is not empty and is not a model folder; refusing to replace it.");
         if (tokenizerSourceFolder is not null && !Directory.Exists(tokenizerSourceFolder))
             throw new FineAlignException($"{tokenizerSourceFolder}: tokenizer source folder not found.");
-        Directory.CreateDirectory(parent);
-
-        string name = Path.GetFileName(target);
-        string tmp = Path.Combine(parent, $".{name}.tmp-{Guid.NewGuid().ToString("N")[..12]}");
-        Directory.CreateDirectory(tmp);
-        try
+        WriteFolder(folder, tmp =>
         {
             var state = model.state_dict();
             ScalarType dtype = state.Values.FirstOrDefault(t => t.is_floating_point())?.dtype ?? ScalarType.Float32;
             var json = model.Config.ToJson();
-            json["torch_dtype"] = dtype switch
-            {
-                ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32",
-            };
+            json["torch_dtype"] = DtypeName(dtype);
             var indented = new JsonSerializerOptions { WriteIndented = true };
             File.WriteAllText(Path.Combine(tmp, "config.json"), json.ToJsonString(indented));
             SafeTensors.SaveSharded(tmp, state, maxShardBytes);
@@ -216,7 +203,35 @@ public static class ModelIO
                     string src = Path.Combine(tokenizerSourceFolder, f);
                     if (File.Exists(src)) File.Copy(src, Path.Combine(tmp, f));
                 }
+        });
+    }
 
+    /// <summary><c>torch_dtype</c> as config.json spells it.</summary>
+    public static string DtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32",
+    };
+
+    /// <summary>
+    /// Writes a model folder all-or-nothing: <paramref name="fill"/> writes into a hidden temp folder beside
+    /// the target, which then replaces the target by rename, so a crash never leaves a half-written model.
+    /// An existing target is replaced only if it is empty or itself a model folder (has config.json).
+    /// </summary>
+    public static void WriteFolder(string folder, Action<string> fill)
+    {
+        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save a model to a file-system root.");
+        if (File.Exists(target)) throw new FineAlignException($"{folder}: exists and is a file, not a folder.");
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json")))
+            throw new FineAlignException($"{folder}: exists, is not empty and is not a model folder; refusing to replace it.");
+        Directory.CreateDirectory(parent);
+
+        string name = Path.GetFileName(target);
+        string tmp = Path.Combine(parent, $".{name}.tmp-{Guid.NewGuid().ToString("N")[..12]}");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            fill(tmp);
             if (Directory.Exists(target))
             {
                 string old = Path.Combine(parent, $".{name}.old-{Guid.NewGuid().ToString("N")[..12]}");

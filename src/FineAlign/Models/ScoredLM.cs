@@ -97,48 +97,24 @@ public sealed class ScoredLM : nn.Module
     /// architectures, num_labels and pad_token_id (transformers finds the last token through it),
     /// model.safetensors, and the tokenizer's files.
     /// </summary>
-    public void Save(string folder, TextTokenizer? tokenizer = null)
+    public void Save(string folder, TextTokenizer? tokenizer = null) => ModelIO.WriteFolder(folder, tmp =>
     {
-        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save to a file-system root.");
-        if (File.Exists(target)) throw new FineAlignException($"{folder}: exists and is a file, not a folder.");
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json")))
-            throw new FineAlignException($"{folder}: exists, is not empty and is not a model folder; refusing to replace it.");
-        Directory.CreateDirectory(parent);
-        string tmp = Path.Combine(parent, $".{Path.GetFileName(target)}.tmp-{Guid.NewGuid().ToString("N")[..12]}");
-        Directory.CreateDirectory(tmp);
-        try
-        {
-            var json = trunk.Config.ToJson();
-            json["architectures"] = new JsonArray(Architecture(trunk.Config.ModelType));
-            json["num_labels"] = NumLabels;
-            var id2label = new JsonObject();
-            var label2id = new JsonObject();
-            for (int i = 0; i < NumLabels; i++) { id2label[i.ToString()] = $"LABEL_{i}"; label2id[$"LABEL_{i}"] = i; }
-            json["id2label"] = id2label;
-            json["label2id"] = label2id;
-            json["finealign_head"] = Kind == HeadKind.Sequence ? "sequence" : "token";
-            int? pad = tokenizer?.PaddingId ?? trunk.Config.PadTokenId ?? (trunk.Config.EosTokenIds.Length > 0 ? trunk.Config.EosTokenIds[0] : null);
-            if (pad is int p) json["pad_token_id"] = p;
-            var dtype = trunk.parameters().First().dtype;
-            json["torch_dtype"] = dtype switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" };
-            File.WriteAllText(Path.Combine(tmp, "config.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            SafeTensors.Save(Path.Combine(tmp, SafeTensors.SingleFileName), HfTensors());
-            tokenizer?.Save(tmp);
-            if (Directory.Exists(target))
-            {
-                string old = Path.Combine(parent, $".{Path.GetFileName(target)}.old-{Guid.NewGuid().ToString("N")[..12]}");
-                Directory.Move(target, old);
-                Directory.Move(tmp, target);
-                Directory.Delete(old, true);
-            }
-            else Directory.Move(tmp, target);
-        }
-        finally
-        {
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        }
-    }
+        var json = trunk.Config.ToJson();
+        json["architectures"] = new JsonArray(Architecture(trunk.Config.ModelType));
+        json["num_labels"] = NumLabels;
+        var id2label = new JsonObject();
+        var label2id = new JsonObject();
+        for (int i = 0; i < NumLabels; i++) { id2label[i.ToString()] = $"LABEL_{i}"; label2id[$"LABEL_{i}"] = i; }
+        json["id2label"] = id2label;
+        json["label2id"] = label2id;
+        json["finealign_head"] = Kind == HeadKind.Sequence ? "sequence" : "token";
+        int? pad = tokenizer?.PaddingId ?? trunk.Config.PadTokenId ?? (trunk.Config.EosTokenIds.Length > 0 ? trunk.Config.EosTokenIds[0] : null);
+        if (pad is int p) json["pad_token_id"] = p;
+        json["torch_dtype"] = ModelIO.DtypeName(trunk.parameters().First().dtype);
+        File.WriteAllText(Path.Combine(tmp, "config.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        SafeTensors.Save(Path.Combine(tmp, SafeTensors.SingleFileName), HfTensors());
+        tokenizer?.Save(tmp);
+    });
 
     /// <summary>Loads a folder written by <see cref="Save"/> (or transformers' classification models of the supported types).</summary>
     public static ScoredLM Load(string folder, ScalarType dtype = ScalarType.Float32)
