@@ -43,7 +43,13 @@ public static class EvalPrefCommand
     {
         var enc = data.Encoding(r, context);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
-        if (r.Get(data.Data) is string path) return PreferenceDataset.Load(path, tokenizer, enc, warn);
+        if (r.Get(data.Data) is string path)
+        {
+            var all = PreferenceDataset.Load(path, tokenizer, enc, warn);
+            if (r.Get(data.HoldoutLast) is not (int n and > 0)) return all;
+            long cut = PreferenceFlags.HoldoutStart(path, n);
+            return all with { Source = $"{path} (last {n} lines)", Pairs = all.Pairs.Where(p => p.Line > cut).ToList() };
+        }
         var (_, eval) = PreferenceFlags.BuiltinPairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
         return PreferenceDataset.FromExamples(eval, Trainers.BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn);
     }

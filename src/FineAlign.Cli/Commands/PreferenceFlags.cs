@@ -22,6 +22,7 @@ internal sealed class PreferenceFlags
     public required Option<string?> ChatTemplate { get; init; }
     public required Option<int> CorpusSize { get; init; }
     public required Option<int> CorpusSeed { get; init; }
+    public required Option<int> HoldoutLast { get; init; }
 
     public static PreferenceFlags Declare(RecipeCommand cmd, bool feedback, bool evalData = true)
     {
@@ -41,6 +42,10 @@ internal sealed class PreferenceFlags
             ChatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for message data: chatml, llama2 or zephyr (default: from tokenizer_config.json)."),
             CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews generated for the built-in preference pairs.", check: v => v >= 10 ? null : "must be at least 10"),
             CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
+            HoldoutLast = cmd.Declare("--holdout-last", 0, evalData
+                ? "Hold out the last N lines of --data as the eval set (when --eval-data is not given); 0 = none."
+                : "Evaluate only the last N lines of --data (the part a training run held out with the same value); 0 = all.",
+                check: v => v >= 0 ? null : "must be ≥ 0"),
         };
     }
 
@@ -60,6 +65,14 @@ internal sealed class PreferenceFlags
         {
             var train = PreferenceDataset.Load(path, tokenizer, enc, warn);
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? PreferenceDataset.Load(ep, tokenizer, enc, warn) : null;
+            if (eval is null && r.Get(HoldoutLast) is int n and > 0)
+            {
+                long cut = HoldoutStart(path, n);
+                eval = train with { Source = $"{path} (last {n} lines)", Pairs = train.Pairs.Where(p => p.Line > cut).ToList() };
+                train = train with { Pairs = train.Pairs.Where(p => p.Line <= cut).ToList() };
+                if (train.Pairs.Count == 0 || eval.Pairs.Count == 0)
+                    throw new FineAlignException($"--holdout-last {n} leaves {train.Pairs.Count} training and {eval.Pairs.Count} held-out pairs of {path}");
+            }
             return (train, eval);
         }
         var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
@@ -76,11 +89,27 @@ internal sealed class PreferenceFlags
         {
             var train = FeedbackDataset.Load(path, tokenizer, enc, warn);
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? FeedbackDataset.Load(ep, tokenizer, enc, warn) : null;
+            if (eval is null && r.Get(HoldoutLast) is int n and > 0)
+            {
+                long cut = HoldoutStart(path, n);
+                eval = train with { Source = $"{path} (last {n} lines)", Examples = train.Examples.Where(e => e.Line > cut).ToList() };
+                train = train with { Examples = train.Examples.Where(e => e.Line <= cut).ToList() };
+                if (train.Examples.Count == 0 || eval.Examples.Count == 0)
+                    throw new FineAlignException($"--holdout-last {n} leaves {train.Examples.Count} training and {eval.Examples.Count} held-out examples of {path}");
+            }
             return (train, eval);
         }
         var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
         return (FeedbackDataset.FromExamples(Unpair(tr), BuiltinCorpus.Name, tokenizer, enc, warn),
                 ev.Count > 0 ? FeedbackDataset.FromExamples(Unpair(ev), BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn) : null);
+    }
+
+    /// <summary>Line number after which the last <paramref name="n"/> lines of the file start.</summary>
+    public static long HoldoutStart(string path, int n)
+    {
+        long lines = File.ReadLines(path).LongCount();
+        if (n >= lines) throw new FineAlignException($"--holdout-last {n}: {path} has only {lines} lines");
+        return lines - n;
     }
 
     /// <summary>Built-in pairs split by held-out prompts (line numbers are review numbers).</summary>
