@@ -168,6 +168,45 @@ public class PreferenceCommandTests
     }
 
     [Fact]
+    public void TrDpoSyncMovesTheReferenceAndResumesExactly()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string sft = TinyModel(dir.Path), data = ToyPairs(dir.Path);
+        string plain = Path.Combine(dir.Path, "plain"), straight = Path.Combine(dir.Path, "straight"), resumed = Path.Combine(dir.Path, "resumed");
+        string[] common = ["--model", sft, "--data", data, "--learning-rate", "3e-3", "--beta", "0.5"];
+        string[] sync = [.. common, "--sync-ref-model", "--ref-model-sync-steps", "4", "--ref-model-mixup-alpha", "0.5"];
+        Assert.Equal(0, CliRunner.Run(Train("dpo", plain, common)).Code);
+        Assert.Equal(0, CliRunner.Run(Train("dpo", straight, sync)).Code);
+        Assert.Equal(0, CliRunner.Run(Train("dpo", resumed, sync)).Code);
+        Assert.True(File.Exists(Path.Combine(resumed, "checkpoint-6", "ref_model", "config.json")));
+
+        double[] Losses(string run) => Metrics(run).Where(e => e.ContainsKey("loss")).Select(e => e["loss"]).ToArray();
+        var p = Losses(plain);
+        var s = Losses(straight);
+        Assert.Equal(p[..4], s[..4]);              // identical until the first sync after step 4
+        Assert.NotEqual(p[4], s[4]);
+
+        Directory.Delete(Path.Combine(resumed, "checkpoint-12"), true);
+        Directory.Delete(Path.Combine(resumed, "model"), true);
+        var (code, stdout, stderr) = CliRunner.Run(Train("dpo", resumed, [.. sync, "--resume"]));
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Equal(s, Losses(resumed));
+    }
+
+    [Fact]
+    public void MixIntoInterpolatesTheReference()
+    {
+        var tok = new ByteTokenizer();
+        using var a = ModelFactory.Create(ModelPresets.Create("tiny", tok, 16), 1);
+        using var b = ModelFactory.Create(ModelPresets.Create("tiny", tok, 16), 2);
+        var before = a.parameters().First().clone();
+        var target = b.parameters().First();
+        Trainers.DpoTrainer.MixInto(a, b, 0.25);
+        var expected = before * 0.75 + target * 0.25;
+        Assert.True(a.parameters().First().allclose(expected, rtol: 1e-5, atol: 1e-6));
+    }
+
+    [Fact]
     public void PolicyTrainersRequireAModelAndBadDataIsOneLine()
     {
         using var dir = TestPaths.NewTempDir();
