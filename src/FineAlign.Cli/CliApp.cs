@@ -27,6 +27,12 @@ public static class CliApp
         foreach (var v in root.Options.OfType<VersionOption>()) v.Action = new PrintVersion();
         root.Add(PretrainCommand.Create());
         root.Add(SftCommand.Create());
+        root.Add(RmCommand.Create());
+        root.Add(DpoCommand.Create());
+        root.Add(KtoCommand.Create());
+        root.Add(BcoCommand.Create());
+        root.Add(EvalRmCommand.Create());
+        root.Add(EvalPrefCommand.Create());
         root.Add(CorpusCommand.Create());
         root.Add(GenerateCommand.Create());
         root.Add(LogprobsCommand.Create());

@@ -90,6 +90,10 @@ public sealed class Trainer<TBatch> : IDisposable
     public Action<string>? SaveModelWeights { get; init; }
     /// <summary>Reads what <see cref="SaveModelWeights"/> wrote back into the model.</summary>
     public Action<string>? LoadModelWeights { get; init; }
+    /// <summary>Writes extra resumable state (e.g. BCO's reward shift) into a checkpoint folder, after the weights.</summary>
+    public Action<string>? SaveExtraState { get; init; }
+    /// <summary>Reads what <see cref="SaveExtraState"/> wrote, when a checkpoint is loaded.</summary>
+    public Action<string>? LoadExtraState { get; init; }
     /// <summary>Raised with every metrics entry written (train and eval).</summary>
     public event Action<IReadOnlyDictionary<string, double>>? Logged;
     /// <summary>Raised with the step number after gradients are accumulated and clipped, just before
@@ -208,7 +212,12 @@ public sealed class Trainer<TBatch> : IDisposable
             }
 
             if (_eval is not null && ((o.EvalSteps > 0 && step % o.EvalSteps == 0) || step == TotalSteps))
-                Log(logger, new Dictionary<string, double> { ["step"] = step, ["epoch"] = State.Epoch, ["eval/loss"] = Evaluate() });
+            {
+                var (evalLoss, evalMetrics) = EvaluateWithMetrics();
+                var entry = new Dictionary<string, double> { ["step"] = step, ["epoch"] = State.Epoch, ["eval/loss"] = evalLoss };
+                foreach (var (k, v) in evalMetrics) entry["eval/" + k] = v;
+                Log(logger, entry);
+            }
 
             if ((o.SaveSteps > 0 && step % o.SaveSteps == 0) || step == TotalSteps)
             {
@@ -229,7 +238,10 @@ public sealed class Trainer<TBatch> : IDisposable
     }
 
     /// <summary>Mean eval loss over the eval batches (eval mode, no grad).</summary>
-    public double Evaluate()
+    public double Evaluate() => EvaluateWithMetrics().Loss;
+
+    /// <summary>Mean eval loss and the eval step's metrics, each averaged over the eval batches (eval mode, no grad).</summary>
+    public (double Loss, Dictionary<string, double> Metrics) EvaluateWithMetrics()
     {
         if (_eval is null) throw new InvalidOperationException("no eval data was given to the trainer");
         bool wasTraining = Model.training;
@@ -239,12 +251,16 @@ public sealed class Trainer<TBatch> : IDisposable
             using var noGrad = torch.no_grad();
             int n = _eval.InOrderBatchCount(Options.PerDeviceEvalBatchSize);
             double sum = 0;
+            var metrics = new Dictionary<string, double>();
             for (int i = 0; i < n; i++)
             {
                 using var scope = NewDisposeScope();
-                sum += _evalStep(_eval.InOrderBatch(i, Options.PerDeviceEvalBatchSize)).Loss.ToDouble();
+                var r = _evalStep(_eval.InOrderBatch(i, Options.PerDeviceEvalBatchSize));
+                sum += r.Loss.ToDouble();
+                if (r.Metrics is not null)
+                    foreach (var (k, v) in r.Metrics) metrics[k] = metrics.GetValueOrDefault(k) + v / n;
             }
-            return sum / n;
+            return (sum / n, metrics);
         }
         finally
         {
@@ -261,6 +277,7 @@ public sealed class Trainer<TBatch> : IDisposable
         {
             if (SaveModelWeights is not null) SaveModelWeights(dir);
             else Model.save(Path.Combine(dir, CheckpointStore.ModelFile));
+            SaveExtraState?.Invoke(dir);
             _optimizer.save_state_dict(Path.Combine(dir, CheckpointStore.OptimizerFile));
             WriteRng(Path.Combine(dir, CheckpointStore.RngFile));
             File.WriteAllText(Path.Combine(dir, CheckpointStore.ArgsFile), JsonSerializer.Serialize(Options, TrainerState.Json));
@@ -279,6 +296,7 @@ public sealed class Trainer<TBatch> : IDisposable
             throw new FineAlignException($"{statePath}: field 'seed': the checkpoint was trained with seed {state.Seed} but seed is {Options.Seed}; resume with the same seed");
         if (LoadModelWeights is not null) Guard(dir, "model weights", LoadModelWeights);
         else Guard(Path.Combine(dir, CheckpointStore.ModelFile), "model weights", p => Model.load(p));
+        LoadExtraState?.Invoke(dir);
         Guard(Path.Combine(dir, CheckpointStore.OptimizerFile), "optimizer state", p => _optimizer.load_state_dict(p));
         Guard(Path.Combine(dir, CheckpointStore.RngFile), "RNG state", ReadRng);
         Rng.State = state.RngState;

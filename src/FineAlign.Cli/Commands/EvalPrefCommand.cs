@@ -1,0 +1,74 @@
+using System.Globalization;
+using System.Text.Json;
+using FineAlign.Data;
+using FineAlign.Evaluation;
+using FineAlign.Models;
+using FineAlign.Text;
+
+namespace FineAlign.Cli.Commands;
+
+/// <summary><c>finealign eval-pref</c>: implicit-reward (or log-likelihood) preference accuracy of a policy on held-out pairs.</summary>
+public static class EvalPrefCommand
+{
+    public static RecipeCommand Create()
+    {
+        var cmd = new RecipeCommand("eval-pref",
+            "Preference accuracy of a policy's implicit reward β·(log π(y|x) − log π_ref(y|x)) on held-out pairs (e.g. a DPO output against its " +
+            "SFT reference); chance is 50%, ties count as wrong. Without --ref-model: the reference-free log-likelihood comparison. " +
+            "Without --data: the built-in held-out review pairs.");
+        var model = cmd.Declare<string?>("--model", null, "Policy folder (e.g. runs/dpo/model).");
+        var refModel = cmd.Declare<string?>("--ref-model", null, "Reference folder (e.g. runs/sft/model); omitted: compare log π(chosen) with log π(rejected).");
+        var beta = cmd.Declare("--beta", 0.1, "β of the implicit reward (scales margins only, not accuracy).", check: v => v > 0 ? null : "must be positive");
+        var data = PreferenceFlags.Declare(cmd, feedback: false, evalData: false);
+        var batch = cmd.Declare("--batch-size", 32, "Pairs per forward.", check: v => v >= 1 ? null : "must be at least 1");
+        var output = cmd.Declare<string?>("--output", null, "Also write the result as JSON to this file.");
+        cmd.SetRecipeAction((r, ct) =>
+        {
+            string dir = r.Get(model) ?? throw new FineAlignException("eval-pref needs --model: a policy folder (e.g. runs/dpo/model).");
+            string resolved = ModelFolder.Resolve(dir);
+            using var policy = ModelIO.Load(resolved);
+            var tokenizer = TokenizerLoader.Load(resolved);
+            var pairs = HeldOut(r, data, tokenizer, policy.Config.MaxPositionEmbeddings);
+            using var reference = PreferenceFlags.LoadReference(r.Get(refModel), policy);
+            var acc = reference is null
+                ? PreferenceEval.LogLikelihood(policy, pairs.Pairs, tokenizer.PaddingId, r.Get(batch))
+                : PreferenceEval.ImplicitReward(policy, reference, pairs.Pairs, tokenizer.PaddingId, r.Get(beta), r.Get(batch));
+            return Report(r, "eval-pref", pairs, acc, r.Get(output), reference is null ? "log-likelihood" : "implicit reward");
+        });
+        return cmd;
+    }
+
+    /// <summary>--data, or the built-in held-out pairs.</summary>
+    internal static PreferenceDataset HeldOut(Recipe r, PreferenceFlags data, TextTokenizer tokenizer, int context)
+    {
+        var enc = data.Encoding(r, context);
+        Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        if (r.Get(data.Data) is string path)
+        {
+            var all = PreferenceDataset.Load(path, tokenizer, enc, warn);
+            if (r.Get(data.HoldoutLast) is not (int n and > 0)) return all;
+            long cut = PreferenceFlags.HoldoutStart(path, n);
+            return all with { Source = $"{path} (last {n} lines)", Pairs = all.Pairs.Where(p => p.Line > cut).ToList() };
+        }
+        var (_, eval) = PreferenceFlags.BuiltinPairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
+        return PreferenceDataset.FromExamples(eval, Trainers.BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn);
+    }
+
+    internal static int Report(Recipe r, string command, PreferenceDataset pairs, PreferenceAccuracy acc, string? output, string what)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        r.Out.WriteLine(string.Create(inv,
+            $"{command}: {what} accuracy {acc.Accuracy:P1} ± {acc.ConfidenceHalfWidth:P1} (95%) on {acc.Pairs} pairs of {pairs.Source} (chance 50%); " +
+            $"mean margin {acc.MeanMargin:F4} (chosen {acc.MeanChosen:F4}, rejected {acc.MeanRejected:F4})"));
+        if (output is not null)
+        {
+            var json = new Dictionary<string, object>
+            {
+                ["data"] = pairs.Source, ["score"] = what, ["pairs"] = acc.Pairs, ["accuracy"] = acc.Accuracy, ["accuracy_ci95"] = acc.ConfidenceHalfWidth,
+                ["mean_margin"] = acc.MeanMargin, ["mean_chosen"] = acc.MeanChosen, ["mean_rejected"] = acc.MeanRejected,
+            };
+            File.WriteAllText(output, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
+        }
+        return 0;
+    }
+}

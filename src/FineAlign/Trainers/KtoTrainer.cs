@@ -1,0 +1,79 @@
+using FineAlign.Data;
+using FineAlign.Models;
+using FineAlign.Objectives;
+using FineAlign.Text;
+using FineAlign.Training;
+
+namespace FineAlign.Trainers;
+
+/// <summary>KTO settings (TRL KTOConfig names).</summary>
+public sealed record KtoOptions
+{
+    public double Beta { get; init; } = KtoLoss.DefaultBeta;
+    public double DesirableWeight { get; init; } = 1;
+    public double UndesirableWeight { get; init; } = 1;
+}
+
+/// <summary>
+/// Kahneman–Tversky Optimization on unpaired thumbs-up/down examples. Each batch also scores, without gradient,
+/// every prompt with the previous example's completion (policy and reference) for the KL reference point z
+/// (logged as "kl"). Output as <see cref="CausalLmTrainer"/>: <c>model/</c>.
+/// </summary>
+public static class KtoTrainer
+{
+    public static LossResult Step(CausalLM policy, CausalLM reference, FeedbackBatch b, KtoOptions o)
+    {
+        if (b.Mismatched is null) throw new ArgumentException("KTO needs the mismatched rows (FeedbackBatch with withMismatched: true)");
+        var pol = PreferenceBatches.SequenceLogps(policy, b.Tokens);
+        var refLp = PreferenceBatches.ReferenceLogps(reference, b.Tokens);
+        var polMis = PreferenceBatches.ReferenceLogps(policy, b.Mismatched);   // no gradient: z is a baseline
+        var refMis = PreferenceBatches.ReferenceLogps(reference, b.Mismatched);
+        var r = KtoLoss.Compute(pol, refLp, b.Labels, polMis, refMis, o.Beta, o.DesirableWeight, o.UndesirableWeight);
+        return new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>());
+    }
+
+    /// <param name="reference">Frozen reference (owned and disposed here); null = a frozen copy of the initial policy.</param>
+    public static TrainingResult Train(CausalLM policy, CausalLM? reference, TextTokenizer tokenizer, FeedbackDataset train, FeedbackDataset? eval,
+        TrainingOptions options, KtoOptions kto, IProgress<ProgressUpdate>? progress = null, CancellationToken cancellation = default)
+    {
+        FeedbackTraining.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
+        int pad = tokenizer.PaddingId, context = policy.Config.MaxPositionEmbeddings;
+        reference ??= PreferenceBatches.FrozenCopy(policy);
+        PreferenceBatches.Freeze(reference);
+        var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatches.Feedback(train.Examples, idx, pad, true, context));
+        var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatches.Feedback(eval.Examples, idx, pad, true, context)) : null;
+        string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+        try
+        {
+            using var trainer = new Trainer<FeedbackBatch>(policy, options, b => { using (b) return Step(policy, reference, b, kto); }, trainSource, evalSource)
+            {
+                Progress = progress,
+                SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
+                LoadModelWeights = dir => ModelIO.LoadInto(policy, Folder(dir)),
+            };
+            var result = trainer.Train(cancellation);
+            if (result.Completed) ModelIO.Save(policy, Folder(options.OutputDir), tokenizer);
+            return result;
+        }
+        finally
+        {
+            reference.Dispose();
+        }
+    }
+}
+
+internal static class FeedbackTraining
+{
+    public static void CheckContext(int context, FeedbackDataset train, FeedbackDataset? eval)
+    {
+        foreach (var ds in eval is null ? [train] : new[] { train, eval })
+        {
+            var tooLong = ds.Examples.FirstOrDefault(e => e.Sequence.Length > context);
+            if (tooLong is not null)
+                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the example has {tooLong.Sequence.Length} tokens but the model's context is {context}; lower --max-length");
+        }
+        if (train.Desirable == 0 || train.Undesirable == 0)
+            throw new FineAlignException($"{train.Source}: the training data needs both thumbs-up (label true) and thumbs-down (label false) examples; " +
+                                         $"it has {train.Desirable} and {train.Undesirable}");
+    }
+}

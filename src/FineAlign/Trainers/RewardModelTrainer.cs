@@ -1,0 +1,82 @@
+using FineAlign.Data;
+using FineAlign.Models;
+using FineAlign.Objectives;
+using FineAlign.Text;
+using FineAlign.Training;
+using static TorchSharp.torch;
+
+namespace FineAlign.Trainers;
+
+/// <summary>Reward-model settings beyond the shared training options.</summary>
+public sealed record RewardModelOptions
+{
+    /// <summary>c in c·(r_w + r_l)² (TRL center_rewards_coefficient); 0 = off.</summary>
+    public double CenterRewardsCoefficient { get; init; }
+    /// <summary>Subtract each pair's margin field inside the sigmoid (Llama 2's margin loss).</summary>
+    public bool UseMargins { get; init; } = true;
+}
+
+/// <summary>
+/// Trains a sequence reward model (<see cref="ScoredLM"/> with <see cref="HeadKind.Sequence"/>) with the Bradley–Terry
+/// loss; chosen and rejected go through one forward. Checkpoints and the result are Hugging Face
+/// <c>XForSequenceClassification</c> folders (<c>model/</c>) that <see cref="ScoredLM.Load"/> reads back.
+/// </summary>
+public static class RewardModelTrainer
+{
+    public static LossResult Step(ScoredLM model, PairBatch b, RewardModelOptions o)
+    {
+        var scores = model.SequenceScores(b.Tokens.InputIds, b.Tokens.AttentionMask);
+        int n = b.Count;
+        var r = BradleyTerryLoss.Compute(scores[..n], scores[n..], o.UseMargins ? b.Margins : null, o.CenterRewardsCoefficient);
+        var metrics = new Dictionary<string, double>(r.Metrics)
+        {
+            ["rewards/chosen"] = scores[..n].detach().mean().item<float>(),
+            ["rewards/rejected"] = scores[n..].detach().mean().item<float>(),
+        };
+        return new LossResult(r.Loss, metrics, b.Tokens.AttentionMask.sum().item<long>());
+    }
+
+    public static TrainingResult Train(ScoredLM model, TextTokenizer tokenizer, PreferenceDataset train, PreferenceDataset? eval,
+        TrainingOptions options, RewardModelOptions rm, IProgress<ProgressUpdate>? progress = null, CancellationToken cancellation = default)
+    {
+        if (model.Kind != HeadKind.Sequence || model.NumLabels != 1)
+            throw new FineAlignException("a reward model needs a sequence head with one output");
+        CheckContext(model.Config.MaxPositionEmbeddings, train, eval);
+        int pad = tokenizer.PaddingId;
+        var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatches.Pairs(train.Pairs, idx, pad));
+        var evalSource = eval is { Pairs.Count: > 0 } ? new BatchSource<PairBatch>(eval.Pairs.Count, idx => PreferenceBatches.Pairs(eval.Pairs, idx, pad)) : null;
+        string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+        using var trainer = new Trainer<PairBatch>(model, options, b => { using (b) return Step(model, b, rm); }, trainSource, evalSource)
+        {
+            Progress = progress,
+            SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
+            LoadModelWeights = dir => CopyWeights(ScoredLM.Load(Folder(dir)), model),
+        };
+        var result = trainer.Train(cancellation);
+        if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);
+        return result;
+    }
+
+    /// <summary>Copies (and disposes) <paramref name="from"/>'s tensors into <paramref name="to"/>.</summary>
+    internal static void CopyWeights(nn.Module from, nn.Module to)
+    {
+        using (from)
+        using (no_grad())
+        {
+            var src = from.state_dict();
+            foreach (var (name, t) in to.state_dict())
+                if (!name.StartsWith("lm_head", StringComparison.Ordinal) && src.TryGetValue(name, out var s)) t.copy_(s);  // the trunk LM head is not saved
+        }
+    }
+
+    internal static void CheckContext(int context, PreferenceDataset train, PreferenceDataset? eval)
+    {
+        foreach (var ds in eval is null ? [train] : new[] { train, eval })
+        {
+            var tooLong = ds.Pairs.FirstOrDefault(p => Math.Max(p.Chosen.Length, p.Rejected.Length) > context);
+            if (tooLong is not null)
+                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the pair has {Math.Max(tooLong.Chosen.Length, tooLong.Rejected.Length)} tokens " +
+                                             $"but the model's context is {context}; lower --max-length");
+        }
+    }
+}
