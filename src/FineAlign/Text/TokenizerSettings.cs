@@ -28,20 +28,25 @@ public sealed record TokenizerSettings
         JsonObject? added = ReadObject(Path.Combine(folder, "added_tokens.json"));
 
         var addedTokens = new Dictionary<string, int>(StringComparer.Ordinal);
+        // An empty token string can never be matched in text (and would stall the special-token splitter).
+        string Empty(string file, string what) =>
+            throw new FineAlignException($"{Path.Combine(folder, file)}: {what} is an empty string; a token needs at least one character.");
         if (added is not null)
             foreach (var (k, v) in added)
-                if (v is JsonValue jv && jv.TryGetValue(out int id)) addedTokens[k] = id;
+                if (v is JsonValue jv && jv.TryGetValue(out int id)) addedTokens[k.Length > 0 ? k : Empty("added_tokens.json", $"added token {id}")] = id;
         if (config?["added_tokens_decoder"] is JsonObject decoder)
             foreach (var (k, v) in decoder)
-                if (int.TryParse(k, out int id) && TokenString(v) is string s) addedTokens[s] = id;
+                if (int.TryParse(k, out int id) && TokenString(v) is string s)
+                    addedTokens[s.Length > 0 ? s : Empty("tokenizer_config.json", $"added_tokens_decoder[\"{k}\"].content")] = id;
 
         var extra = new List<string>();
         foreach (var src in new[] { map, config })
             if (src?["additional_special_tokens"] is JsonArray arr)
                 foreach (var item in arr)
-                    if (TokenString(item) is string s && !extra.Contains(s)) extra.Add(s);
+                    if (TokenString(item) is { Length: > 0 } s && !extra.Contains(s)) extra.Add(s);
 
-        string? Token(string key) => TokenString(config?[key]) ?? TokenString(map?[key]);
+        // An empty bos/eos/pad/unk string means "none", as transformers treats it.
+        string? Token(string key) => (TokenString(config?[key]) ?? TokenString(map?[key])) is { Length: > 0 } t ? t : null;
 
         bool? addBos = config?["add_bos_token"] is JsonValue b && b.TryGetValue(out bool bv) ? bv : null;
         return new TokenizerSettings
