@@ -32,6 +32,8 @@ public static class CliApp
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
         root.Add(VersionCommand.Create());
+        root.Add(TlcrLabelCommand.Create());
+        root.Add(TlcrTrainCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
