@@ -35,6 +35,7 @@ public static class CliApp
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());
         root.Add(PpoCommand.Create());
+        root.Add(PpoCompareCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
