@@ -12,7 +12,7 @@ namespace FineAlign.Rewards;
 /// Builds reward sources from short specs (the <c>--reward</c> values of <c>finealign ppo</c>):
 /// <c>lexicon</c> / <c>lexicon:token</c> (built-in ground-truth sentiment, sequence or token level),
 /// <c>rm:PATH</c> (sequence reward model folder), <c>tlcr:PATH</c> (TLCR discriminator, continuous),
-/// <c>discrete:PATH</c> (the discriminator thresholded to ±1), <c>pivot:SPEC</c> (pivot-token segments of a
+/// <c>discrete:PATH</c> (the discriminator thresholded to +1/−1, 0 in the dead zone 0.4 &lt; p &lt; 0.6), <c>pivot:SPEC</c> (pivot-token segments of a
 /// token-level SPEC); <c>SPEC@W</c> weights a component. Several specs form a <see cref="WeightedRewardSum"/>.
 /// Model-based sources must share the policy's tokenizer; with <c>retokenize</c> a sequence reward model with
 /// another tokenizer scores the decoded text (with a warning); token-level sources then refuse.
@@ -79,8 +79,10 @@ public static class RewardSpecs
                 var disc = LoadDiscriminator(spec, path, tok, retokenize);
                 Func<RewardBatch, Tensor> probs = b => ModelScoring.PositiveProbabilities(disc, tok, b);
                 if (kind == "tlcr") return new TlcrReward(Name("tlcr"), probs, tlcr);
-                // The discrete baseline: +1 where the discriminator says positive, −1 negative.
-                return new DiscreteTokenRewardSource(Name("discrete"), b => TlcrReward.FromProbabilities(probs(b), new TlcrOptions { Mapping = TlcrMapping.Discrete }));
+                // The discrete baseline {+1, −1, 0}: +1 where the discriminator says positive, −1 negative, and 0 in the
+                // TLCR code's dead zone 0.4 < p < 0.6, where the neutral tokens (trained toward ½) sit.
+                var discrete = new TlcrOptions { Mapping = TlcrMapping.Discrete, DeadZone = true };
+                return new DiscreteTokenRewardSource(Name("discrete"), b => TlcrReward.FromProbabilities(probs(b), discrete));
             }
             case "pivot":
             {

@@ -173,13 +173,17 @@ public static class TlcrCorpus
 {
     public sealed record Pair(string Prompt, string Original, string Revised, bool IsEval);
 
-    /// <summary>Review i is revised toward positive when i is even, toward negative when odd; unchanged reviews are skipped.</summary>
+    /// <summary>
+    /// Every review is revised toward positive (the preferred direction, like TLCR's corrections of rejected responses):
+    /// +1 then always means "what the reviser wrote" = positive sentiment. Mixing directions would give the same word
+    /// opposite labels. Reviews with nothing to revise are skipped.
+    /// </summary>
     public static List<Pair> Pairs(int seed, int count, double evalFraction = 0.1)
     {
         var list = new List<Pair>();
         foreach (var r in Data.Corpus.ReviewCorpus.Generate(seed, count))
         {
-            var pair = Data.Corpus.ReviewCorpus.Revise(r, towardPositive: r.Index % 2 == 0);
+            var pair = Data.Corpus.ReviewCorpus.Revise(r, towardPositive: true);
             if (pair.ChangedWords == 0) continue;
             list.Add(new Pair(r.Prompt, r.Completion, pair.Revised.Completion, Data.Corpus.ReviewCorpus.IsEvalPrompt(r.Prompt, seed, evalFraction)));
         }
