@@ -120,9 +120,19 @@ public sealed class PpoValueModel : nn.Module
     {
         using var _ = no_grad();
         if (separate is not null) { TlcrTrainer.LoadInto(separate, folder); return; }
-        using var ck = SafeTensorsCheckpoint.Open(folder);
-        using (var w = ck.Read("score.weight", float32)) head!.weight!.copy_(w);
-        using (var b = ck.Read("score.bias", float32)) head!.bias!.copy_(b);
+        string path = Path.Combine(folder, "value_head.safetensors");
+        if (!File.Exists(path)) throw new FineAlignException($"{path}: the shared-trunk value head is missing");
+        var tensors = SafeTensors.Load(path, float32);
+        try
+        {
+            foreach (var (name, p) in new[] { ("score.weight", head!.weight!), ("score.bias", head.bias!) })
+            {
+                if (!tensors.TryGetValue(name, out var t) || !t.shape.SequenceEqual(p.shape))
+                    throw new FineAlignException($"{path}: tensor '{name}' is missing or has the wrong shape");
+                p.copy_(t);
+            }
+        }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
     }
 }
 

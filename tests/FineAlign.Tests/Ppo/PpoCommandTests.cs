@@ -43,7 +43,8 @@ public class PpoCommandTests
         using var tmp = TestPaths.NewTempDir();
         string policy = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "policy"));
         string a = Path.Combine(tmp.Path, "a"), b = Path.Combine(tmp.Path, "b");
-        string[] common = [.. "ppo --policy".Split(' '), policy, "--reward", "lexicon:token", "--save-steps", "1", .. Small];
+        // Shared trunk: the value head is restored from value/value_head.safetensors on resume.
+        string[] common = [.. "ppo --policy".Split(' '), policy, "--reward", "lexicon:token", "--save-steps", "1", "--shared-trunk", "true", .. Small];
         Assert.Equal(0, CliRunner.Run([.. common, "--out", a, "--steps", "2"]).Code);
         var stop = CliRunner.Run([.. common, "--out", b, "--steps", "1"]);
         Assert.Equal(0, stop.Code);
@@ -52,6 +53,7 @@ public class PpoCommandTests
         var ma = CommandFixtures.ReadJsonl(Path.Combine(a, "metrics.jsonl"));
         var mb = CommandFixtures.ReadJsonl(Path.Combine(b, "metrics.jsonl"));
         Assert.Equal(2, mb.Count);
+        Assert.True(File.Exists(Path.Combine(b, PpoTrainer.ValueFolder, "value_head.safetensors")));
         foreach (var key in new[] { "objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg" })
             Assert.Equal(ma[1][key]!.GetValue<double>(), mb[1][key]!.GetValue<double>(), 5);
     }

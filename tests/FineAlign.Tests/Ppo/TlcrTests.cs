@@ -52,7 +52,7 @@ public class TlcrTrainTests
     public void DiscriminatorBeatsTheMajorityBaselineOnCorpusRevisions()
     {
         var tok = new ByteTokenizer();
-        var pairs = TlcrCorpus.Pairs(1234, 160);
+        var pairs = TlcrCorpus.Pairs(1234, 120);
         var data = TlcrCorpus.Label(tok, pairs).Select(x => TlcrTrainer.Encode(tok, x)).ToList();
         var config = ModelPresets.Create("tiny", tok, 384);
         using var disc = new ScoredLM(ModelFactory.Create(config, 3), HeadKind.Token, 2, 3);
@@ -60,7 +60,7 @@ public class TlcrTrainTests
         var before = TlcrTrainer.Evaluate(disc, data, tok.PaddingId);
         var options = new TrainingOptions
         {
-            OutputDir = tmp.Path, MaxSteps = 50, PerDeviceTrainBatchSize = 16, LearningRate = 3e-3, WarmupRatio = 0,
+            OutputDir = tmp.Path, MaxSteps = 40, PerDeviceTrainBatchSize = 8, LearningRate = 3e-3, WarmupRatio = 0,
             EvalSteps = 0, SaveSteps = 0, LoggingSteps = 10, Seed = 5,
         };
         var result = TlcrTrainer.Train(disc, tok, data, null, options, neutralWeight: 0.1);
