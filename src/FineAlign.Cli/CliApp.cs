@@ -38,6 +38,10 @@ public static class CliApp
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
         root.Add(VersionCommand.Create());
+        root.Add(TlcrLabelCommand.Create());
+        root.Add(TlcrTrainCommand.Create());
+        root.Add(PpoCommand.Create());
+        root.Add(PpoCompareCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
