@@ -50,7 +50,8 @@ public static class GroupCommand
         var maxGradNorm = cmd.Declare("--max-grad-norm", 1.0, "Gradient-norm clipping (0 = none).", check: nonNegative);
         var epsilon = cmd.Declare("--epsilon", 0.2, "ε of the per-token clipped ratio.", check: positive);
         var scale = cmd.Declare("--scale-rewards", RewardScaling.Group, "GRPO only: divide centred rewards by the group std, the batch std, or none.");
-        var lossType = cmd.Declare("--loss-type", LossAggregation.Grpo, "Loss aggregation: grpo (mean of per-sequence token means), token (sum / active tokens), dr-grpo (sum / (batch × max length)).");
+        var lossType = cmd.Declare("--loss-type", "grpo", "Loss aggregation: grpo (mean of per-sequence token means), token (sum / active tokens), dr_grpo (sum / (batch × --max-new-tokens)).",
+            check: v => ParseLoss(v) is null ? "must be grpo, token or dr_grpo" : null);
         var beta = cmd.Declare("--beta", 0.0, "β of the k3 KL(π ‖ π_ref) loss term.", check: nonNegative);
         var klCoef = cmd.Declare("--kl-coef", rloo ? 0.05 : 0.0, "β of the k1 KL penalty folded into the reward (RLOO, REINFORCE++).", check: nonNegative);
         var maxNew = cmd.Declare("--max-new-tokens", 64, "Completion length limit (tokens).", check: AtLeast(1));
@@ -72,7 +73,7 @@ public static class GroupCommand
                 OutputDir = r.Get(outDir), Seed = r.Get(seed), Advantage = ParseAdvantage(r.Get(advantage))!.Value, Steps = r.Get(steps),
                 BatchSize = r.Get(batch), NumGenerations = r.Get(numGen), MiniBatchSize = r.Get(miniBatch), NumIterations = r.Get(iterations),
                 LearningRate = r.Get(lr), MaxGradNorm = r.Get(maxGradNorm), Epsilon = r.Get(epsilon), ScaleRewards = r.Get(scale),
-                LossType = r.Get(lossType), Beta = r.Get(beta), KlCoef = r.Get(klCoef), MaxNewTokens = r.Get(maxNew),
+                LossType = ParseLoss(r.Get(lossType))!.Value, Beta = r.Get(beta), KlCoef = r.Get(klCoef), MaxNewTokens = r.Get(maxNew),
                 Temperature = r.Get(temperature), TopP = r.Get(topP), SaveSteps = r.Get(saveSteps), SaveRollouts = r.Get(saveRollouts),
                 Resume = r.Get(resume),
             };
@@ -140,6 +141,14 @@ public static class GroupCommand
         });
         return cmd;
     }
+
+    private static LossAggregation? ParseLoss(string v) => v.Trim().ToLowerInvariant().Replace("-", "").Replace("_", "") switch
+    {
+        "grpo" => LossAggregation.Grpo,
+        "token" or "dapo" => LossAggregation.Token,
+        "drgrpo" => LossAggregation.DrGrpo,
+        _ => null,
+    };
 
     private static GroupAdvantage? ParseAdvantage(string v) => v.Trim().ToLowerInvariant() switch
     {

@@ -225,9 +225,10 @@ public sealed class GroupTrainer : IDisposable
         var klK3 = Ppo.KlPerToken(oldLogp, refLogp, mask, KlEstimator.K3);
         var scores = task.SequenceTotals(); // dense rewards summed: the group methods' sequence reward
 
-        // Advantages [B, T] (0 on padding) and the zero-spread group count of the task scores.
+        // Advantages [B, T], 0 on padding. Zero-spread groups are counted on the task scores (as TRL), so a
+        // KL term folded into the reward cannot hide a group that carries no task signal.
         Tensor tokenAdv, seqReward;
-        int zeroStd;
+        int zeroStd = GroupAdvantages.Grpo(scores, g, RewardScaling.None).ZeroStdGroups;
         switch (o.Advantage)
         {
             case GroupAdvantage.Grpo:
@@ -235,7 +236,6 @@ public sealed class GroupTrainer : IDisposable
                 seqReward = GroupAdvantages.SequenceRewards(task.Values, mask, klK1, o.KlCoef);
                 var r = GroupAdvantages.Grpo(seqReward, g, o.ScaleRewards);
                 tokenAdv = GroupAdvantages.ToTokens(r.Advantages, mask);
-                zeroStd = r.ZeroStdGroups;
                 break;
             }
             case GroupAdvantage.Rloo:
@@ -243,14 +243,12 @@ public sealed class GroupTrainer : IDisposable
                 seqReward = GroupAdvantages.SequenceRewards(task.Values, mask, klK1, o.KlCoef);
                 var r = GroupAdvantages.Rloo(seqReward, g);
                 tokenAdv = GroupAdvantages.ToTokens(r.Advantages, mask);
-                zeroStd = r.ZeroStdGroups;
                 break;
             }
             default:
-                // Dense rewards kept per token; the group structure only feeds the zero-spread metric.
+                // Dense rewards kept per token, normalised over the whole batch; groups only feed the metrics.
                 seqReward = GroupAdvantages.SequenceRewards(task.Values, mask, klK1, o.KlCoef);
                 tokenAdv = GroupAdvantages.ReinforcePlusPlus(task.Values, klK1, mask, o.KlCoef);
-                zeroStd = GroupAdvantages.Rloo(scores, g).ZeroStdGroups;
                 break;
         }
         RewardSource.CheckFinite($"{Name} advantages", tokenAdv, mask);
@@ -296,7 +294,7 @@ public sealed class GroupTrainer : IDisposable
                 var old = oldLogp.index_select(0, idx);
                 var adv = tokenAdv.index_select(0, idx);
                 var loss = GroupAdvantages.PolicyLoss(logp, old, adv, mk, o.LossType, o.Epsilon,
-                    o.Beta > 0 ? refLogp.index_select(0, idx) : null, o.Beta, width);
+                    o.Beta > 0 ? refLogp.index_select(0, idx) : null, o.Beta, o.MaxNewTokens); // Dr. GRPO: constant = max completion length
                 double lossValue = loss.item<float>();
                 if (!double.IsFinite(lossValue))
                     throw new FineAlignException($"{Name} loss is not finite at generation batch {step}; lower the learning rate (now {o.LearningRate:G3})");

@@ -24,17 +24,17 @@ public class GroupTrainerTests
     private static double D(JsonObject m, string key) => m[key]!.GetValue<double>();
 
     [Theory]
-    [InlineData("grpo", "grpo")]
-    [InlineData("rloo", "rloo")]
-    [InlineData("grpo", "reinforce++")]
-    public void TinyRunLogsFiniteTrlMetrics(string command, string advantage)
+    [InlineData("grpo", "grpo", "grpo", "batch")]
+    [InlineData("rloo", "rloo", "token", "group")]
+    [InlineData("grpo", "reinforce++", "dr_grpo", "none")]
+    public void TinyRunLogsFiniteTrlMetrics(string command, string advantage, string lossType, string scaleRewards)
     {
         using var tmp = TestPaths.NewTempDir();
         string policy = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "policy"));
         string outDir = Path.Combine(tmp.Path, "out");
         var (code, stdout, err) = CliRunner.Run([command, "--policy", policy, "--out", outDir, "--advantage", advantage,
             "--reward", "lexicon", "--reward", "lexicon:token@0.5", "--steps", "2", "--beta", "0.04", "--num-iterations", "2",
-            "--mini-batch-size", "2", "--save-rollouts", "true", .. Small]);
+            "--mini-batch-size", "2", "--save-rollouts", "true", "--loss-type", lossType, "--scale-rewards", scaleRewards, .. Small]);
         Assert.True(code == 0, err + stdout);
         var metrics = CommandFixtures.ReadJsonl(Path.Combine(outDir, "metrics.jsonl"));
         Assert.Equal(2, metrics.Count);
