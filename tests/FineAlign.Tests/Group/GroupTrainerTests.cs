@@ -104,6 +104,22 @@ public class GroupTrainerTests
         Assert.True(h[0]["rewards/a_share"] >= 0);
     }
 
+    [Fact]
+    public void NaNRewardIsAOneLineErrorNamingTheSourceAndTheBatch()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        using var policy = TinyModel(1);
+        using var reference = TinyModel(1);
+        var broken = ProgrammaticRewardSource.Sequence("broken", e => e.Index == 3 ? double.NaN : 0.0);
+        using var trainer = new GroupTrainer(policy, reference, new ByteTokenizer(), broken, ["a", "b"],
+            new GroupOptions { OutputDir = tmp.Path, Steps = 1, BatchSize = 4, NumGenerations = 2, MaxNewTokens = 4 });
+        var ex = Assert.Throws<FineAlignException>(() => trainer.Train());
+        Assert.DoesNotContain('\n', ex.Message);
+        Assert.Contains("'broken'", ex.Message);
+        Assert.Contains("batch index 3", ex.Message);
+        Assert.Contains("generation batch 1", ex.Message);
+    }
+
     private static CausalLM TinyModel(long seed) => ModelFactory.Create(new ModelConfig
     {
         ModelType = "llama", VocabSize = 261, HiddenSize = 16, IntermediateSize = 32, NumLayers = 1, NumHeads = 2,
