@@ -42,6 +42,8 @@ public static class CliApp
         root.Add(TlcrTrainCommand.Create());
         root.Add(PpoCommand.Create());
         root.Add(PpoCompareCommand.Create());
+        root.Add(AlolCommand.Create());
+        root.Add(BonCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
