@@ -45,6 +45,8 @@ public static class AlolCommand
         var noiseReward = cmd.Declare("--noise-reward", 1.0, "The (wrong) reward given to mislabelled responses.", check: v => double.IsFinite(v) ? null : "must be finite");
         var evalPrompts = cmd.Declare("--eval-prompts", 64, "Built-in corpus: held-out prompts for the true-reward evaluation of the initial and trained policy (0 = skip).",
             check: v => v >= 0 ? null : "must be ≥ 0");
+        var evalSamples = cmd.Declare("--eval-samples", 4, "Samples per held-out prompt in that evaluation (the corpus has few distinct held-out openings).",
+            check: v => v >= 1 ? null : "must be at least 1");
         var maxNew = cmd.Declare("--max-new-tokens", 64, "Response length of the evaluation.", check: v => v >= 1 ? null : "must be at least 1");
 
         cmd.SetRecipeAction((r, ct) =>
@@ -96,11 +98,12 @@ public static class AlolCommand
                 "kl", "importance_weight", "advantage", "reward");
             if (code != 0 || r.Get(data) is not null || r.Get(evalPrompts) == 0) return code;
 
-            var prompts = ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.Take(r.Get(evalPrompts)).ToList();
+            var distinct = ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.Take(r.Get(evalPrompts)).ToList();
+            var prompts = Enumerable.Repeat(distinct, r.Get(evalSamples)).SelectMany(x => x).ToList();
             using var initial = ModelIO.Load(modelDir);
             var before = SentimentEval.Run(initial, initial, tokenizer, prompts, r.Get(maxNew), options.Seed);
             var after = SentimentEval.Run(policy, initial, tokenizer, prompts, r.Get(maxNew), options.Seed);
-            r.Out.WriteLine($"alol: held-out eval ({prompts.Count} prompts): true reward {F(before.TrueReward)} → {F(after.TrueReward)}, " +
+            r.Out.WriteLine($"alol: held-out eval ({distinct.Count} prompts × {r.Get(evalSamples)} samples): true reward {F(before.TrueReward)} → {F(after.TrueReward)}, " +
                             $"KL to initial {F(after.KlToInitial)}, distinct-2 {F(before.Distinct2)} → {F(after.Distinct2)}");
             return 0;
         });
