@@ -177,4 +177,30 @@ public class AlolTests
         Assert.Contains("best-of-3", stdout);
         Assert.Equal(3, CommandFixtures.ReadJsonl(outFile).Count);
     }
+
+    [Fact]
+    public void TokenLevelRewardsReplaceTheSequenceRewardByTheirSum()
+    {
+        var tok = new ByteTokenizer();
+        var rows = new[] { ("Q1:", " abc"), ("Q2:", " hello!") }
+            .Select((x, i) => new OfflineExample(i + 1, new PromptCompletionExample(i + 1, x.Item1, x.Item2), double.NaN)).ToList();
+        var ds = OfflineDataset.FromExamples(rows, "mem", tok, new PreferenceEncoding { MaxLength = 48 });
+        var source = ProgrammaticRewardSource.Token("half", e => e.ResponseIds.Select(_ => 0.5f).ToArray());
+        var scored = AlolTrainer.Rescore(ds, source, tok);
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(0.5 * ds.Examples[i].Sequence.Completion.Length, scored.Examples[i].Reward, 5);
+    }
+
+    [Fact]
+    public void CliNamesTheLineOfANonFiniteReward()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string model = CommandFixtures.SaveByteModel(Path.Combine(dir.Path, "init"), context: 48);
+        string data = Write(dir.Path, "bad.jsonl", "{\"prompt\":\"a\",\"completion\":\"b\",\"reward\":1}", "{\"prompt\":\"a\",\"completion\":\"b\",\"reward\":-1e999}");
+        var (code, stdout, stderr) = CliRunner.Run("alol", "--model", model, "--data", data, "--out", Path.Combine(dir.Path, "run"), "--max-steps", "1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("bad.jsonl:2", stderr);
+        Assert.Contains("reward", stderr);
+        Assert.Single(CliRunner.Lines(stderr));
+    }
 }
