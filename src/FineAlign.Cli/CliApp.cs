@@ -44,6 +44,8 @@ public static class CliApp
         root.Add(PpoCompareCommand.Create());
         root.Add(GroupCommand.Create("grpo"));
         root.Add(GroupCommand.Create("rloo"));
+        root.Add(AlolCommand.Create());
+        root.Add(BonCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;

@@ -1,0 +1,75 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using FineAlign.Data;
+using FineAlign.Data.Corpus;
+using FineAlign.Generation;
+using FineAlign.Rewards;
+using FineAlign.Text;
+using TorchSharp;
+
+namespace FineAlign.Cli.Commands;
+
+/// <summary><c>finealign bon</c>: decoding-time alignment (best-of-n or reward-guided decoding) with any reward source.</summary>
+public static class BonCommand
+{
+    public static RecipeCommand Create()
+    {
+        var cmd = new RecipeCommand("bon",
+            "Alignment without training: best-of-n sampling (--mode best-of-n: n samples per prompt, the highest reward kept) or reward-guided " +
+            "decoding (--mode guided: every --chunk-tokens tokens, --n candidate continuations are re-ranked by the reward, in the spirit of DeAL). " +
+            "Reports the mean reward against plain sampling with the same seed (and the true sentiment on the built-in prompts).");
+        var model = cmd.Declare("--model", "runs/sft/model", "Model folder (HF format).", alias: "--policy");
+        var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec(s): lexicon, lexicon:token, rm:PATH, tlcr:PATH, ... (@WEIGHT; several = sum).");
+        var mode = cmd.Declare("--mode", "best-of-n", "best-of-n or guided.", check: v => v is "best-of-n" or "guided" ? null : "must be best-of-n or guided");
+        var n = cmd.Declare("--n", 4, "Samples per prompt (best-of-n) or candidates per chunk (guided).", check: v => v >= 1 ? null : "must be at least 1");
+        var chunk = cmd.Declare("--chunk-tokens", 8, "Guided: tokens generated between re-rankings.", check: v => v >= 1 ? null : "must be at least 1");
+        var prompts = cmd.Declare<string?>("--prompts", null, "JSONL with a 'prompt' field per line. Omitted: held-out prompts of the built-in corpus.");
+        var numPrompts = cmd.Declare("--num-prompts", 64, "Prompts to use (the first N).", check: v => v >= 1 ? null : "must be at least 1");
+        var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose held-out prompts are used when --prompts is omitted.", check: v => v >= 10 ? null : "must be at least 10");
+        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var maxNew = cmd.Declare("--max-new-tokens", 64, "Response length limit (tokens).", check: v => v >= 1 ? null : "must be at least 1");
+        var temperature = cmd.Declare("--temperature", 1.0, "Sampling temperature.", check: v => v > 0 && double.IsFinite(v) ? null : "must be positive");
+        var topP = cmd.Declare("--top-p", 1.0, "Nucleus sampling.", check: v => v is > 0 and <= 1 ? null : "must be in (0, 1]");
+        var seed = cmd.Declare("--seed", 42, "Sampling seed.");
+        var outPath = cmd.Declare<string?>("--out", null, "Write the chosen responses as JSONL (prompt, completion, reward, candidate_rewards).", alias: "-o");
+        var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0");
+
+        cmd.SetRecipeAction((r, ct) =>
+        {
+            if (r.Get(threads) > 0) torch.set_num_threads(r.Get(threads));
+            string dir = ModelFolder.Resolve(r.Get(model));
+            var tokenizer = TokenizerLoader.Load(dir);
+            using var lm = Models.ModelIO.Load(dir);
+            var source = RewardSpecs.Build(r.Get(reward), tokenizer, false, m => r.Error.WriteLine("warning: " + m));
+            bool corpus = r.Get(prompts) is null;
+            var list = (r.Get(prompts) is string p
+                ? JsonlReader.Read(p).Select(l => l.RequireString(p, "prompt")).ToList()
+                : ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.ToList()).Take(r.Get(numPrompts)).ToList();
+            if (list.Count == 0) throw new FineAlignException($"{r.Get(prompts)}: no prompts");
+            var gen = new GenerationOptions { MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed) };
+            var plain = BestOfN.Generate(lm, tokenizer, list, source, 1, gen);
+            var chosen = r.Get(mode) == "guided"
+                ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen)
+                : BestOfN.Generate(lm, tokenizer, list, source, r.Get(n), gen);
+            if (r.Get(outPath) is string o)
+            {
+                using var sink = JsonlOutput.ToFile(o);
+                foreach (var c in chosen)
+                    sink.Write(new JsonObject
+                    {
+                        ["prompt"] = c.Prompt, ["completion"] = c.Best.Text, ["reward"] = c.Reward,
+                        ["candidate_rewards"] = new JsonArray(c.CandidateRewards.Select(x => (JsonNode?)x).ToArray()),
+                    });
+                sink.Commit();
+            }
+            var inv = CultureInfo.InvariantCulture;
+            string what = r.Get(mode) == "guided" ? $"guided (n {r.Get(n)}, chunk {r.Get(chunk)})" : $"best-of-{r.Get(n)}";
+            r.Out.WriteLine(string.Create(inv, $"bon: {list.Count} prompts; mean reward ({source.Name}): plain sampling {plain.Average(x => x.Reward):F4}, {what} {chosen.Average(x => x.Reward):F4}"));
+            if (corpus)
+                r.Out.WriteLine(string.Create(inv, $"bon: true sentiment: plain {plain.Average(x => Lexicon.TrueReward(x.Best.Text)):F4}, {what} {chosen.Average(x => Lexicon.TrueReward(x.Best.Text)):F4}; " +
+                                                   $"distinct-2 {Evaluation.SentimentEval.DistinctN(plain.Select(x => x.Best.Text), 2):F4} → {Evaluation.SentimentEval.DistinctN(chosen.Select(x => x.Best.Text), 2):F4}"));
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,141 @@
+using FineAlign.Models;
+using FineAlign.Rewards;
+using FineAlign.Text;
+using static TorchSharp.torch;
+
+namespace FineAlign.Generation;
+
+/// <summary>The response kept for one prompt, its reward, and the rewards of the candidates it was chosen from.</summary>
+public sealed record RankedResponse(string Prompt, GeneratedSequence Best, double Reward, double[] CandidateRewards);
+
+/// <summary>Helpers shared by the decoding-time methods: padding responses and scoring them with a reward source.</summary>
+public static class Decoding
+{
+    /// <summary>Right-pads token lists: ids [B, T] int64 and mask [B, T] float32 (T ≥ 1 even when all are empty).</summary>
+    public static (Tensor Ids, Tensor Mask) RightPad(IReadOnlyList<int[]> rows, int padId)
+    {
+        int t = Math.Max(1, rows.Count == 0 ? 1 : rows.Max(r => r.Length));
+        var ids = new long[rows.Count * t];
+        var mask = new float[rows.Count * t];
+        for (int i = 0; i < rows.Count; i++)
+            for (int j = 0; j < t; j++)
+            {
+                bool real = j < rows[i].Length;
+                ids[i * t + j] = real ? rows[i][j] : padId;
+                mask[i * t + j] = real ? 1f : 0f;
+            }
+        return (tensor(ids, new long[] { rows.Count, t }), tensor(mask, new long[] { rows.Count, t }));
+    }
+
+    /// <summary>Σ_t r_t of each response under <paramref name="reward"/> (sequence sources: the score).</summary>
+    public static double[] Score(RewardSource reward, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
+                                 IReadOnlyList<int[]> responses, IReadOnlyList<string> texts)
+    {
+        if (responses.Count == 0) return [];
+        using var scope = NewDisposeScope();
+        var (ids, mask) = RightPad(responses, tokenizer.PaddingId);
+        using var r = reward.Compute(new RewardBatch(ids, mask, null, prompts, texts));
+        return r.SequenceTotals().data<float>().Select(x => (double)x).ToArray();
+    }
+}
+
+/// <summary>
+/// Best-of-n sampling: n samples per prompt from the model, scored by a reward source, the highest kept
+/// (ties: the first). Alignment without training, and the yardstick for trained policies.
+/// </summary>
+public static class BestOfN
+{
+    public static IReadOnlyList<RankedResponse> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
+        RewardSource reward, int n, GenerationOptions options, int maxRows = 64)
+    {
+        if (n < 1) throw new FineAlignException($"best-of-n needs n ≥ 1, got {n}");
+        var results = new List<RankedResponse>();
+        int promptsPerCall = Math.Max(1, maxRows / n);
+        for (int s = 0; s < prompts.Count; s += promptsPerCall)
+        {
+            var chunk = prompts.Skip(s).Take(promptsPerCall).ToList();
+            var rows = chunk.SelectMany(p => Enumerable.Repeat(p, n)).ToList();
+            var gen = TextGenerator.Generate(model, tokenizer, rows, options with { Seed = options.Seed + s });
+            var scores = Decoding.Score(reward, tokenizer, rows, gen.Select(g => g.Tokens).ToList(), gen.Select(g => g.Text).ToList());
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var cand = scores.Skip(i * n).Take(n).ToArray();
+                int best = Array.IndexOf(cand, cand.Max());
+                results.Add(new RankedResponse(chunk[i], gen[i * n + best], cand[best], cand));
+            }
+        }
+        return results;
+    }
+}
+
+/// <summary>
+/// Reward-guided decoding in the spirit of DeAL (Huang et al., 2024, arXiv 2402.06147): grow each response in
+/// chunks of <c>chunkTokens</c>; at every chunk sample <c>candidates</c> continuations of the current prefix,
+/// score each (prefix + continuation) with the reward source, and keep the best. A candidate that ends (EOS or
+/// stop string) ends the response. With candidates = 1 this is plain sampling.
+/// </summary>
+public static class RewardGuidedDecoding
+{
+    public static IReadOnlyList<RankedResponse> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
+        RewardSource reward, int candidates, int chunkTokens, GenerationOptions options, int maxRows = 64)
+    {
+        if (candidates < 1) throw new FineAlignException($"reward-guided decoding needs at least 1 candidate, got {candidates}");
+        if (chunkTokens < 1) throw new FineAlignException($"reward-guided decoding needs a chunk of at least 1 token, got {chunkTokens}");
+        options.Validate();
+        var promptIds = prompts.Select((p, i) =>
+        {
+            var body = tokenizer.Encode(p);
+            var ids = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
+            return ids.Length > 0 ? ids : throw new FineAlignException($"prompt {i + 1} is empty; generation needs at least one token.");
+        }).ToList();
+        var tokens = prompts.Select(_ => new List<int>()).ToArray();
+        var logps = prompts.Select(_ => new List<float>()).ToArray();
+        var reasons = new FinishReason[prompts.Count];
+        var texts = new string[prompts.Count];
+        var lastScores = new double[prompts.Count][];
+        var done = new bool[prompts.Count];
+        int promptsPerCall = Math.Max(1, maxRows / candidates);
+
+        for (int round = 0; done.Contains(false); round++)
+        {
+            var active = Enumerable.Range(0, prompts.Count).Where(i => !done[i]).ToList();
+            for (int s = 0; s < active.Count; s += promptsPerCall)
+            {
+                var chunk = active.Skip(s).Take(promptsPerCall).ToList();
+                var rows = chunk.SelectMany(i => Enumerable.Repeat(promptIds[i].Concat(tokens[i]).ToArray(), candidates)).ToList();
+                int budget = options.MaxNewTokens - chunk.Min(i => tokens[i].Count);
+                var gen = TextGenerator.Generate(model, rows, options with
+                {
+                    MaxNewTokens = Math.Min(chunkTokens, budget),
+                    Seed = options.Seed + 1_000_003L * round + s,
+                }, tokenizer);
+                var full = gen.Select((g, k) => tokens[chunk[k / candidates]].Concat(g.Tokens).ToArray()).ToList();
+                var fullTexts = full.Select(f => tokenizer.Decode(f)).ToList();
+                var scores = Decoding.Score(reward, tokenizer, gen.Select((_, k) => prompts[chunk[k / candidates]]).ToList(), full, fullTexts);
+                for (int j = 0; j < chunk.Count; j++)
+                {
+                    int i = chunk[j];
+                    var cand = scores.Skip(j * candidates).Take(candidates).ToArray();
+                    int best = j * candidates + Array.IndexOf(cand, cand.Max());
+                    var g = gen[best];
+                    int room = options.MaxNewTokens - tokens[i].Count;   // rows of one call may have used different budgets
+                    var newTokens = g.Tokens.Take(room).ToArray();
+                    string before = g.FinishReason == FinishReason.StopString ? tokenizer.Decode(tokens[i]) : "";
+                    tokens[i].AddRange(newTokens);
+                    logps[i].AddRange(g.LogProbs.Take(room));
+                    lastScores[i] = cand;
+                    texts[i] = g.FinishReason == FinishReason.StopString ? before + g.Text : fullTexts[best];
+                    bool ended = g.FinishReason != FinishReason.Length && newTokens.Length == g.Tokens.Length;
+                    if (ended || tokens[i].Count >= options.MaxNewTokens)
+                    {
+                        done[i] = true;
+                        reasons[i] = ended ? g.FinishReason : FinishReason.Length;
+                    }
+                }
+            }
+        }
+        return Enumerable.Range(0, prompts.Count).Select(i => new RankedResponse(prompts[i],
+            new GeneratedSequence(promptIds[i], tokens[i].ToArray(), logps[i].ToArray(), texts[i], reasons[i]),
+            lastScores[i].Max(), lastScores[i])).ToList();
+    }
+}
