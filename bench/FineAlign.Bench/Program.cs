@@ -3,6 +3,9 @@ using System.Text.Json.Nodes;
 using FineAlign.Generation;
 using FineAlign.Models;
 using FineAlign.Objectives;
+using FineAlign.Rewards;
+using FineAlign.Text;
+using FineAlign.Trainers;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -11,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -25,6 +28,9 @@ using F = TorchSharp.torch.nn.functional;
 //   forward + backward per token     = 6·N' + 12·L·d·ctx
 //   DPO step per token (policy f+b, reference f) = 8·N' + 16·L·d·ctx
 //   decoding, per new token at cache length S    = 2·N' + 4·L·d·S
+//   PPO (policy N'_p, value model N'_v = trunk + 1-output head, no LM head), per token of the
+//   [B, 192] rollout: scoring = 2·(2·N'_p + N'_v) + 3·4·L·d·ctx (policy, reference, value forwards);
+//   update = 6·(N'_p + N'_v) + 2·12·L·d·ctx; generation as "decoding" above.
 // Stories15M: N' = 15.19 M of 24.41 M, L = 6, d = 288, ctx = 256 → 96.5 MFLOP/token for fwd+bwd.
 
 var argsMap = ParseArgs(args);
@@ -37,7 +43,7 @@ if (workload == "all")
     // One child process per workload: peak RSS is per process, so it cannot be reset reliably
     // once a previous workload has grown the heap.
     int rc = 0;
-    foreach (var w in new[] { "fwdbwd", "dpo", "dpo_precomputed", "generate" })
+    foreach (var w in new[] { "fwdbwd", "dpo", "dpo_precomputed", "generate", "ppo" })
         rc |= RunChild(w, reps, threads);
     return rc;
 }
@@ -195,6 +201,90 @@ else if (workload == "generate")
         ["peak_rss_mb"] = RssMb("VmHWM"), ["baseline_rss_mb"] = baselineMb, ["load_1min"] = LoadAverage(),
     });
 }
+else if (workload == "ppo")
+{
+    // One PPO iteration (issue #4): rollout of 8 prompts × 64 random tokens, 128 new tokens (top-p 0.9 as
+    // in the generate workload, no EOS), then scoring (policy + reference log-probs, values, a cheap
+    // programmatic reward, KL shaping, GAE), then 1 PPO epoch × 1 mini-batch of 8 (policy + value loss,
+    // clip-grad, AdamW). Phase times come from PpoTrainer.LastStepSeconds.
+    const int batch = 8, promptLen = 64, newTokens = 128, seqLen = promptLen + newTokens;
+    var noEos = Stories15M(eos: Array.Empty<int>());
+    using var policy = ModelFactory.Create(noEos, seed: 0);
+    using var reference = ModelFactory.Create(noEos, seed: 0);          // a copy of the initial policy
+    using var valueModel = new ScoredLM(ModelFactory.Create(noEos, seed: 0), HeadKind.Token, 1, seed: 1);
+    var value = PpoValueModel.Separate(valueModel);
+    // The value trunk's own LM head is never run (TokenScores reads the final hidden states): not counted.
+    long nValueMatmul = valueModel.named_parameters().Where(p => !p.name.Contains("lm_head")).Sum(p => p.parameter.numel()) - nEmbedding;
+    var tokenizer = new IdTokenizer(noEos.VocabSize);
+    var prompts = Enumerable.Range(0, batch).Select(_ => string.Join(' ',
+        torch.randint(0, config.VocabSize, new long[] { promptLen }, dtype: ScalarType.Int64).data<long>().ToArray())).ToList();
+    // Programmatic sequence reward: fraction of even token ids (costs nothing next to the forwards).
+    var reward = ProgrammaticRewardSource.Sequence("even", e => e.ResponseIds.Count(t => t % 2 == 0) / (double)Math.Max(1, e.ResponseIds.Length));
+    var trainer = new PpoTrainer(policy, reference, value, tokenizer, reward, prompts, new PpoOptions
+    {
+        OutputDir = Path.Combine(Path.GetTempPath(), "finealign-bench-ppo"), Steps = 1000, RolloutBatchSize = batch,
+        MiniBatchSize = batch, PpoEpochs = 1, LearningRate = 1e-6, MaxNewTokens = newTokens, Temperature = 1.0, TopP = 0.9,
+    }) { WriteTensorBoard = false };
+
+    var phases = new Dictionary<string, List<double>> { ["generation"] = new(), ["scoring"] = new(), ["update"] = new() };
+    var totals = new List<double>();
+    Dictionary<string, double> last = new();
+    for (int r = 0; r < reps + 1; r++)
+    {
+        var sw = Stopwatch.StartNew();
+        last = trainer.Step(r + 1);
+        double total = sw.Elapsed.TotalSeconds;
+        if (last["val/mean_response_length"] != newTokens) throw new InvalidOperationException("a row stopped early");
+        if (r == 0) continue;   // warm-up
+        totals.Add(total);
+        foreach (var (k, v) in trainer.LastStepSeconds) phases[k].Add(v);
+    }
+
+    // Generation FLOPs and roofline exactly as in the generate workload.
+    int decodeSteps = newTokens - 1;
+    double genFlops = batch * promptLen * (2.0 * nMatmul + 4.0 * L * d * promptLen), decodeBytes = 0;
+    for (int s = promptLen + 1; s <= promptLen + decodeSteps; s++)
+    {
+        genFlops += batch * (2.0 * nMatmul + 4.0 * L * d * s);
+        decodeBytes += 4.0 * nMatmul + 4.0 * 2 * L * batch * s * d;
+    }
+    double genRoofline = batch * promptLen * (2.0 * nMatmul + 4.0 * L * d * promptLen) / (gemmPeak * 1e9) + decodeBytes / (bandwidth * 1e9);
+    double attn = 4.0 * L * d * seqLen;
+    long tokens = batch * seqLen;
+    double scoreFlops = tokens * (2.0 * (2.0 * nMatmul + nValueMatmul) + 3 * attn);
+    double updateFlops = tokens * (6.0 * (nMatmul + nValueMatmul) + 2 * 3 * attn);
+    JsonObject Phase(string name, double flops, double rooflineS)
+    {
+        double med = Median(phases[name]);
+        return new JsonObject
+        {
+            ["s_median"] = Math.Round(med, 4), ["s_all"] = new JsonArray(phases[name].Select(t => (JsonNode)Math.Round(t, 3)).ToArray()),
+            ["gflop"] = Math.Round(flops / 1e9, 2), ["gflops"] = Math.Round(flops / med / 1e9, 1),
+            ["mfu_vs_gemm"] = Math.Round(flops / med / 1e9 / gemmPeak, 3),
+            ["roofline_s"] = Math.Round(rooflineS, 3), ["fraction_of_roofline"] = Math.Round(rooflineS / med, 3),
+        };
+    }
+    double genMed = Median(phases["generation"]), totalMed = Median(totals);
+    double allFlops = genFlops + scoreFlops + updateFlops;
+    Report(new JsonObject
+    {
+        ["workload"] = "ppo", ["batch"] = batch, ["prompt_tokens"] = promptLen, ["new_tokens"] = newTokens,
+        ["params_matmul_policy"] = nMatmul, ["params_matmul_value"] = nValueMatmul,
+        ["iteration_s_median"] = Math.Round(totalMed, 4), ["iteration_s_all"] = new JsonArray(totals.Select(t => (JsonNode)Math.Round(t, 3)).ToArray()),
+        ["rollout_tokens_per_s"] = Math.Round(tokens / totalMed, 1), ["gflop_per_iteration"] = Math.Round(allFlops / 1e9, 2),
+        ["mfu_vs_gemm"] = Math.Round(allFlops / totalMed / 1e9 / gemmPeak, 3),
+        ["generation"] = Phase("generation", genFlops, genRoofline),
+        ["scoring"] = Phase("scoring", scoreFlops, scoreFlops / (gemmPeak * 1e9)),
+        ["update"] = Phase("update", updateFlops, updateFlops / (gemmPeak * 1e9)),
+        ["generation_new_tokens_per_s"] = Math.Round(batch * newTokens / genMed, 1),
+        ["generation_vs_pytorch_ref_74_tok_s"] = Math.Round(batch * newTokens / genMed / 74.0, 2),
+        ["scoring_tokens_per_s"] = Math.Round(tokens / Median(phases["scoring"]), 1),
+        ["update_tokens_per_s"] = Math.Round(tokens / Median(phases["update"]), 1),
+        ["loss_policy_last"] = Math.Round(last["loss/policy_avg"], 4), ["loss_value_last"] = Math.Round(last["loss/value_avg"], 4),
+        ["peak_rss_mb"] = RssMb("VmHWM"), ["baseline_rss_mb"] = baselineMb, ["load_1min"] = LoadAverage(),
+    });
+    trainer.Dispose();
+}
 else if (workload == "profile")
 {
     // Where the time goes (not part of "all"): forward only, backward, the LM head + loss alone,
@@ -264,7 +354,7 @@ else if (workload == "profile")
 }
 else
 {
-    Console.Error.WriteLine($"unknown workload '{workload}' (all, gemm, fwdbwd, dpo, dpo_precomputed, generate)");
+    Console.Error.WriteLine($"unknown workload '{workload}' (all, gemm, fwdbwd, dpo, dpo_precomputed, generate, ppo)");
     return 2;
 }
 return 0;
@@ -297,11 +387,11 @@ static List<double> Time(int reps, Action step)
     return times;
 }
 
-static ModelConfig Stories15M() => new()
+static ModelConfig Stories15M(int[]? eos = null) => new()
 {
     ModelType = "llama", VocabSize = 32000, HiddenSize = 288, IntermediateSize = 768, NumLayers = 6,
     NumHeads = 6, NumKvHeads = 6, HeadDim = 48, MaxPositionEmbeddings = 256, NormEps = 1e-5,
-    RopeTheta = 10000, TieWordEmbeddings = false, EosTokenIds = new[] { 2 }, BosTokenId = 1,
+    RopeTheta = 10000, TieWordEmbeddings = false, EosTokenIds = eos ?? new[] { 2 }, BosTokenId = 1,
 };
 
 static long CountParams(ModelConfig c, out long embedding)
@@ -398,6 +488,18 @@ static Dictionary<string, string> ParseArgs(string[] a)
     var d = new Dictionary<string, string>();
     for (int i = 0; i + 1 < a.Length; i += 2) d[a[i].TrimStart('-')] = a[i + 1];
     return d;
+}
+
+// Bench-only tokenizer: a "text" is its token ids written as decimal numbers separated by spaces, so
+// random-token prompts go through PpoTrainer's text API unchanged. No BOS/EOS; pads with 0.
+internal sealed class IdTokenizer(int vocabSize) : TextTokenizer
+{
+    public override int VocabSize => vocabSize;
+    public override int[] Encode(string text) =>
+        text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+    public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true) => string.Join(' ', ids);
+    public override void Save(string folder) =>
+        throw new NotSupportedException("the bench id tokenizer is never saved (the bench calls PpoTrainer.Step, not Train)");
 }
 
 // Anchor type for locating this assembly from top-level statements.

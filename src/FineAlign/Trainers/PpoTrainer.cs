@@ -246,6 +246,9 @@ public sealed class PpoTrainer : IDisposable
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Current β.</summary>
     public double KlCoef => _kl.Value;
+    /// <summary>Wall seconds of the last <see cref="Step"/> by phase: "generation", "scoring" (forwards, reward, GAE), "update".</summary>
+    public IReadOnlyDictionary<string, double> LastStepSeconds => _phaseSeconds;
+    private readonly Dictionary<string, double> _phaseSeconds = new();
 
     public PpoResult Train(CancellationToken cancellation = default)
     {
@@ -326,7 +329,10 @@ public sealed class PpoTrainer : IDisposable
     {
         var o = Options;
         using var scope = NewDisposeScope();
+        var phase = Stopwatch.StartNew();
         using var rollout = Rollout(PromptsFor(step), unchecked(o.Seed * 1_000_003L + step));
+        _phaseSeconds["generation"] = phase.Elapsed.TotalSeconds;
+        phase.Restart();
         var mask = rollout.ResponseMask;
         int b = (int)rollout.BatchSize;
 
@@ -374,6 +380,8 @@ public sealed class PpoTrainer : IDisposable
             m["env/true_reward"] = Enumerable.Range(0, b).Average(i => TrueReward(rollout.Prompts[i], rollout.Responses[i]));
         if (rolloutsPath is not null) WriteRollouts(rolloutsPath, step, rollout, task.Values, scores, kl);
 
+        _phaseSeconds["scoring"] = phase.Elapsed.TotalSeconds;   // item() calls above have synchronised
+        phase.Restart();
         // PPO epochs × mini-batches (order from (seed, step, epoch), so resume replays it).
         _policy.train(); _value.train();
         double pgSum = 0, vfSum = 0, clipSum = 0, vclipSum = 0, akSum = 0, entSum = 0, ratioSum = 0; int updates = 0;
@@ -410,6 +418,7 @@ public sealed class PpoTrainer : IDisposable
             }
         }
         _optimizer.zero_grad();
+        _phaseSeconds["update"] = phase.Elapsed.TotalSeconds;
         m["policy/approxkl_avg"] = akSum / updates;
         m["policy/clipfrac_avg"] = clipSum / updates;
         m["loss/policy_avg"] = pgSum / updates;

@@ -1,0 +1,37 @@
+using System.Diagnostics;
+using FineAlign.Models;
+using FineAlign.Rewards;
+using FineAlign.Tests.Support;
+using FineAlign.Text;
+using FineAlign.Trainers;
+using Xunit;
+
+namespace FineAlign.Tests.PpoTraining;
+
+[Collection("Serial torch RNG")]
+public class PpoPhaseTimingTests
+{
+    [Fact]
+    public void StepRecordsGenerationScoringAndUpdateSecondsThatFitInsideTheStep()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var config = new ModelConfig
+        {
+            ModelType = "llama", VocabSize = 261, HiddenSize = 16, IntermediateSize = 32, NumLayers = 1, NumHeads = 2,
+            NumKvHeads = 2, HeadDim = 8, MaxPositionEmbeddings = 64, BosTokenId = 256, EosTokenIds = [257], PadTokenId = 258,
+        };
+        using var policy = ModelFactory.Create(config, 1);
+        using var reference = ModelFactory.Create(config, 1);
+        using var value = PpoValueModel.Shared(policy, 1);
+        var reward = ProgrammaticRewardSource.Sequence("len", e => e.ResponseIds.Length);
+        using var trainer = new PpoTrainer(policy, reference, value, new ByteTokenizer(), reward, ["a", "b"],
+            new PpoOptions { OutputDir = tmp.Path, Steps = 1, RolloutBatchSize = 2, MiniBatchSize = 1, MaxNewTokens = 4 });
+        Assert.Empty(trainer.LastStepSeconds);
+        var sw = Stopwatch.StartNew();
+        trainer.Step(1);
+        double wall = sw.Elapsed.TotalSeconds;
+        Assert.Equal(new[] { "generation", "scoring", "update" }, trainer.LastStepSeconds.Keys.Order());
+        Assert.All(trainer.LastStepSeconds.Values, s => Assert.True(s > 0));
+        Assert.True(trainer.LastStepSeconds.Values.Sum() <= wall);
+    }
+}
