@@ -129,47 +129,17 @@ public sealed class GroupTrainer : IDisposable
     public GroupResult Train(CancellationToken cancellation = default)
     {
         var o = Options;
-        Directory.CreateDirectory(o.OutputDir);
-        CheckpointStore.CleanTemporary(o.OutputDir);
-        int start = 0;
-        var history = new List<Dictionary<string, double>>();
-        string? last = null;
-        if (o.Resume && CheckpointStore.Latest(o.OutputDir) is string ck)
-        {
-            start = LoadCheckpoint(ck, history);
-            last = ck;
-        }
-        else if (CheckpointStore.Latest(o.OutputDir) is string existing)
-            throw new FineAlignException($"output folder '{o.OutputDir}' already holds {Path.GetFileName(existing)}; resume it (--resume) or choose another --out");
-        var logger = new MetricsLogger(o.OutputDir, start, WriteTensorBoard);
-        string rolloutsPath = Path.Combine(o.OutputDir, RolloutsFile);
-        if (o.SaveRollouts) TrimRollouts(rolloutsPath, start);
-
-        var clock = Stopwatch.StartNew();
-        int step = start;
-        while (step < o.Steps && !cancellation.IsCancellationRequested)
-        {
-            step++;
-            var metrics = Step(step, o.SaveRollouts ? rolloutsPath : null);
-            metrics["episode"] = (double)step * o.BatchSize;
-            metrics["eps"] = (double)(step - start) * o.BatchSize / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
-            if (step % o.LoggingSteps == 0 || step == o.Steps)
+        var r = OnlineRlLoop.Run(
+            new OnlineRlLoop.Settings(o.OutputDir, o.Steps, o.BatchSize, o.LoggingSteps, o.SaveSteps, o.Resume, o.SaveRollouts, RolloutsFile, WriteTensorBoard),
+            Step, LoadCheckpoint, SaveCheckpoint,
+            (step, m) => new ProgressUpdate(Name, step, o.Steps, m["loss"], new Dictionary<string, double>
             {
-                var entry = new Dictionary<string, double> { ["step"] = step };
-                foreach (var kv in metrics) entry[kv.Key] = kv.Value;
-                logger.Log(entry);
-                history.Add(entry);
-            }
-            Progress?.Report(new ProgressUpdate(Name, step, o.Steps, metrics["loss"], new Dictionary<string, double>
-            {
-                ["reward"] = metrics["reward"], ["kl"] = metrics["kl"],
-            }));
-            if ((o.SaveSteps > 0 && step % o.SaveSteps == 0) || step == o.Steps) last = SaveCheckpoint(step, history);
-        }
-        if (last is null || !last.EndsWith($"checkpoint-{step}", StringComparison.Ordinal)) last = SaveCheckpoint(step, history);
-        bool done = step >= o.Steps;
-        if (done) ModelIO.Save(_policy, Path.Combine(o.OutputDir, PolicyFolder), _tokenizer);
-        return new GroupResult(step, history, last, done);
+                ["reward"] = m["reward"], ["kl"] = m["kl"],
+            }),
+            Progress,
+            () => ModelIO.Save(_policy, Path.Combine(o.OutputDir, PolicyFolder), _tokenizer),
+            cancellation);
+        return new GroupResult(r.Steps, r.LogHistory, r.LastCheckpoint, r.Completed);
     }
 
     /// <summary>
@@ -340,14 +310,6 @@ public sealed class GroupTrainer : IDisposable
             if (TrueReward is not null) row["true_reward"] = TrueReward(r.Prompts[i], r.Responses[i]);
             w.WriteLine(JsonSerializer.Serialize(row));
         }
-    }
-
-    private static void TrimRollouts(string path, int keepThrough)
-    {
-        if (!File.Exists(path)) return;
-        if (keepThrough == 0) { File.Delete(path); return; }
-        var kept = File.ReadLines(path).Where(l => l.Length > 0 && JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32() <= keepThrough).ToList();
-        File.WriteAllLines(path, kept);
     }
 
     private sealed record GroupState(int Step, int Seed, string Advantage, List<Dictionary<string, double>> LogHistory);

@@ -253,51 +253,21 @@ public sealed class PpoTrainer : IDisposable
     public PpoResult Train(CancellationToken cancellation = default)
     {
         var o = Options;
-        Directory.CreateDirectory(o.OutputDir);
-        CheckpointStore.CleanTemporary(o.OutputDir);
-        int start = 0;
-        var history = new List<Dictionary<string, double>>();
-        string? last = null;
-        if (o.Resume && CheckpointStore.Latest(o.OutputDir) is string ck)
-        {
-            start = LoadCheckpoint(ck, history);
-            last = ck;
-        }
-        else if (CheckpointStore.Latest(o.OutputDir) is string existing)
-            throw new FineAlignException($"output folder '{o.OutputDir}' already holds {Path.GetFileName(existing)}; resume it (--resume) or choose another --out");
-        var logger = new MetricsLogger(o.OutputDir, start, WriteTensorBoard);
-        string rolloutsPath = Path.Combine(o.OutputDir, RolloutsFile);
-        if (o.SaveRollouts) TrimRollouts(rolloutsPath, start);
-
-        var clock = Stopwatch.StartNew();
-        int step = start;
-        while (step < o.Steps && !cancellation.IsCancellationRequested)
-        {
-            step++;
-            var metrics = Step(step, o.SaveRollouts ? rolloutsPath : null);
-            metrics["episode"] = (double)step * o.RolloutBatchSize;
-            metrics["eps"] = (double)(step - start) * o.RolloutBatchSize / Math.Max(1e-9, clock.Elapsed.TotalSeconds); // episodes per second (this process)
-            if (step % o.LoggingSteps == 0 || step == o.Steps)
+        var r = OnlineRlLoop.Run(
+            new OnlineRlLoop.Settings(o.OutputDir, o.Steps, o.RolloutBatchSize, o.LoggingSteps, o.SaveSteps, o.Resume, o.SaveRollouts, RolloutsFile, WriteTensorBoard),
+            Step, LoadCheckpoint, SaveCheckpoint,
+            (step, m) => new ProgressUpdate("ppo", step, o.Steps, m["loss/policy_avg"], new Dictionary<string, double>
             {
-                var entry = new Dictionary<string, double> { ["step"] = step };
-                foreach (var kv in metrics) entry[kv.Key] = kv.Value;
-                logger.Log(entry);
-                history.Add(entry);
-            }
-            Progress?.Report(new ProgressUpdate("ppo", step, o.Steps, metrics["loss/policy_avg"], new Dictionary<string, double>
+                ["objective/scores"] = m["objective/scores"], ["objective/kl"] = m["objective/kl"],
+            }),
+            Progress,
+            () =>
             {
-                ["objective/scores"] = metrics["objective/scores"], ["objective/kl"] = metrics["objective/kl"],
-            }));
-            if ((o.SaveSteps > 0 && step % o.SaveSteps == 0) || step == o.Steps) last = SaveCheckpoint(step, history);
-        }
-        if (last is null || !last.EndsWith($"checkpoint-{step}", StringComparison.Ordinal)) last = SaveCheckpoint(step, history);
-        bool done = step >= o.Steps;
-        if (done)
-        {
-            ModelIO.Save(_policy, Path.Combine(o.OutputDir, PolicyFolder), _tokenizer);
-            _value.Save(Path.Combine(o.OutputDir, ValueFolder), _tokenizer);
-        }
-        return new PpoResult(step, history, last, done);
+                ModelIO.Save(_policy, Path.Combine(o.OutputDir, PolicyFolder), _tokenizer);
+                _value.Save(Path.Combine(o.OutputDir, ValueFolder), _tokenizer);
+            },
+            cancellation);
+        return new PpoResult(r.Steps, r.LogHistory, r.LastCheckpoint, r.Completed);
     }
 
     /// <summary>Prompts of rollout batch <paramref name="step"/> (1-based): a seeded permutation per pass over the prompts.</summary>
@@ -465,14 +435,6 @@ public sealed class PpoTrainer : IDisposable
             if (TrueReward is not null) row["true_reward"] = TrueReward(r.Prompts[i], r.Responses[i]);
             w.WriteLine(JsonSerializer.Serialize(row));
         }
-    }
-
-    private static void TrimRollouts(string path, int keepThrough)
-    {
-        if (!File.Exists(path)) return;
-        if (keepThrough == 0) { File.Delete(path); return; }
-        var kept = File.ReadLines(path).Where(l => l.Length > 0 && JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32() <= keepThrough).ToList();
-        File.WriteAllLines(path, kept);
     }
 
     private sealed record PpoState(int Step, double KlCoef, int Seed, List<Dictionary<string, double>> LogHistory);
