@@ -31,8 +31,7 @@ public static class FeedbackReader
 {
     public static IEnumerable<FeedbackExample> Read(string path)
     {
-        FeedbackFormat? fileFormat = null;
-        long firstLine = 0;
+        var single = new SingleFormat<FeedbackFormat>(path, Describe);
         foreach (var line in JsonlReader.Read(path))
         {
             var o = line.Object;
@@ -52,10 +51,7 @@ public static class FeedbackReader
                 format = ex.Format;
                 parsed = [ex];
             }
-            if (fileFormat is null) { fileFormat = format; firstLine = line.LineNumber; }
-            else if (format != fileFormat)
-                throw new DataFormatException(path, line.LineNumber, null,
-                    $"format {Describe(format)} differs from {Describe(fileFormat.Value)} of line {firstLine}; one file must use one format");
+            single.Check(format, line.LineNumber);
             foreach (var ex in parsed) yield return ex;
         }
     }

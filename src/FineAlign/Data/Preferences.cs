@@ -66,15 +66,11 @@ public static class PreferenceReader
 
     public static IEnumerable<PreferenceExample> Read(string path)
     {
-        PreferenceFormat? fileFormat = null;
-        long firstLine = 0;
+        var single = new SingleFormat<PreferenceFormat>(path, Describe);
         foreach (var line in JsonlReader.Read(path))
         {
             var ex = Parse(line, path);
-            if (fileFormat is null) { fileFormat = ex.Format; firstLine = line.LineNumber; }
-            else if (ex.Format != fileFormat)
-                throw new DataFormatException(path, line.LineNumber, null,
-                    $"format {Describe(ex.Format)} differs from {Describe(fileFormat.Value)} of line {firstLine}; one file must use one format");
+            single.Check(ex.Format, line.LineNumber);
             yield return ex;
         }
     }
