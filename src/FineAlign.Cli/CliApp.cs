@@ -25,6 +25,7 @@ public static class CliApp
         });
         // --version prints this assembly's version (the default uses the entry assembly, wrong in-process).
         foreach (var v in root.Options.OfType<VersionOption>()) v.Action = new PrintVersion();
+        root.Add(DemoCommand.Create());
         root.Add(PretrainCommand.Create());
         root.Add(SftCommand.Create());
         root.Add(RmCommand.Create());
@@ -46,6 +47,7 @@ public static class CliApp
         root.Add(GroupCommand.Create("rloo"));
         root.Add(AlolCommand.Create());
         root.Add(BonCommand.Create());
+        root.Add(ReportCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;

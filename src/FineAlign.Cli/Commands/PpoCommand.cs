@@ -145,6 +145,7 @@ public static class PpoCommand
         var outDir = cmd.Declare("--out", "runs/ppo", "Output folder.", alias: "-o");
         var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec (repeatable); see the description.");
         var saveSteps = cmd.Declare("--save-steps", 0, "Checkpoint every N rollout batches (and at the end).", check: v => v >= 0 ? null : "must be ≥ 0");
+        var saveTotal = cmd.Declare<int?>("--save-total-limit", 2, "Keep at most this many checkpoints (oldest removed).", check: v => v is null or >= 1 ? null : "must be at least 1");
         var saveRollouts = cmd.Declare("--save-rollouts", false, "Write every rollout to rollouts.jsonl (prompt, response, score, KL, token rewards).");
         var resume = cmd.Declare("--resume", false, "Continue from the latest checkpoint in --out.");
         var flags = PpoFlags.Declare(cmd, defaultSteps: 50);
@@ -156,7 +157,7 @@ public static class PpoCommand
             var (policy, reference, value, tokenizer) = flags.LoadModels(r);
             using var p = policy; using var rf = reference; using var v = value;
             var source = flags.Reward(r, r.Get(reward), tokenizer);
-            var options = flags.Options(r, r.Get(outDir), r.Get(saveRollouts), r.Get(saveSteps), r.Get(resume));
+            var options = flags.Options(r, r.Get(outDir), r.Get(saveRollouts), r.Get(saveSteps), r.Get(resume)) with { SaveTotalLimit = r.Get(saveTotal) };
             r.Out.WriteLine($"ppo: policy {r.Get(flags.Policy)}, reward {string.Join(" + ", r.Get(reward))}, {train.Count} prompts, " +
                             $"{options.Steps} rollout batches of {options.RolloutBatchSize}, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress =>

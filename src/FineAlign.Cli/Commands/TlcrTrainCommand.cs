@@ -44,8 +44,11 @@ public static class TlcrTrainCommand
             int vocab = trunk.Config.VocabSize;
             var badId = train.Concat(eval).SelectMany(x => x.ResponseIds).FirstOrDefault(id => id < 0 || id >= vocab, -1);
             if (badId != -1) throw new FineAlignException($"labelled data holds token id {badId}, outside the model's vocabulary of {vocab}; label with the model's tokenizer");
-            var trainEx = train.Select(x => TlcrTrainer.Encode(tokenizer, x)).ToList();
-            var evalEx = eval.Select(x => TlcrTrainer.Encode(tokenizer, x)).ToList();
+            int context = trunk.Config.MaxPositionEmbeddings;
+            var trainEx = TlcrTrainer.FitContext(train.Select(x => TlcrTrainer.Encode(tokenizer, x)).ToList(), context, out int cutTrain);
+            var evalEx = TlcrTrainer.FitContext(eval.Select(x => TlcrTrainer.Encode(tokenizer, x)).ToList(), context, out int cutEval);
+            if (cutTrain + cutEval > 0)
+                r.Error.WriteLine($"warning: {cutTrain} training and {cutEval} eval responses were longer than the model's context ({context} tokens) and were cut at the end (their labels too)");
             r.Out.WriteLine($"tlcr-train: discriminator on {description}; {trainEx.Count} training / {evalEx.Count} eval responses, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress => TlcrTrainer.Train(disc, tokenizer, trainEx, evalEx, options, progress, ct, r.Get(neutralWeight)));
             if (!result.Completed || ct.IsCancellationRequested)

@@ -8,7 +8,13 @@ using static TorchSharp.torch;
 namespace FineAlign.Evaluation;
 
 /// <summary>Generations of a policy on held-out prompts, scored with the corpus's known word valences.</summary>
-public sealed record SentimentEvalResult(double TrueReward, double KlToInitial, double Distinct1, double Distinct2, double MeanLength, int Samples);
+public sealed record SentimentEvalResult(double TrueReward, double KlToInitial, double Distinct1, double Distinct2, double MeanLength, int Samples)
+{
+    /// <summary>The generated responses, in prompt order (for sample tables and standard errors).</summary>
+    [System.Text.Json.Serialization.JsonIgnore] public IReadOnlyList<string> Texts { get; init; } = [];
+    /// <summary>True reward of each response in <see cref="Texts"/>.</summary>
+    [System.Text.Json.Serialization.JsonIgnore] public IReadOnlyList<double> Rewards { get; init; } = [];
+}
 
 /// <summary>
 /// Ground-truth evaluation on the built-in corpus: sample one response per prompt (T = 1, seeded), score it with
@@ -21,6 +27,7 @@ public static class SentimentEval
         int maxNewTokens, long seed, int batchSize = 32)
     {
         var texts = new List<string>();
+        var rewards = new List<double>();
         double rewardSum = 0, klSum = 0, lenSum = 0;
         for (int s = 0; s < prompts.Count; s += batchSize)
         {
@@ -39,11 +46,15 @@ public static class SentimentEval
             for (int i = 0; i < gen.Count; i++)
             {
                 texts.Add(gen[i].Text);
-                rewardSum += Lexicon.TrueReward(gen[i].Text);
+                rewards.Add(Lexicon.TrueReward(gen[i].Text));
+                rewardSum += rewards[^1];
             }
         }
         int n = Math.Max(1, prompts.Count);
-        return new SentimentEvalResult(rewardSum / n, klSum / n, DistinctN(texts, 1), DistinctN(texts, 2), lenSum / n, prompts.Count);
+        return new SentimentEvalResult(rewardSum / n, klSum / n, DistinctN(texts, 1), DistinctN(texts, 2), lenSum / n, prompts.Count)
+        {
+            Texts = texts, Rewards = rewards,
+        };
     }
 
     /// <summary>Distinct word n-grams / all word n-grams over the texts (Li et al. 2016); 0 when there are none.</summary>

@@ -6,7 +6,11 @@ using static TorchSharp.torch;
 namespace FineAlign.Generation;
 
 /// <summary>The response kept for one prompt, its reward, and the rewards of the candidates it was chosen from.</summary>
-public sealed record RankedResponse(string Prompt, GeneratedSequence Best, double Reward, double[] CandidateRewards);
+public sealed record RankedResponse(string Prompt, GeneratedSequence Best, double Reward, double[] CandidateRewards)
+{
+    /// <summary>Every candidate, in sampling order (best-of-n only; the best of the first k is best-of-k).</summary>
+    public IReadOnlyList<GeneratedSequence> Candidates { get; init; } = [];
+}
 
 /// <summary>Helpers shared by the decoding-time methods: padding responses and scoring them with a reward source.</summary>
 public static class Decoding
@@ -61,7 +65,7 @@ public static class BestOfN
             {
                 var cand = scores.Skip(i * n).Take(n).ToArray();
                 int best = Array.IndexOf(cand, cand.Max());
-                results.Add(new RankedResponse(chunk[i], gen[i * n + best], cand[best], cand));
+                results.Add(new RankedResponse(chunk[i], gen[i * n + best], cand[best], cand) { Candidates = gen.Skip(i * n).Take(n).ToList() });
             }
         }
         return results;

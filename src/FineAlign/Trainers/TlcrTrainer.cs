@@ -79,6 +79,24 @@ public static class TlcrTrainer
     public static Tensor PositiveProbabilities(ScoredLM discriminator, Tensor inputIds, Tensor attentionMask)
         => F.softmax(discriminator.TokenScores(inputIds, attentionMask).to(float32), -1).select(-1, 1);
 
+    /// <summary>
+    /// Cuts responses (and their labels) at the end so prompt + response fits <paramref name="context"/>; examples whose prompt
+    /// alone fills the context are dropped. <paramref name="changed"/> counts both.
+    /// </summary>
+    public static List<TlcrExample> FitContext(IReadOnlyList<TlcrExample> examples, int context, out int changed)
+    {
+        var list = new List<TlcrExample>(examples.Count);
+        changed = 0;
+        foreach (var e in examples)
+        {
+            int room = context - e.PromptIds.Length;
+            if (e.ResponseIds.Length <= room) { list.Add(e); continue; }
+            changed++;
+            if (room >= 1) list.Add(new TlcrExample(e.PromptIds, e.ResponseIds[..room], e.Labels[..room]));
+        }
+        return list;
+    }
+
     public static TrainingResult Train(ScoredLM discriminator, TextTokenizer tokenizer, IReadOnlyList<TlcrExample> train,
         IReadOnlyList<TlcrExample>? eval, TrainingOptions options, IProgress<ProgressUpdate>? progress = null, CancellationToken cancellation = default,
         double neutralWeight = 1.0)

@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using System.Globalization;
+using FineAlign.Evaluation;
+using FineAlign.Models;
+using FineAlign.Rewards;
+using FineAlign.Text;
+using Spectre.Console;
+
+namespace FineAlign.Cli.Commands;
+
+/// <summary>
+/// <c>finealign demo</c>: from nothing to a comparison of alignment methods on the built-in review corpus. Every stage is
+/// a plain <c>finealign</c> command run in-process (so the report can list them as the recipe to reproduce it), then all
+/// policies are evaluated on held-out prompts against the ground truth and the report is written.
+/// A stage whose folder already holds a <c>run_info.json</c> with the same command is skipped, so an interrupted demo
+/// continues where it stopped; a half-finished stage is restarted from scratch (stages are short).
+/// </summary>
+public static class DemoCommand
+{
+    /// <summary>One step of the pipeline: a finealign command line, or (Args empty) work done by the demo itself.</summary>
+    internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
+
+    /// <summary>Sizes of a demo run. <see cref="Full"/> fits in about 7 minutes on 2 cores; <see cref="Quick"/> in about 1.</summary>
+    internal sealed record Budget(string Preset, int Context, int PretrainSteps, int SftSteps, int RmSteps, int TlcrSteps,
+        int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
+        int[] BonN, int CorpusSize, int CurvePoints)
+    {
+        public static readonly Budget Full = new("small", 256, 150, 100, 60, 60, 20, 16, 8, 60, 16, 40, 64, 2, [1, 2, 4, 8], 4000, 4);
+        public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
+    }
+
+    public static RecipeCommand Create()
+    {
+        var cmd = new RecipeCommand("demo",
+            "From nothing to a comparison of alignment methods, on the built-in review corpus (no downloads): pretrain + SFT a small model, " +
+            "train a sequence reward model and a TLCR token discriminator, align with PPO (sequence reward), PPO (TLCR token reward), DPO, " +
+            "BCO, A-LoL and best-of-n, evaluate every policy on held-out prompts (true reward, KL to the SFT model, distinct-1/2, length) and " +
+            "write a report (report.md, self-contained report.html, plots) plus TensorBoard logs. About 7 minutes on 2 CPU cores; --quick: about 1.");
+        var outDir = cmd.Declare("--out", "runs/demo", "Output folder: runs/ (one folder per stage, TensorBoard logs inside) and report/.", alias: "-o");
+        var quick = cmd.Declare("--quick", false, "A 1-minute version with a tiny model and a few steps per stage (a smoke test of the whole pipeline).");
+        var seed = cmd.Declare("--seed", 42, "Seed of every stage (initialisation, data order, sampling) and of the evaluation: same seed, same table.");
+        var threads = cmd.Declare("--threads", 0, "Torch CPU threads for every stage (0 = one per core). Part of the determinism contract.", check: v => v >= 0 ? null : "must be ≥ 0");
+        cmd.SetRecipeAction(async (r, ct) =>
+        {
+            var budget = r.Get(quick) ? Budget.Quick : Budget.Full;
+            string root = r.Get(outDir), runs = Path.Combine(root, "runs"), reportDir = Path.Combine(root, "report");
+            int s = r.Get(seed), t = r.Get(threads);
+            Directory.CreateDirectory(runs);
+            var stages = Plan(budget, runs, s, t);
+            string reproduce = $"finealign demo --out {ReportCommand.Quote(root)} --seed {s}" + (r.Get(quick) ? " --quick" : "") + (t > 0 ? $" --threads {t}" : "");
+            r.Out.WriteLine($"demo: {stages.Count} stages into {root} ({(r.Get(quick) ? "quick" : "full")} budget, seed {s}); reproduce with: {reproduce}");
+
+            var clock = Stopwatch.StartNew();
+            double expectedDone = 0, actualDone = 0;
+            double expectedAll = stages.Sum(x => x.ExpectedSeconds);
+            var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
+                Path.Combine(runs, "sft", "model"));
+            for (int i = 0; i < stages.Count; i++)
+            {
+                ct.ThrowIfCancellationRequested();
+                var st = stages[i];
+                // ETA: the remaining planned time, scaled by how fast this machine has been so far.
+                double speed = expectedDone > 0 ? actualDone / expectedDone : 1;
+                double left = (expectedAll - expectedDone) * speed;
+                Header(r.Out, $"demo {i + 1}/{stages.Count}: {st.Name} — {st.What}",
+                       $"elapsed {Clock(clock.Elapsed.TotalSeconds)}, about {Clock(left)} left");
+                var stageClock = Stopwatch.StartNew();
+                string dir = Path.Combine(runs, st.Name);
+                string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote)) : BonCommandLine(budget, runs, s);
+                if (RunEvaluation.ReadInfo(dir) is { Command.Length: > 0 } done && done.Command == command)
+                {
+                    r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
+                    expectedDone += st.ExpectedSeconds; actualDone += st.ExpectedSeconds * speed;
+                    continue;
+                }
+                if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
+                if (st.Args.Length > 0)
+                {
+                    int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
+                    if (code == 130) throw new OperationCanceledException();
+                    if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
+                }
+                else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
+                else if (st.Name == "evaluate") Evaluate(r, runs, settings, ct);
+                if (st.Name != "evaluate")
+                    RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1)));
+                expectedDone += st.ExpectedSeconds;
+                actualDone += stageClock.Elapsed.TotalSeconds;
+            }
+
+            var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
+            var evaluations = policyRuns.Select(d => RunEvaluation.TryLoad(d) ?? throw new FineAlignException($"{d}: evaluation missing")).ToList();
+            var allRuns = Stages(stages).Select(n => Path.Combine(runs, n)).ToList();
+            var context = ReportCommand.Context("FineAlign demo: alignment methods side by side on the built-in review corpus", reproduce, allRuns) with
+            {
+                TensorBoardDir = runs,
+                Notes =
+                [
+                    $"Base: `{budget.Preset}` Llama preset, pretrained {budget.PretrainSteps} steps and SFT {budget.SftSteps} steps on the corpus; " +
+                    "every method starts from the SFT model, which is also its KL reference.",
+                    "Learned signals: `rm` = sequence reward model (Bradley–Terry on the corpus's preference pairs), `tlcr` = TLCR token discriminator " +
+                    "(labels from the generator's revisions). DPO and BCO read the same pairs (BCO as unpaired thumbs-up/down); A-LoL and best-of-n use `rm`.",
+                    "One seed: differences within about two standard errors are noise.",
+                ],
+            };
+            string md = ComparisonReport.Write(evaluations, reportDir, context);
+            r.Out.WriteLine();
+            r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
+            r.Out.WriteLine($"demo: done in {Clock(clock.Elapsed.TotalSeconds)}. Report: {md} and {Path.Combine(reportDir, ComparisonReport.HtmlFile)}; " +
+                            $"TensorBoard: tensorboard --logdir {runs}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>The runs that appear in the table, in order (the SFT model first: the base row).</summary>
+    internal static readonly string[] PolicyRuns = ["sft", "ppo-seq", "ppo-tlcr", "dpo", "bco", "alol", "bon"];
+
+    private static IEnumerable<string> Stages(IEnumerable<Stage> stages) => stages.Where(x => x.Name != "evaluate").Select(x => x.Name);
+
+    internal static List<Stage> Plan(Budget b, string runs, int seed, int threads)
+    {
+        string R(string name) => Path.Combine(runs, name);
+        string Inv(double v) => v.ToString(CultureInfo.InvariantCulture);
+        string[] Common(string name) => ["--out", R(name), "--seed", Inv(seed), "--threads", Inv(threads)];
+        string[] Train(int steps, int batch, double lr) =>
+            ["--max-steps", Inv(steps), "--batch-size", Inv(batch), "--learning-rate", Inv(lr), "--logging-steps", Inv(Math.Max(1, steps / 20))];
+        string[] Curve(int steps) => ["--save-steps", Inv(Math.Max(1, steps / b.CurvePoints)), "--save-total-limit", Inv(b.CurvePoints + 1)];
+        string sft = Path.Combine(R("sft"), "model"), rm = Path.Combine(R("rm"), "model"), tlcr = Path.Combine(R("tlcr"), "model");
+        string corpus = Inv(b.CorpusSize);
+        string[] Ppo(string name, string reward) =>
+        [
+            "ppo", .. Common(name), "--policy", sft, "--reward", reward, "--steps", Inv(b.PpoBatches), "--batch-size", Inv(b.PpoBatchSize),
+            "--mini-batch-size", Inv(b.PpoMiniBatch), "--ppo-epochs", "2", "--max-new-tokens", Inv(b.MaxNewTokens), "--learning-rate", "3e-05",
+            "--kl-coef", "0.1", "--corpus-size", corpus, "--save-steps", Inv(Math.Max(1, b.PpoBatches / b.CurvePoints)), "--save-total-limit", Inv(b.CurvePoints + 1),
+        ];
+        // Expected seconds are measured on the 2-core reference machine (full budget) and only drive the ETA.
+        bool q = b == Budget.Quick;
+        return
+        [
+            new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
+                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 60),
+            new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
+                .. Train(b.SftSteps, b.BatchSize, 5e-4), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 40, "SFT", "—"),
+            new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 3e-4),
+                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 30),
+            new("tlcr-label", "token labels from the generator's revision pairs", ["tlcr-label", "--tokenizer", sft, "--out", Path.Combine(R("tlcr-label"), "train.jsonl"),
+                "--eval-out", Path.Combine(R("tlcr-label"), "eval.jsonl"), "--corpus-size", corpus], q ? 1 : 3),
+            new("tlcr", "TLCR token discriminator", ["tlcr-train", .. Common("tlcr"), "--model", sft, "--data", Path.Combine(R("tlcr-label"), "train.jsonl"),
+                "--eval-data", Path.Combine(R("tlcr-label"), "eval.jsonl"), .. Train(b.TlcrSteps, Math.Max(4, b.BatchSize / 2), 5e-4), "--neutral-weight", "0.3",
+                "--save-steps", "0"], q ? 3 : 25),
+            new("ppo-seq", "PPO, sequence reward (reward model score on the last token)", Ppo("ppo-seq", "rm:" + rm), q ? 6 : 60, "PPO", "rm (sequence)"),
+            new("ppo-tlcr", "PPO, TLCR token rewards", Ppo("ppo-tlcr", "tlcr:" + tlcr), q ? 6 : 45, "PPO", "tlcr (token)"),
+            new("dpo", "DPO on the preference pairs", ["dpo", .. Common("dpo"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
+                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "DPO", "pairs"),
+            new("bco", "BCO on the pairs read as thumbs-up/down", ["bco", .. Common("bco"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
+                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "BCO", "binary feedback"),
+            new("alol", "A-LoL offline policy gradient on corpus reviews scored by the reward model", ["alol", .. Common("alol"), "--model", sft,
+                .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--reward", "rm:" + rm, "--corpus-size", corpus, "--eval-prompts", "0", .. Curve(b.OfflineSteps)],
+                q ? 4 : 40, "A-LoL", "rm (sequence)"),
+            new("bon", $"best-of-n sampling from the SFT model with the reward model (n = {string.Join(", ", b.BonN)})", [], q ? 2 : 15,
+                $"best-of-{b.BonN.Max()}", "rm (sequence)"),
+            new("evaluate", "held-out evaluation of every policy and checkpoint", [], q ? 6 : 60),
+        ];
+    }
+
+    private static string BonCommandLine(Budget b, string runs, int seed) =>
+        $"finealign bon --model {ReportCommand.Quote(Path.Combine(runs, "sft", "model"))} --reward rm:{ReportCommand.Quote(Path.Combine(runs, "rm", "model"))} " +
+        $"--n {b.BonN.Max()} --max-new-tokens {b.MaxNewTokens} --corpus-size {b.CorpusSize} --num-prompts {b.EvalPrompts} --seed {seed + 7777}";
+
+    private static void BestOfN(Recipe r, Budget b, string runs, EvalSettings settings)
+    {
+        string sft = Path.Combine(runs, "sft", "model");
+        var tokenizer = TokenizerLoader.Load(sft);
+        using var model = ModelIO.Load(sft);
+        var reward = RewardSpecs.Build(["rm:" + Path.Combine(runs, "rm", "model")], tokenizer);
+        var eval = RunEvaluator.BestOfNCurve("bon", model, tokenizer, reward, settings, b.BonN) with { Signal = "rm (sequence)" };
+        Directory.CreateDirectory(Path.Combine(runs, "bon"));
+        eval.Save(Path.Combine(runs, "bon"));
+        r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.TrueReward:F3}"))}"));
+    }
+
+    private static void Evaluate(Recipe r, string runs, EvalSettings settings, CancellationToken ct)
+    {
+        string sft = settings.BaseModel;
+        var tokenizer = TokenizerLoader.Load(sft);
+        using var baseModel = ModelIO.Load(sft);
+        CliProgress.Run(r.Out, progress =>
+        {
+            EvalPoint basePoint = RunEvaluator.EvaluateBase(baseModel, tokenizer, settings);
+            foreach (var name in PolicyRuns.Where(n => n != "bon"))
+            {
+                var e = RunEvaluator.Evaluate(Path.Combine(runs, name), baseModel, tokenizer, settings, basePoint, progress: progress, ct: ct);
+                r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"evaluate: {name}: true reward {e.Final.TrueReward:F3} ± {e.Final.TrueRewardSe:F3}, KL {e.Final.Kl:F2}, distinct-2 {e.Final.Distinct2:F3}"));
+            }
+            return 0;
+        });
+    }
+
+    private static void Header(TextWriter output, string title, string eta)
+    {
+        if (CliProgress.IsInteractive(output))
+            AnsiConsole.Write(new Rule($"[bold]{Markup.Escape(title)}[/] [grey]({Markup.Escape(eta)})[/]") { Justification = Justify.Left });
+        else
+            output.WriteLine($"== {title} ({eta})");
+    }
+
+    private static string Clock(double seconds)
+    {
+        var t = TimeSpan.FromSeconds(Math.Max(0, seconds));
+        return $"{(int)t.TotalMinutes:D2}:{t.Seconds:D2}";
+    }
+}

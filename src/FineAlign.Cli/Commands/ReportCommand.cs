@@ -1,0 +1,125 @@
+using System.CommandLine;
+using FineAlign.Evaluation;
+using FineAlign.Models;
+using FineAlign.Text;
+using TorchSharp;
+
+namespace FineAlign.Cli.Commands;
+
+/// <summary>
+/// <c>finealign report RUN_DIR...</c>: the comparison page (Markdown, self-contained HTML, plots, results.json) from
+/// finished runs. Runs already evaluated (<c>evaluation.json</c> with the same settings) are read as they are; others
+/// are evaluated against <c>--base</c> on the built-in corpus's held-out prompts and the result is cached in the run.
+/// </summary>
+public static class ReportCommand
+{
+    public static RecipeCommand Create()
+    {
+        var cmd = new RecipeCommand("report",
+            "Writes the comparison page (report.md, report.html, reward_vs_step.png, reward_vs_kl.png, results.json) of finished policy runs " +
+            "(folders of sft, dpo, kto, bco, alol, ppo, grpo, rloo or finealign demo). A run is evaluated once on the built-in corpus's held-out " +
+            "prompts — its checkpoints and final model: true reward, KL to --base, distinct-1/2, length — and the numbers are cached in its " +
+            "evaluation.json, so a second report is instant. Folders that hold no policy (reward models, discriminators) are skipped.");
+        var runs = new Argument<string[]>("runs") { Arity = ArgumentArity.OneOrMore, Description = "Run folders (e.g. runs/demo/runs/*)." };
+        cmd.Add(runs);
+        var outDir = cmd.Declare("--out", "report", "Folder for the report files.", alias: "-o");
+        var title = cmd.Declare("--title", "FineAlign comparison", "Title of the page.");
+        var flags = EvalFlags.Declare(cmd);
+        cmd.SetRecipeAction((r, ct) =>
+        {
+            flags.ApplyThreads(r);
+            var dirs = r.ParseResult.GetValue(runs) ?? [];
+            string? baseDir = r.Get(flags.Base!);
+            var settings = flags.Settings(r, baseDir ?? "");
+            var evaluations = EvaluateRuns(r, dirs, baseDir, settings, ct);
+            string reproduce = "finealign report " + string.Join(' ', dirs.Select(Quote)) + (baseDir is null ? "" : $" --base {Quote(baseDir)}") +
+                               $" --out {Quote(r.Get(outDir))}";
+            string md = ComparisonReport.Write(evaluations, r.Get(outDir), Context(r.Get(title), reproduce, dirs));
+            r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
+            r.Out.WriteLine($"report: {md}, {Path.Combine(r.Get(outDir), ComparisonReport.HtmlFile)}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Loads or computes the evaluation of each run; the base model is loaded only when something must be evaluated.</summary>
+    internal static List<RunEvaluation> EvaluateRuns(Recipe r, IReadOnlyList<string> dirs, string? baseDir, EvalSettings settings, CancellationToken ct)
+    {
+        var todo = new List<string>();
+        var found = new Dictionary<string, RunEvaluation>();
+        foreach (var d in dirs)
+        {
+            if (!Directory.Exists(d)) throw new FineAlignException($"{d}: no such run folder");
+            var cached = RunEvaluation.TryLoad(d);
+            bool usable = cached is not null && (baseDir is null ? true : cached.Settings == settings || cached.AnalyticKl);
+            if (usable) { found[d] = cached!; continue; }
+            if (RunEvaluator.PolicyFolder(d) is null && RunEvaluator.Snapshots(d).Count == 0)
+            {
+                r.Error.WriteLine($"warning: skipped {d}: no policy model (model/ or policy/ holding a causal LM) and no {RunEvaluation.FileName}");
+                continue;
+            }
+            if (baseDir is null)
+                throw new FineAlignException($"{d}: not evaluated yet ({RunEvaluation.FileName} missing); pass --base MODEL (the model the runs started from) to evaluate it");
+            todo.Add(d);
+        }
+        if (todo.Count > 0)
+        {
+            string b = ModelFolder.Resolve(baseDir!);
+            var tokenizer = TokenizerLoader.Load(b);
+            using var baseModel = ModelIO.Load(b);
+            EvalPoint? basePoint = null;
+            CliProgress.Run(r.Out, progress =>
+            {
+                basePoint = RunEvaluator.EvaluateBase(baseModel, tokenizer, settings);
+                foreach (var d in todo)
+                    found[d] = RunEvaluator.Evaluate(d, baseModel, tokenizer, settings, basePoint, progress: progress, ct: ct);
+                return 0;
+            });
+        }
+        var list = dirs.Where(found.ContainsKey).Select(d => found[d]).ToList();
+        if (list.Count == 0) throw new FineAlignException("none of the given folders holds a policy run to report");
+        return list;
+    }
+
+    internal static ReportContext Context(string title, string reproduce, IReadOnlyList<string> dirs) => new()
+    {
+        Title = title,
+        ReproduceCommand = reproduce,
+        Commands = dirs.Select(d => RunEvaluation.ReadInfo(d).Command).Where(c => c.Length > 0).ToList(),
+        Timings = dirs.Select(d => (Path.GetFileName(Path.GetFullPath(d)), RunEvaluation.ReadInfo(d).Seconds)).Where(t => t.Item2 > 0).ToList(),
+        TensorBoardDir = dirs.Count > 0 ? Path.GetDirectoryName(Path.GetFullPath(dirs[0])) : null,
+    };
+
+    internal static string Quote(string s) => s.Length > 0 && s.All(c => char.IsLetterOrDigit(c) || "-_./:=@,+".Contains(c)) ? s : "'" + s.Replace("'", "'\\''") + "'";
+}
+
+/// <summary>The evaluation options shared by <c>report</c> and <c>demo</c>.</summary>
+internal sealed class EvalFlags
+{
+    public Option<string?>? Base { get; init; }
+    public required Option<int> Prompts { get; init; }
+    public required Option<int> Samples { get; init; }
+    public required Option<int> MaxNewTokens { get; init; }
+    public required Option<long> EvalSeed { get; init; }
+    public required Option<int> CorpusSize { get; init; }
+    public required Option<int> CorpusSeed { get; init; }
+    public required Option<int> Threads { get; init; }
+
+    public static EvalFlags Declare(RecipeCommand cmd, bool withBase = true, int prompts = 64, int samples = 2) => new()
+    {
+        Base = withBase ? cmd.Declare<string?>("--base", null, "The model the runs started from: KL is measured to it and it is the Δ reference. Needed only for runs not evaluated yet.")
+                        : null,
+        Prompts = cmd.Declare("--eval-prompts", prompts, "Held-out prompts of the built-in corpus used for evaluation.", check: v => v >= 1 ? null : "must be at least 1"),
+        Samples = cmd.Declare("--eval-samples", samples, "Samples per held-out prompt (T = 1).", check: v => v >= 1 ? null : "must be at least 1"),
+        MaxNewTokens = cmd.Declare("--max-new-tokens", 40, "Response length of the evaluation (tokens).", check: v => v >= 1 ? null : "must be at least 1"),
+        EvalSeed = cmd.Declare("--eval-seed", 7777L, "Sampling seed of the evaluation."),
+        CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews of the built-in corpus (its held-out prompts are the evaluation prompts).", check: v => v >= 10 ? null : "must be at least 10"),
+        CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
+        Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0"),
+    };
+
+    public EvalSettings Settings(Recipe r, string baseModel) =>
+        new(r.Get(Prompts), r.Get(Samples), r.Get(MaxNewTokens), r.Get(EvalSeed), r.Get(CorpusSize), r.Get(CorpusSeed), baseModel);
+
+    public void ApplyThreads(Recipe r) { if (r.Get(Threads) > 0) torch.set_num_threads(r.Get(Threads)); }
+}
