@@ -25,7 +25,7 @@ public static class DemoCommand
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 150, 100, 60, 60, 20, 16, 8, 60, 16, 40, 64, 2, [1, 2, 4, 8], 4000, 4);
+        public static readonly Budget Full = new("small", 256, 150, 100, 60, 60, 20, 16, 8, 60, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 3);
         public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
