@@ -52,7 +52,7 @@ public static class DemoCommand
 
             var clock = Stopwatch.StartNew();
             double expectedDone = 0, actualDone = 0;
-            double expectedAll = stages.Sum(x => x.ExpectedSeconds);
+            double expectedAll = stages.Sum(x => x.ExpectedSeconds), evaluateSeconds = 0;
             var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
                 Path.Combine(runs, "sft", "model"));
             for (int i = 0; i < stages.Count; i++)
@@ -81,7 +81,7 @@ public static class DemoCommand
                     if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
                 }
                 else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
-                else if (st.Name == "evaluate") Evaluate(r, runs, settings, ct);
+                else if (st.Name == "evaluate") { Evaluate(r, runs, settings, ct); evaluateSeconds = stageClock.Elapsed.TotalSeconds; }
                 if (st.Name != "evaluate")
                     RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1)));
                 expectedDone += st.ExpectedSeconds;
@@ -91,9 +91,11 @@ public static class DemoCommand
             var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
             var evaluations = policyRuns.Select(d => RunEvaluation.TryLoad(d) ?? throw new FineAlignException($"{d}: evaluation missing")).ToList();
             var allRuns = Stages(stages).Select(n => Path.Combine(runs, n)).ToList();
-            var context = ReportCommand.Context("FineAlign demo: alignment methods side by side on the built-in review corpus", reproduce, allRuns) with
+            var fromRuns = ReportCommand.Context("FineAlign demo: alignment methods side by side on the built-in review corpus", reproduce, allRuns);
+            var context = fromRuns with
             {
                 TensorBoardDir = runs,
+                Timings = [.. fromRuns.Timings, ("evaluate", Math.Round(evaluateSeconds, 1))],
                 Notes =
                 [
                     $"Base: `{budget.Preset}` Llama preset, pretrained {budget.PretrainSteps} steps and SFT {budget.SftSteps} steps on the corpus; " +
@@ -155,8 +157,10 @@ public static class DemoCommand
                 "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "DPO", "pairs"),
             new("bco", "BCO on the pairs read as thumbs-up/down", ["bco", .. Common("bco"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
                 "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "BCO", "binary feedback"),
+            // A-LoL scores its whole offline set with the reward model first: a quarter of the corpus is enough for its steps.
             new("alol", "A-LoL offline policy gradient on corpus reviews scored by the reward model", ["alol", .. Common("alol"), "--model", sft,
-                .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--reward", "rm:" + rm, "--corpus-size", corpus, "--eval-prompts", "0", .. Curve(b.OfflineSteps)],
+                .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--reward", "rm:" + rm, "--corpus-size", Inv(Math.Max(400, b.CorpusSize / 4)),
+                "--eval-prompts", "0", .. Curve(b.OfflineSteps)],
                 q ? 4 : 40, "A-LoL", "rm (sequence)"),
             new("bon", $"best-of-n sampling from the SFT model with the reward model (n = {string.Join(", ", b.BonN)})", [], q ? 2 : 15,
                 $"best-of-{b.BonN.Max()}", "rm (sequence)"),

@@ -192,7 +192,21 @@ public static class RunEvaluator
             IsBase = isBase, Settings = settings, Curve = curve, Samples = samples,
         };
         result.Save(runDir);
+        WriteTensorBoard(runDir, curve);
         return result;
+    }
+
+    /// <summary>The held-out curve as TensorBoard scalars (heldout/*) beside the run's training metrics.</summary>
+    private static void WriteTensorBoard(string runDir, IReadOnlyList<EvalPoint> curve)
+    {
+        var tb = TorchSharp.torch.utils.tensorboard.SummaryWriter(Path.Combine(runDir, MetricsLogger.TensorBoardFolder, "heldout"));
+        foreach (var p in curve)
+        {
+            tb.add_scalar("heldout/true_reward", (float)p.TrueReward, (int)p.X);
+            tb.add_scalar("heldout/kl_to_base", (float)p.Kl, (int)p.X);
+            tb.add_scalar("heldout/distinct_2", (float)p.Distinct2, (int)p.X);
+            tb.add_scalar("heldout/mean_length", (float)p.MeanLength, (int)p.X);
+        }
     }
 
     /// <summary>The base model's own point (KL 0) — x = 0 of every curve and the Δ reference.</summary>

@@ -38,7 +38,8 @@ public class DemoCommandTests
         foreach (var run in new[] { "ppo-seq", "ppo-tlcr", "dpo", "bco", "alol" })
             Assert.True(byName[run].GetProperty("curve").GetArrayLength() >= 3, run);
         Assert.Equal(3, byName["bon"].GetProperty("curve").GetArrayLength());
-        Assert.True(Directory.EnumerateFiles(Path.Combine(a, "runs", "dpo", "runs"), "events.out.tfevents.*", SearchOption.AllDirectories).Any(), "TensorBoard logs");
+        Assert.True(Directory.EnumerateFiles(Path.Combine(a, "runs", "dpo", "runs"), "events.out.tfevents.*").Any(), "TensorBoard training logs");
+        Assert.True(Directory.EnumerateFiles(Path.Combine(a, "runs", "dpo", "runs", "heldout"), "events.out.tfevents.*").Any(), "TensorBoard held-out curve");
 
         // A rerun into the same folder skips the finished stages and reproduces the table.
         var (code2, output2, err2) = CliRunner.Run("demo", "--quick", "--out", a, "--threads", "1");
