@@ -25,7 +25,7 @@ public static class DemoCommand
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 150, 100, 60, 60, 20, 16, 8, 60, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 3);
+        public static readonly Budget Full = new("small", 256, 200, 200, 50, 60, 20, 16, 8, 60, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 3);
         public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
@@ -62,7 +62,7 @@ public static class DemoCommand
                 // ETA: the remaining planned time, scaled by how fast this machine has been so far.
                 double speed = expectedDone > 0 ? actualDone / expectedDone : 1;
                 double left = (expectedAll - expectedDone) * speed;
-                Header(r.Out, $"demo {i + 1}/{stages.Count}: {st.Name} — {st.What}",
+                Header(r.Out, $"demo {i + 1}/{stages.Count}: {st.Name}", st.What,
                        $"elapsed {Clock(clock.Elapsed.TotalSeconds)}, about {Clock(left)} left");
                 var stageClock = Stopwatch.StartNew();
                 string dir = Path.Combine(runs, st.Name);
@@ -134,16 +134,16 @@ public static class DemoCommand
         [
             "ppo", .. Common(name), "--policy", sft, "--reward", reward, "--steps", Inv(b.PpoBatches), "--batch-size", Inv(b.PpoBatchSize),
             "--mini-batch-size", Inv(b.PpoMiniBatch), "--ppo-epochs", "2", "--max-new-tokens", Inv(b.MaxNewTokens), "--learning-rate", "3e-05",
-            "--kl-coef", "0.1", "--corpus-size", corpus, "--save-steps", Inv(Math.Max(1, b.PpoBatches / b.CurvePoints)), "--save-total-limit", Inv(b.CurvePoints + 1),
+            "--kl-coef", "0.2", "--corpus-size", corpus, "--save-steps", Inv(Math.Max(1, b.PpoBatches / b.CurvePoints)), "--save-total-limit", Inv(b.CurvePoints + 1),
         ];
         // Expected seconds are measured on the 2-core reference machine (full budget) and only drive the ETA.
         bool q = b == Budget.Quick;
         return
         [
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
-                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 60),
+                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 60),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
-                .. Train(b.SftSteps, b.BatchSize, 5e-4), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 40, "SFT", "—"),
+                .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 40, "SFT", "—"),
             new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 3e-4),
                 "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 30),
             new("tlcr-label", "token labels from the generator's revision pairs", ["tlcr-label", "--tokenizer", sft, "--out", Path.Combine(R("tlcr-label"), "train.jsonl"),
@@ -203,12 +203,16 @@ public static class DemoCommand
         });
     }
 
-    private static void Header(TextWriter output, string title, string eta)
+    // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
+    private static void Header(TextWriter output, string title, string what, string eta)
     {
         if (CliProgress.IsInteractive(output))
+        {
             AnsiConsole.Write(new Rule($"[bold]{Markup.Escape(title)}[/] [grey]({Markup.Escape(eta)})[/]") { Justification = Justify.Left });
+            AnsiConsole.MarkupLine($"[grey]{Markup.Escape(what)}[/]");
+        }
         else
-            output.WriteLine($"== {title} ({eta})");
+            output.WriteLine($"== {title} ({eta}): {what}");
     }
 
     private static string Clock(double seconds)
