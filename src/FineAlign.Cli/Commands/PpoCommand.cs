@@ -54,7 +54,7 @@ internal sealed class PpoFlags
             Policy = cmd.Declare("--policy", "runs/sft/model", "Initial policy (HF folder, e.g. from finealign sft); also the reference model.", alias: "--model"),
             ValueModel = cmd.Declare<string?>("--value-model", null, "Value model folder (1-label token head). Omitted: a value head on a copy of the policy trunk."),
             SharedTrunk = cmd.Declare("--shared-trunk", false, "Put the value head on the policy's own trunk (one forward pass; value gradients reach the policy)."),
-            Prompts = cmd.Declare<string?>("--prompts", null, "JSONL with a 'prompt' field per line. Omitted: the built-in corpus's training prompts."),
+            Prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (prompt + chosen + rejected, or HH-RLHF chosen + rejected transcripts with an implicit prompt) or a feedback file (prompt + completion + label), whose prompts are used. Omitted: the built-in corpus's training prompts."),
             CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose prompts are used when --prompts is omitted.", check: AtLeast(10)),
             CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
             Seed = cmd.Declare("--seed", 42, "Seed of sampling and mini-batch order (same seed, same run on CPU)."),
@@ -105,7 +105,7 @@ internal sealed class PpoFlags
     {
         if (r.Get(Prompts) is string path)
         {
-            var list = JsonlReader.Read(path).Select(l => l.RequireString(path, "prompt")).ToList();
+            var list = PromptReader.Read(path);
             if (list.Count == 0) throw new FineAlignException($"{path}: no prompts");
             return (list, [], false);
         }
@@ -148,6 +148,9 @@ public static class PpoCommand
         var saveTotal = cmd.Declare<int?>("--save-total-limit", 2, "Keep at most this many checkpoints (oldest removed).", check: v => v is null or >= 1 ? null : "must be at least 1");
         var saveRollouts = cmd.Declare("--save-rollouts", false, "Write every rollout to rollouts.jsonl (prompt, response, score, KL, token rewards).");
         var resume = cmd.Declare("--resume", false, "Continue from the latest checkpoint in --out.");
+        var maxPromptLength = cmd.Declare<int?>("--max-prompt-length", null,
+            "Keep only the end of longer prompts: the last N tokens (BOS included), starting at a '\\n\\nHuman:' turn when one fits. Default: no cut (prompt + --max-new-tokens must fit the model's context).",
+            check: v => v is null or >= 1 ? null : "must be at least 1");
         var flags = PpoFlags.Declare(cmd, defaultSteps: 50);
 
         cmd.SetRecipeAction((r, ct) =>
@@ -156,6 +159,13 @@ public static class PpoCommand
             var (train, _, corpus) = flags.LoadPrompts(r);
             var (policy, reference, value, tokenizer) = flags.LoadModels(r);
             using var p = policy; using var rf = reference; using var v = value;
+            if (r.Get(maxPromptLength) is int maxPrompt)
+            {
+                var fitted = train.Select(t => PromptReader.KeepEnd(t, tokenizer, maxPrompt)).ToList();
+                int cut = fitted.Where((t, i) => t.Length != train[i].Length).Count();
+                if (cut > 0) r.Error.WriteLine($"warning: {cut} of {train.Count} prompts longer than --max-prompt-length {maxPrompt} tokens: kept their end");
+                train = fitted;
+            }
             var source = flags.Reward(r, r.Get(reward), tokenizer);
             var options = flags.Options(r, r.Get(outDir), r.Get(saveRollouts), r.Get(saveSteps), r.Get(resume)) with { SaveTotalLimit = r.Get(saveTotal) };
             r.Out.WriteLine($"ppo: policy {r.Get(flags.Policy)}, reward {string.Join(" + ", r.Get(reward))}, {train.Count} prompts, " +
