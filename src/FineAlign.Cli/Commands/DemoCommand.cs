@@ -20,12 +20,12 @@ public static class DemoCommand
     /// <summary>One step of the pipeline: a finealign command line, or (Args empty) work done by the demo itself.</summary>
     internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
 
-    /// <summary>Sizes of a demo run. <see cref="Full"/> fits in about 7 minutes on 2 cores; <see cref="Quick"/> in about 1.</summary>
+    /// <summary>Sizes of a demo run. <see cref="Full"/> takes about 7.5 minutes on 2 cores; <see cref="Quick"/> well under 1.</summary>
     internal sealed record Budget(string Preset, int Context, int PretrainSteps, int SftSteps, int RmSteps, int TlcrSteps,
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 200, 200, 50, 60, 20, 16, 8, 60, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 3);
+        public static readonly Budget Full = new("small", 256, 160, 160, 40, 50, 20, 16, 8, 40, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 4);
         public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
@@ -35,7 +35,7 @@ public static class DemoCommand
             "From nothing to a comparison of alignment methods, on the built-in review corpus (no downloads): pretrain + SFT a small model, " +
             "train a sequence reward model and a TLCR token discriminator, align with PPO (sequence reward), PPO (TLCR token reward), DPO, " +
             "BCO, A-LoL and best-of-n, evaluate every policy on held-out prompts (true reward, KL to the SFT model, distinct-1/2, length) and " +
-            "write a report (report.md, self-contained report.html, plots) plus TensorBoard logs. About 7 minutes on 2 CPU cores; --quick: about 1.");
+            "write a report (report.md, self-contained report.html, plots) plus TensorBoard logs. About 7.5 minutes on 2 CPU cores; --quick: under 1.");
         var outDir = cmd.Declare("--out", "runs/demo", "Output folder: runs/ (one folder per stage, TensorBoard logs inside) and report/.", alias: "-o");
         var quick = cmd.Declare("--quick", false, "A 1-minute version with a tiny model and a few steps per stage (a smoke test of the whole pipeline).");
         var seed = cmd.Declare("--seed", 42, "Seed of every stage (initialisation, data order, sampling) and of the evaluation: same seed, same table.");
@@ -136,35 +136,35 @@ public static class DemoCommand
             "--mini-batch-size", Inv(b.PpoMiniBatch), "--ppo-epochs", "2", "--max-new-tokens", Inv(b.MaxNewTokens), "--learning-rate", "3e-05",
             "--kl-coef", "0.2", "--corpus-size", corpus, "--save-steps", Inv(Math.Max(1, b.PpoBatches / b.CurvePoints)), "--save-total-limit", Inv(b.CurvePoints + 1),
         ];
-        // Expected seconds are measured on the 2-core reference machine (full budget) and only drive the ETA.
+        // Expected seconds: measured on the quiet 2-core reference machine (full budget, November 2026); they only drive the ETA.
         bool q = b == Budget.Quick;
         return
         [
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
-                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 60),
+                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 94),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
-                .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 40, "SFT", "—"),
+                .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 81, "SFT", "—"),
             new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 3e-4),
-                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 30),
+                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 44),
             new("tlcr-label", "token labels from the generator's revision pairs", ["tlcr-label", "--tokenizer", sft, "--out", Path.Combine(R("tlcr-label"), "train.jsonl"),
-                "--eval-out", Path.Combine(R("tlcr-label"), "eval.jsonl"), "--corpus-size", corpus], q ? 1 : 3),
+                "--eval-out", Path.Combine(R("tlcr-label"), "eval.jsonl"), "--corpus-size", corpus], q ? 1 : 1),
             new("tlcr", "TLCR token discriminator", ["tlcr-train", .. Common("tlcr"), "--model", sft, "--data", Path.Combine(R("tlcr-label"), "train.jsonl"),
                 "--eval-data", Path.Combine(R("tlcr-label"), "eval.jsonl"), .. Train(b.TlcrSteps, Math.Max(4, b.BatchSize / 2), 5e-4), "--neutral-weight", "0.3",
-                "--save-steps", "0"], q ? 3 : 25),
-            new("ppo-seq", "PPO, sequence reward (reward model score on the last token)", Ppo("ppo-seq", "rm:" + rm), q ? 6 : 60, "PPO", "rm (sequence)"),
-            new("ppo-tlcr", "PPO, TLCR token rewards", Ppo("ppo-tlcr", "tlcr:" + tlcr), q ? 6 : 45, "PPO", "tlcr (token)"),
+                "--save-steps", "0"], q ? 3 : 20),
+            new("ppo-seq", "PPO, sequence reward (reward model score on the last token)", Ppo("ppo-seq", "rm:" + rm), q ? 6 : 25, "PPO", "rm (sequence)"),
+            new("ppo-tlcr", "PPO, TLCR token rewards", Ppo("ppo-tlcr", "tlcr:" + tlcr), q ? 6 : 28, "PPO", "tlcr (token)"),
             new("dpo", "DPO on the preference pairs", ["dpo", .. Common("dpo"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
-                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "DPO", "pairs"),
+                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 61, "DPO", "pairs"),
             new("bco", "BCO on the pairs read as thumbs-up/down", ["bco", .. Common("bco"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
-                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 40, "BCO", "binary feedback"),
+                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 31, "BCO", "binary feedback"),
             // A-LoL scores its whole offline set with the reward model first: a quarter of the corpus is enough for its steps.
             new("alol", "A-LoL offline policy gradient on corpus reviews scored by the reward model", ["alol", .. Common("alol"), "--model", sft,
                 .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--reward", "rm:" + rm, "--corpus-size", Inv(Math.Max(400, b.CorpusSize / 4)),
                 "--eval-prompts", "0", .. Curve(b.OfflineSteps)],
-                q ? 4 : 40, "A-LoL", "rm (sequence)"),
-            new("bon", $"best-of-n sampling from the SFT model with the reward model (n = {string.Join(", ", b.BonN)})", [], q ? 2 : 15,
+                q ? 4 : 38, "A-LoL", "rm (sequence)"),
+            new("bon", $"best-of-n sampling from the SFT model with the reward model (n = {string.Join(", ", b.BonN)})", [], q ? 2 : 5,
                 $"best-of-{b.BonN.Max()}", "rm (sequence)"),
-            new("evaluate", "held-out evaluation of every policy and checkpoint", [], q ? 6 : 60),
+            new("evaluate", "held-out evaluation of every policy and checkpoint", [], q ? 6 : 25),
         ];
     }
 
