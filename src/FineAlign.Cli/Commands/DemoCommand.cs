@@ -25,7 +25,7 @@ public static class DemoCommand
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 160, 160, 40, 50, 20, 16, 8, 40, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 4);
+        public static readonly Budget Full = new("small", 256, 160, 200, 60, 50, 20, 16, 8, 40, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 4);
         public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
@@ -143,9 +143,9 @@ public static class DemoCommand
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
                 .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 94),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
-                .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 81, "SFT", "—"),
-            new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 3e-4),
-                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 44),
+                .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 101, "SFT", "—"),
+            new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 5e-4),
+                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 62),
             new("tlcr-label", "token labels from the generator's revision pairs", ["tlcr-label", "--tokenizer", sft, "--out", Path.Combine(R("tlcr-label"), "train.jsonl"),
                 "--eval-out", Path.Combine(R("tlcr-label"), "eval.jsonl"), "--corpus-size", corpus], q ? 1 : 1),
             new("tlcr", "TLCR token discriminator", ["tlcr-train", .. Common("tlcr"), "--model", sft, "--data", Path.Combine(R("tlcr-label"), "train.jsonl"),
@@ -153,8 +153,9 @@ public static class DemoCommand
                 "--save-steps", "0"], q ? 3 : 20),
             new("ppo-seq", "PPO, sequence reward (reward model score on the last token)", Ppo("ppo-seq", "rm:" + rm), q ? 6 : 25, "PPO", "rm (sequence)"),
             new("ppo-tlcr", "PPO, TLCR token rewards", Ppo("ppo-tlcr", "tlcr:" + tlcr), q ? 6 : 28, "PPO", "tlcr (token)"),
-            new("dpo", "DPO on the preference pairs", ["dpo", .. Common("dpo"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
-                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 61, "DPO", "pairs"),
+            // DPO reads a chosen and a rejected sequence per pair: half the pairs per step sees as many sequences as BCO and A-LoL.
+            new("dpo", "DPO on the preference pairs", ["dpo", .. Common("dpo"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize / 2, 5e-5), "--beta", "0.1",
+                "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 38, "DPO", "pairs"),
             new("bco", "BCO on the pairs read as thumbs-up/down", ["bco", .. Common("bco"), "--model", sft, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1",
                 "--corpus-size", corpus, .. Curve(b.OfflineSteps)], q ? 4 : 31, "BCO", "binary feedback"),
             // A-LoL scores its whole offline set with the reward model first: a quarter of the corpus is enough for its steps.
