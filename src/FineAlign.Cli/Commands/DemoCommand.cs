@@ -145,7 +145,7 @@ public static class DemoCommand
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
                 .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 101, "SFT", "—"),
             new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 5e-4),
-                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 62),
+                "--corpus-size", corpus, "--save-steps", "0"], q ? 3 : 68),
             new("tlcr-label", "token labels from the generator's revision pairs", ["tlcr-label", "--tokenizer", sft, "--out", Path.Combine(R("tlcr-label"), "train.jsonl"),
                 "--eval-out", Path.Combine(R("tlcr-label"), "eval.jsonl"), "--corpus-size", corpus], q ? 1 : 1),
             new("tlcr", "TLCR token discriminator", ["tlcr-train", .. Common("tlcr"), "--model", sft, "--data", Path.Combine(R("tlcr-label"), "train.jsonl"),
