@@ -23,7 +23,7 @@ public static class BonCommand
         var mode = cmd.Declare("--mode", "best-of-n", "best-of-n or guided.", check: v => v is "best-of-n" or "guided" ? null : "must be best-of-n or guided");
         var n = cmd.Declare("--n", 4, "Samples per prompt (best-of-n) or candidates per chunk (guided).", check: v => v >= 1 ? null : "must be at least 1");
         var chunk = cmd.Declare("--chunk-tokens", 8, "Guided: tokens generated between re-rankings.", check: v => v >= 1 ? null : "must be at least 1");
-        var prompts = cmd.Declare<string?>("--prompts", null, "JSONL with a 'prompt' field per line. Omitted: held-out prompts of the built-in corpus.");
+        var prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (one prompt per pair) or a feedback file (each prompt once). Omitted: held-out prompts of the built-in corpus.");
         var numPrompts = cmd.Declare("--num-prompts", 64, "Prompts to use (the first N).", check: v => v >= 1 ? null : "must be at least 1");
         var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose held-out prompts are used when --prompts is omitted.", check: v => v >= 10 ? null : "must be at least 10");
         var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
@@ -43,7 +43,7 @@ public static class BonCommand
             var source = RewardSpecs.Build(r.Get(reward), tokenizer, false, m => r.Error.WriteLine("warning: " + m));
             bool corpus = r.Get(prompts) is null;
             var list = (r.Get(prompts) is string p
-                ? JsonlReader.Read(p).Select(l => l.RequireString(p, "prompt")).ToList()
+                ? PromptReader.Read(p).ToList()
                 : ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.ToList()).Take(r.Get(numPrompts)).ToList();
             if (list.Count == 0) throw new FineAlignException($"{r.Get(prompts)}: no prompts");
             var gen = new GenerationOptions { MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed) };

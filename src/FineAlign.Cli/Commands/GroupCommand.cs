@@ -37,7 +37,7 @@ public static class GroupCommand
         var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec (repeatable, SPEC@WEIGHT); see the description.");
         var advantage = cmd.Declare("--advantage", rloo ? "rloo" : "grpo", "Advantage estimator: grpo, rloo or reinforce++.",
             check: v => ParseAdvantage(v) is null ? "must be grpo, rloo or reinforce++" : null);
-        var prompts = cmd.Declare<string?>("--prompts", null, "JSONL with a 'prompt' field per line. Omitted: the built-in corpus's training prompts.");
+        var prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (one prompt per pair) or a feedback file (each prompt once). Omitted: the built-in corpus's training prompts.");
         var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose prompts are used when --prompts is omitted.", check: AtLeast(10));
         var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
         var seed = cmd.Declare("--seed", 42, "Seed of sampling and mini-batch order (same seed, same run on CPU).");
@@ -83,7 +83,7 @@ public static class GroupCommand
             bool corpus = r.Get(prompts) is null;
             if (r.Get(prompts) is string path)
             {
-                train = JsonlReader.Read(path).Select(l => l.RequireString(path, "prompt")).ToList();
+                train = PromptReader.Read(path).ToList();
                 if (train.Count == 0) throw new FineAlignException($"{path}: no prompts");
                 heldOut = [];
                 if (r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");

@@ -179,6 +179,26 @@ public class AlolTests
     }
 
     [Fact]
+    public void BonTakesItsPromptsFromAPreferenceFile()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string folder = CommandFixtures.SaveByteModel(Path.Combine(dir.Path, "m"), context: 64);
+        string pairs = Path.Combine(dir.Path, "pairs.jsonl");
+        File.WriteAllLines(pairs,
+        [
+            """{"prompt": "Q1:", "chosen": " yes", "rejected": " no"}""",
+            """{"prompt": "Q1:", "chosen": " sure", "rejected": " nope"}""",
+            """{"prompt": "Q2:", "chosen": " a", "rejected": " b"}""",
+        ]);
+        string outFile = Path.Combine(dir.Path, "bon.jsonl");
+        var (code, stdout, stderr) = CliRunner.Run("bon", "--model", folder, "--prompts", pairs, "--n", "2", "--max-new-tokens", "4",
+            "--out", outFile, "--threads", "1");
+        Assert.True(code == 0, stderr + stdout);
+        var rows = CommandFixtures.ReadJsonl(outFile);
+        Assert.Equal(["Q1:", "Q1:", "Q2:"], rows.Select(r => r["prompt"]!.GetValue<string>()));   // one prompt per pair, as PPO reads them
+    }
+
+    [Fact]
     public void TokenLevelRewardsReplaceTheSequenceRewardByTheirSum()
     {
         var tok = new ByteTokenizer();
