@@ -39,7 +39,7 @@ internal sealed class AttentionPlan
             if (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != s)
                 throw new ArgumentException($"attention mask must be [batch, past + new] = [{b}, {s}], got [{string.Join(", ", attentionMask.shape)}]");
             using var m = attentionMask.ne(0).to(ScalarType.Int64);
-            positions = (m.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
+            positions = (m.cumsum(1) - LiveScalars.One).clamp_min(LiveScalars.Zero).narrow(1, past, t);
             padded = m.min().item<long>() == 0;
             if (padded && s > 1)
             {

@@ -15,12 +15,12 @@ namespace FineAlign.Models;
 public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
-    private readonly double _eps;
+    private readonly Scalar _eps;
 
     public RMSNorm(long dim, double eps, ScalarType dtype = ScalarType.Float32) : base(nameof(RMSNorm))
     {
         weight = nn.Parameter(ones(dim, dtype));
-        _eps = eps;
+        _eps = eps.ToScalar();   // lives with the module (see LiveScalars)
         RegisterComponents();
     }
 
@@ -28,7 +28,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.to(ScalarType.Float32);
-        var variance = h.pow(2).mean(new long[] { -1 }, keepdim: true);
+        var variance = h.pow(LiveScalars.Two).mean(new long[] { -1 }, keepdim: true);
         h = h * (variance + _eps).rsqrt();
         return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
     }

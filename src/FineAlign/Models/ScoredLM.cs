@@ -74,7 +74,7 @@ public sealed class ScoredLM : nn.Module
         long t = inputIds.shape[1];
         if (attentionMask is null) return torch.full(inputIds.shape[0], t - 1, dtype: ScalarType.Int64, device: inputIds.device);
         var positions = torch.arange(t, device: inputIds.device).unsqueeze(0);
-        return (attentionMask.ne(0).to(ScalarType.Int64) * (positions + 1)).argmax(-1);
+        return (attentionMask.ne(0).to(ScalarType.Int64) * (positions + LiveScalars.One)).argmax(-1);
     }
 
     private string Architecture(string modelType)
