@@ -41,21 +41,15 @@ public static class ComparisonReport
         Directory.CreateDirectory(outDir);
         RewardVsStepPlot(runs, Path.Combine(outDir, StepPlotFile));
         RewardVsKlPlot(runs, Path.Combine(outDir, KlPlotFile));
-        WriteAtomically(Path.Combine(outDir, JsonFile), JsonSerializer.Serialize(new
+        AtomicFile.WriteAllText(Path.Combine(outDir, JsonFile), JsonSerializer.Serialize(new
         {
             settings,
             runs = runs.Select(r => new { r.Name, r.Method, r.Signal, r.IsBase, r.AnalyticKl, r.XAxis, final = r.Final, curve = r.Curve }),
         }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
         string md = Path.Combine(outDir, MarkdownFile);
-        WriteAtomically(md, Markdown(runs, context));
-        WriteAtomically(Path.Combine(outDir, HtmlFile), Html(runs, context, outDir));
+        AtomicFile.WriteAllText(md, Markdown(runs, context));
+        AtomicFile.WriteAllText(Path.Combine(outDir, HtmlFile), Html(runs, context, outDir));
         return md;
-    }
-
-    private static void WriteAtomically(string path, string text)
-    {
-        File.WriteAllText(path + ".tmp", text);
-        File.Move(path + ".tmp", path, overwrite: true);
     }
 
     private static RunEvaluation? Base(IReadOnlyList<RunEvaluation> runs) => runs.FirstOrDefault(r => r.IsBase);

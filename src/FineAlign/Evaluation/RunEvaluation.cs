@@ -76,9 +76,7 @@ public sealed record RunEvaluation
 
     public void Save(string runDir)
     {
-        string path = Path.Combine(runDir, FileName);
-        File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(this, Json));
-        File.Move(path + ".tmp", path, overwrite: true);
+        AtomicFile.WriteAllText(Path.Combine(runDir, FileName), JsonSerializer.Serialize(this, Json));
     }
 
     public static RunEvaluation? TryLoad(string runDir)
@@ -101,9 +99,7 @@ public sealed record RunEvaluation
     public static void WriteInfo(string runDir, RunInfo info)
     {
         Directory.CreateDirectory(runDir);
-        string path = Path.Combine(runDir, InfoFileName);
-        File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(info, Json));
-        File.Move(path + ".tmp", path, overwrite: true);
+        AtomicFile.WriteAllText(Path.Combine(runDir, InfoFileName), JsonSerializer.Serialize(info, Json));
     }
 }
 

@@ -56,8 +56,7 @@ public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected
         }
         var result = Compute(reference, pairs, padId, batchSize, key);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(result));
-        File.Move(path + ".tmp", path, overwrite: true);
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(result));
         fromCache = false;
         return result;
     }
