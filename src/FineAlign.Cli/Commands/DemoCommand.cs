@@ -53,6 +53,8 @@ public static class DemoCommand
             var clock = Stopwatch.StartNew();
             double expectedDone = 0, actualDone = 0;
             double expectedAll = stages.Sum(x => x.ExpectedSeconds), evaluateSeconds = 0;
+            var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
+            List<RunEvaluation> evaluations = [];
             var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
                 Path.Combine(runs, "sft", "model"));
             for (int i = 0; i < stages.Count; i++)
@@ -81,15 +83,21 @@ public static class DemoCommand
                     if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
                 }
                 else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
-                else if (st.Name == "evaluate") { Evaluate(r, runs, settings, ct); evaluateSeconds = stageClock.Elapsed.TotalSeconds; }
+                else if (st.Name == "evaluate")
+                {
+                    // The same evaluation as `finealign report --base`: cached per run, best-of-n evaluated by its stage.
+                    evaluations = ReportCommand.EvaluateRuns(r, policyRuns, settings.BaseModel, settings, ct);
+                    foreach (var e in evaluations)
+                        r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"evaluate: {e.Name}: true reward {e.Final.TrueReward:F3} ± {e.Final.TrueRewardSe:F3}, KL {e.Final.Kl:F2}, distinct-2 {e.Final.Distinct2:F3}"));
+                    evaluateSeconds = stageClock.Elapsed.TotalSeconds;
+                }
                 if (st.Name != "evaluate")
                     RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1)));
                 expectedDone += st.ExpectedSeconds;
                 actualDone += stageClock.Elapsed.TotalSeconds;
             }
 
-            var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
-            var evaluations = policyRuns.Select(d => RunEvaluation.TryLoad(d) ?? throw new FineAlignException($"{d}: evaluation missing")).ToList();
             var allRuns = Stages(stages).Select(n => Path.Combine(runs, n)).ToList();
             var fromRuns = ReportCommand.Context("FineAlign demo: alignment methods side by side on the built-in review corpus", reproduce, allRuns);
             var context = fromRuns with
@@ -184,24 +192,6 @@ public static class DemoCommand
         eval.Save(Path.Combine(runs, "bon"));
         r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.TrueReward:F3}"))}"));
-    }
-
-    private static void Evaluate(Recipe r, string runs, EvalSettings settings, CancellationToken ct)
-    {
-        string sft = settings.BaseModel;
-        var tokenizer = TokenizerLoader.Load(sft);
-        using var baseModel = ModelIO.Load(sft);
-        CliProgress.Run(r.Out, progress =>
-        {
-            EvalPoint basePoint = RunEvaluator.EvaluateBase(baseModel, tokenizer, settings);
-            foreach (var name in PolicyRuns.Where(n => n != "bon"))
-            {
-                var e = RunEvaluator.Evaluate(Path.Combine(runs, name), baseModel, tokenizer, settings, basePoint, progress: progress, ct: ct);
-                r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"evaluate: {name}: true reward {e.Final.TrueReward:F3} ± {e.Final.TrueRewardSe:F3}, KL {e.Final.Kl:F2}, distinct-2 {e.Final.Distinct2:F3}"));
-            }
-            return 0;
-        });
     }
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.

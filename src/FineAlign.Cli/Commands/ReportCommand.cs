@@ -51,7 +51,8 @@ public static class ReportCommand
         {
             if (!Directory.Exists(d)) throw new FineAlignException($"{d}: no such run folder");
             var cached = RunEvaluation.TryLoad(d);
-            bool usable = cached is not null && (baseDir is null ? true : cached.Settings == settings || cached.AnalyticKl);
+            // Without --base any cached evaluation is used (ComparisonReport refuses mixed settings); best-of-n has no model to re-evaluate.
+            bool usable = cached is not null && (baseDir is null || cached.Settings == settings || cached.AnalyticKl);
             if (usable) { found[d] = cached!; continue; }
             if (RunEvaluator.PolicyFolder(d) is null && RunEvaluator.Snapshots(d).Count == 0)
             {
@@ -81,14 +82,18 @@ public static class ReportCommand
         return list;
     }
 
-    internal static ReportContext Context(string title, string reproduce, IReadOnlyList<string> dirs) => new()
+    internal static ReportContext Context(string title, string reproduce, IReadOnlyList<string> dirs)
     {
-        Title = title,
-        ReproduceCommand = reproduce,
-        Commands = dirs.Select(d => RunEvaluation.ReadInfo(d).Command).Where(c => c.Length > 0).ToList(),
-        Timings = dirs.Select(d => (Path.GetFileName(Path.GetFullPath(d)), RunEvaluation.ReadInfo(d).Seconds)).Where(t => t.Item2 > 0).ToList(),
-        TensorBoardDir = dirs.Count > 0 ? Path.GetDirectoryName(Path.GetFullPath(dirs[0])) : null,
-    };
+        var infos = dirs.Select(d => (Name: Path.GetFileName(Path.GetFullPath(d)), Info: RunEvaluation.ReadInfo(d))).ToList();
+        return new ReportContext
+        {
+            Title = title,
+            ReproduceCommand = reproduce,
+            Commands = infos.Select(x => x.Info.Command).Where(c => c.Length > 0).ToList(),
+            Timings = infos.Where(x => x.Info.Seconds > 0).Select(x => (x.Name, x.Info.Seconds)).ToList(),
+            TensorBoardDir = dirs.Count > 0 ? Path.GetDirectoryName(Path.GetFullPath(dirs[0])) : null,
+        };
+    }
 
     internal static string Quote(string s) => s.Length > 0 && s.All(c => char.IsLetterOrDigit(c) || "-_./:=@,+".Contains(c)) ? s : "'" + s.Replace("'", "'\\''") + "'";
 }
