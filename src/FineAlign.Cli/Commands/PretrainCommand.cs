@@ -1,3 +1,4 @@
+using FineAlign.Text;
 using FineAlign.Data;
 using FineAlign.Data.Corpus;
 using FineAlign.Trainers;

@@ -1,3 +1,4 @@
+using FineAlign.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 

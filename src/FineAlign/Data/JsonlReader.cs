@@ -24,7 +24,6 @@ public static class JsonlReader
     /// Duplicate keys are an error: which value wins is ambiguous, and JsonObject would otherwise throw an
     /// ArgumentException on first access instead of a message naming the line.
     /// </summary>
-    internal static readonly JsonDocumentOptions StrictJson = new() { AllowDuplicateProperties = false };
 
     private static IEnumerable<JsonlLine> ReadLines(string path)
     {
@@ -37,7 +36,7 @@ public static class JsonlReader
             if (!Utf8.IsValid(line))
                 throw new DataFormatException(path, lineNo, null, $"invalid UTF-8 at byte {InvalidUtf8Offset(line)} of the line");
             JsonNode? node;
-            try { node = JsonNode.Parse(line, documentOptions: StrictJson); }
+            try { node = JsonNode.Parse(line, documentOptions: StrictJson.Options); }
             catch (JsonException e) { throw new DataFormatException(path, lineNo, null, "invalid JSON: " + OneLine(e.Message)); }
             if (node is not JsonObject obj)
                 throw new DataFormatException(path, lineNo, null, $"expected a JSON object, got {Kind(node)}");

@@ -1,3 +1,4 @@
+using FineAlign.Text;
 namespace FineAlign.Data;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using FineAlign.Text;
 using System.Text;
 
 namespace FineAlign.Data;

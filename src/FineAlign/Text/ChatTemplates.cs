@@ -1,4 +1,3 @@
-using FineAlign.Data;
 
 namespace FineAlign.Text;
 

@@ -1,3 +1,4 @@
+using FineAlign.Text;
 using System.Security.Cryptography;
 using FineAlign.Data;
 using FineAlign.Models;

@@ -1,4 +1,4 @@
-namespace FineAlign.Data;
+namespace FineAlign.Text;
 
 /// <summary>
 /// One training sequence. <see cref="LossMask"/>[t] is true where token t is a training target
