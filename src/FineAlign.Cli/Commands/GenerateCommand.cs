@@ -40,8 +40,7 @@ public static class GenerateCommand
         var stop = cmd.Declare("--stop", Array.Empty<string>(), "Stop a completion at this string (cut before it); repeatable.");
         var batchSize = cmd.Declare("--batch-size", 8, "Prompts generated together (left-padded).",
             check: v => v >= 1 ? null : "must be at least 1");
-        var chatTemplate = cmd.Declare<string?>("--chat-template", null,
-            $"Chat format for 'messages' prompts ({string.Join(", ", ChatTemplates.Names)}); default: recognised from the tokenizer's chat_template.");
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, ChatTemplateHelp);
         var output = cmd.Declare<string?>("--output", null, "Write JSON lines to this file (atomically: all or nothing) instead of printing the completions.", alias: "-o");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
 
@@ -54,7 +53,6 @@ public static class GenerateCommand
             if (prompts.Length == 0 && inputPath is null) throw new UsageException("no prompts: give --prompt TEXT (repeatable) or --input prompts.jsonl");
             if (inputPath is not null && !File.Exists(inputPath))
                 throw new FineAlignException(Directory.Exists(inputPath) ? $"{inputPath}: is a folder, expected a JSONL file" : $"{inputPath}: file not found");
-            if (recipe.Get(chatTemplate) is { } name) ChatTemplates.Parse(name);   // fail early on a typo
 
             var options = new GenerationOptions
             {
@@ -106,7 +104,7 @@ public static class GenerateCommand
         private SftEncoder Encoder(Func<string, Exception> fail) =>
             _encoder ??= new SftEncoder(tokenizer ?? throw fail(
                 $"needs a tokenizer, but the model folder '{folder}' has no tokenizer files (give prompt_input_ids instead)"),
-                new SftOptions { ChatTemplate = chatTemplate });
+                new SftOptions { ChatTemplate = chatTemplate, TemplateFolder = folder });
 
         public IEnumerable<Prompt> FromCommandLine(string[] prompts)
         {
@@ -144,10 +142,10 @@ public static class GenerateCommand
                 {
                     var messages = ParseMessages(o[field], Fail);
                     var encoder = Encoder(m => Fail("chat prompts " + m));
-                    _ = encoder.ChatFormat;   // an unknown/unrecognised template is a setup error, not this line's
+                    _ = encoder.Chat;   // a missing or broken template is a setup error, not this line's
                     int[] ids;
                     try { ids = encoder.EncodePrompt(messages); }
-                    catch (FineAlignException e) when (e is not DataFormatException) { throw Fail(e.Message); }
+                    catch (FineAlignException e) when (ChatTemplateRefusal.Is(e)) { throw Fail(e.Message); }
                     p = new Prompt(line.LineNumber, o[field]!.DeepClone(), ids, true);
                 }
                 else
@@ -182,19 +180,18 @@ public static class GenerateCommand
                 if (arr[i] is not JsonObject m || m["role"] is not JsonValue r || r.GetValueKind() != JsonValueKind.String
                     || m["content"] is not JsonValue c || c.GetValueKind() != JsonValueKind.String)
                     throw fail($"message {i}: expected an object with string 'role' and 'content'");
-                list.Add(new ChatMessage(r.GetValue<string>(), c.GetValue<string>()));
+                list.Add(new ChatMessage(r.GetValue<string>(), c.GetValue<string>()) { Fields = (JsonObject)m.DeepClone() });
             }
             return list;
         }
 
-        // Chat prompts also end at the template's end-of-turn token (ChatML's <|im_end|>) when it is one token,
-        // as a chat model's generation_config usually lists it beside EOS.
+        // Chat prompts also end at the template's end-of-turn token (<|im_end|>, <|eot_id|>, <end_of_turn> ...) when it
+        // is one token, as a chat model's generation_config usually lists it beside EOS.
         private int? ChatEnd()
         {
             if (_chatEndResolved) return _chatEnd;
             _chatEndResolved = true;
-            if (tokenizer is not null && _encoder?.ChatFormat == ChatFormat.ChatML && tokenizer.Encode("<|im_end|>") is [int id])
-                _chatEnd = id;
+            _chatEnd = _encoder?.Chat.EndOfTurn.Id;
             return _chatEnd;
         }
 
@@ -238,6 +235,11 @@ public static class GenerateCommand
             }
         }
     }
+
+    /// <summary>The --chat-template help shared by the commands that render chats.</summary>
+    public const string ChatTemplateHelp =
+        "Chat template for message data: a preset (chatml, llama2, zephyr), a Jinja template file, or the name of one of the model's " +
+        "named templates. Default: the model's own (chat_template.jinja, else tokenizer_config.json's chat_template).";
 
     public static string FinishName(FinishReason r) => r switch
     {
