@@ -163,7 +163,7 @@ public sealed class JinjaBuiltins
                 case "/": if (y == 0) throw Fail("division by zero", line); return (double)x / y;
                 case "//": if (y == 0) throw Fail("integer division or modulo by zero", line); return FloorDiv(x, y);
                 case "%": if (y == 0) throw Fail("integer division or modulo by zero", line); return x - y * FloorDiv(x, y);
-                case "**": return y >= 0 ? (long)Math.Pow(x, y) : Math.Pow(x, y);
+                case "**": return y >= 0 ? (object)(long)Math.Pow(x, y) : Math.Pow(x, y);
             }
         }
         double p = JinjaValues.ToDouble(a), q = JinjaValues.ToDouble(b);

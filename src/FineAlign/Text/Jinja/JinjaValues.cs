@@ -188,12 +188,15 @@ public static class JinjaValues
             JsonValueKind.True => true,
             JsonValueKind.False => false,
             JsonValueKind.Null => null,
-            JsonValueKind.Number => v.TryGetValue(out long l) && !v.ToJsonString().Contains('.') && !v.ToJsonString().Contains('e') && !v.ToJsonString().Contains('E')
-                ? l : v.GetValue<double>(),
+            JsonValueKind.Number => NumberFromJson(v.ToJsonString()),
             _ => v.ToJsonString(),
         },
         _ => null,
     };
+
+    private static object NumberFromJson(string raw) =>
+        raw.IndexOfAny(['.', 'e', 'E']) < 0 && long.TryParse(raw, NumberStyles.Integer, CultureInfo.InvariantCulture, out long l)
+            ? (object)l : double.Parse(raw, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>
     /// transformers' <c>tojson</c>: Python's <c>json.dumps(x, ensure_ascii=False, indent=indent, separators=..., sort_keys=...)</c>,
