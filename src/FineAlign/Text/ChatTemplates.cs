@@ -120,14 +120,20 @@ public sealed class ChatTemplate
             int start = before;
             // The generation prompt (e.g. "<|im_start|>assistant\n") belongs to the prompt side.
             if (TryRender(messages, i, true) is string g) start = Math.Max(before, CommonPrefix(g, w));
-            string next = Render(messages.Take(i + 1).ToList(), false).Text;
-            int limit = w.StartsWith(next, StringComparison.Ordinal) ? next.Length : CommonPrefix(next, w);
+            // The reply ends before the next rendering of a message prefix that the whole starts with (the very next one
+            // may differ: Qwen3 re-renders the last reply with a think block, Llama 3 appends a header).
+            int limit = w.Length;
+            for (int k = i + 1; k < messages.Count; k++)
+                if (Render(messages.Take(k).ToList(), false).Text is var pk && w.StartsWith(pk, StringComparison.Ordinal) && pk.Length > start)
+                { limit = pk.Length; break; }
             int end = -1;
             if (eot is not null && w.IndexOf(eot, start, StringComparison.Ordinal) is int at && at >= 0 && at < limit)
                 end = at + eot.Length;
             if (end < 0)
             {
-                end = limit;
+                // No end-of-turn marker: the reply is what rendering it added, up to where that differs from the whole.
+                string next = Render(messages.Take(i + 1).ToList(), false).Text;
+                end = Math.Min(limit, CommonPrefix(next, w));
                 while (end > start && char.IsWhiteSpace(w[end - 1])) end--;
             }
             if (end <= start)
