@@ -69,6 +69,7 @@ public static class GenerateCommand
             var tokenizer = ModelFolder.TryLoadTokenizer(resolved);
             if (options.StopStrings is not null && tokenizer is null)
                 throw new FineAlignException($"{resolved}: --stop needs a tokenizer, but the model folder has no tokenizer files");
+            if (recipe.Get(chatTemplate) is { } name && tokenizer is not null) ChatTemplates.Resolve(name, tokenizer, resolved);   // fail early on a typo
             var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), options, recipe.Get(batchSize), recipe.Get(seed));
 
             IEnumerable<Prompt> source = inputPath is null ? job.FromCommandLine(prompts) : job.FromFile(inputPath);

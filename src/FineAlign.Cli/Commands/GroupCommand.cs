@@ -37,6 +37,7 @@ public static class GroupCommand
         var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec (repeatable, SPEC@WEIGHT); see the description.");
         var advantage = cmd.Declare("--advantage", rloo ? "rloo" : "grpo", "Advantage estimator: grpo, rloo or reinforce++.",
             check: v => ParseAdvantage(v) is null ? "must be grpo, rloo or reinforce++" : null);
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Generation then also stops at its end-of-turn token.");
         var prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (one prompt per pair) or a feedback file (each prompt once). Omitted: the built-in corpus's training prompts.");
         var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose prompts are used when --prompts is omitted.", check: AtLeast(10));
         var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
@@ -80,10 +81,14 @@ public static class GroupCommand
             options.Validate(); // before loading anything: bad settings are a one-line error
 
             IReadOnlyList<string> train, heldOut;
+            ChatTemplate? chat = null;
             bool corpus = r.Get(prompts) is null;
             if (r.Get(prompts) is string path)
             {
-                train = PromptReader.Read(path).ToList();
+                string policyFolder = r.Get(policyDir);
+                var read = PromptReader.ReadDetailed(path, () => chat = ChatTemplates.Resolve(r.Get(chatTemplate), TokenizerLoader.Load(policyFolder), policyFolder));
+                train = read.Prompts.ToList();
+                if (read.AnyChat && chat?.EndOfTurn.Id is int eot) options = options with { StopTokenIds = [eot] };
                 if (train.Count == 0) throw new FineAlignException($"{path}: no prompts");
                 heldOut = [];
                 if (r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");

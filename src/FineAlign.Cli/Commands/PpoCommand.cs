@@ -44,6 +44,8 @@ internal sealed class PpoFlags
     public required Option<int> PivotWindow { get; init; }
     public required Option<int> PivotMinLength { get; init; }
     public required Option<int> Threads { get; init; }
+    public required Option<string?> ChatTemplate { get; init; }
+    private ChatTemplate? _chat;   // set by LoadPrompts when a prompt was a conversation
 
     public static PpoFlags Declare(RecipeCommand cmd, int defaultSteps)
     {
@@ -81,6 +83,7 @@ internal sealed class PpoFlags
             PivotWindow = cmd.Declare("--pivot-window", 1, "Smoothing window before pivot detection (pivot rewards).", check: AtLeast(1)),
             PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: AtLeast(1)),
             Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: AtLeast(0)),
+            ChatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Rollouts then also stop at its end-of-turn token."),
         };
     }
 
@@ -91,6 +94,7 @@ internal sealed class PpoFlags
         KlTarget = r.Get(KlTarget), Gamma = r.Get(Gamma), Lambda = r.Get(Lam), ClipRange = r.Get(ClipRange), ClipRangeValue = r.Get(ClipRangeValue),
         VfCoef = r.Get(VfCoef), WhitenAdvantages = r.Get(Whiten), MissingEosPenalty = r.Get(MissingEosPenalty), MaxNewTokens = r.Get(MaxNewTokens),
         Temperature = r.Get(Temperature), TopP = r.Get(TopP), SaveRollouts = saveRollouts, SaveSteps = saveSteps, Resume = resume,
+        StopTokenIds = _chat?.EndOfTurn.Id is int eot ? [eot] : null,
     };
 
     public void ApplyThreads(Recipe r) { if (r.Get(Threads) > 0) torch.set_num_threads(r.Get(Threads)); }
@@ -105,7 +109,9 @@ internal sealed class PpoFlags
     {
         if (r.Get(Prompts) is string path)
         {
-            var list = PromptReader.Read(path);
+            string dir = r.Get(Policy);
+            var (list, anyChat) = PromptReader.ReadDetailed(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
+            if (!anyChat) _chat = null;
             if (list.Count == 0) throw new FineAlignException($"{path}: no prompts");
             return (list, [], false);
         }

@@ -87,7 +87,11 @@ public sealed class ChatTemplate
         };
         if (extra is not null) foreach (var (k, v) in extra) vars[k] = v;
         try { return _jinja.Render(vars); }
-        catch (JinjaRaisedException e) { throw ChatTemplateRefusal.Create($"the chat template ({Source}) refused the messages: {e.TemplateMessage}"); }
+        catch (JinjaRaisedException e)
+        {
+            // A preset's refusals are FineAlign's own rules, worded as such; another template is named.
+            throw ChatTemplateRefusal.Create(Preset is null ? $"the chat template ({Source}) refused the messages: {e.TemplateMessage}" : e.TemplateMessage);
+        }
         catch (JinjaException e) { throw new FineAlignException($"{Source}: chat template error at line {e.Line}: {e.Problem} (pass --chat-template to use another template)"); }
     }
 
@@ -328,7 +332,7 @@ public static class ChatTemplates
             if (named.FirstOrDefault(n => n.Name == option) is { Template: not null } hit)
                 return new ChatTemplate(hit.Template, $"{hit.Where} (template '{option}')", tokenizer, kwargs: kwargs);
             if (Directory.Exists(option)) throw new FineAlignException($"--chat-template {option}: is a folder; give a preset ({string.Join(", ", Names)}), a .jinja file or a template name");
-            throw new FineAlignException($"--chat-template '{option}': not a preset ({string.Join(", ", Names)}), not a file" +
+            throw new FineAlignException($"unknown chat template '{option}': not a preset ({string.Join(", ", Names)}), not a file" +
                 (named.Count > 0 ? $", not one of the model's named templates ({string.Join(", ", named.Select(n => n.Name))})" : ""));
         }
         if (folder is not null)
@@ -344,7 +348,8 @@ public static class ChatTemplates
             }
         }
         if (tokenizer.ChatTemplate is { Length: > 0 } own)
-            return new ChatTemplate(own, folder is null ? "the tokenizer's chat_template" : Path.Combine(folder, "tokenizer_config.json"), tokenizer, kwargs: kwargs);
+            return new ChatTemplate(own, folder is null ? "the tokenizer's chat_template" : Path.Combine(folder, "tokenizer_config.json"), tokenizer,
+                kwargs: kwargs, preset: Enum.GetValues<ChatFormat>().Cast<ChatFormat?>().FirstOrDefault(f => PresetJinja(f!.Value) == own));   // e.g. a byte-tokenizer model saved by FineAlign
         throw new FineAlignException((folder is null ? "the tokenizer" : $"{folder}: the tokenizer") +
             $" has no chat_template; pass --chat-template ({string.Join("|", Names)} or a .jinja file)");
     }

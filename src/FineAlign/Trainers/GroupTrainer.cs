@@ -51,6 +51,8 @@ public sealed record GroupOptions
     /// <summary>β of the k1 KL penalty folded into the reward (RLOO, REINFORCE++); 0 = none.</summary>
     public double KlCoef { get; init; }
     public int MaxNewTokens { get; init; } = 64;
+    /// <summary>Token ids that also end a response besides the model's EOS (a chat template's end-of-turn token).</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
     public int LoggingSteps { get; init; } = 1;
@@ -168,6 +170,7 @@ public sealed class GroupTrainer : IDisposable
         var gen = TextGenerator.Generate(_policy, _tokenizer, prompts, new GenerationOptions
         {
             MaxNewTokens = o.MaxNewTokens, DoSample = true, Temperature = o.Temperature, TopP = o.TopP, Seed = unchecked(o.Seed * 1_000_003L + step),
+            EosTokenIds = o.StopTokenIds is { Count: > 0 } stop ? _policy.Config.EosTokenIds.Concat(stop).Distinct().ToArray() : null,
         });
         using var rollout = PpoRollout.From(gen, prompts, _tokenizer.PaddingId, _policy.Config.EosTokenIds);
         var mask = rollout.ResponseMask;

@@ -38,6 +38,8 @@ public sealed record PpoOptions
     /// <summary>Subtracted from the score of responses cut by the length limit (TRL missing_eos_penalty); null = none.</summary>
     public double? MissingEosPenalty { get; init; }
     public int MaxNewTokens { get; init; } = 64;
+    /// <summary>Token ids that also end a response besides the model's EOS (a chat template's end-of-turn token).</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
     public int LoggingSteps { get; init; } = 1;
@@ -290,6 +292,7 @@ public sealed class PpoTrainer : IDisposable
         var gen = TextGenerator.Generate(_policy, _tokenizer, prompts, new GenerationOptions
         {
             MaxNewTokens = Options.MaxNewTokens, DoSample = true, Temperature = Options.Temperature, TopP = Options.TopP, Seed = seed,
+            EosTokenIds = Options.StopTokenIds is { Count: > 0 } stop ? _policy.Config.EosTokenIds.Concat(stop).Distinct().ToArray() : null,
         });
         return PpoRollout.From(gen, prompts, _tokenizer.PaddingId, _policy.Config.EosTokenIds);
     }
