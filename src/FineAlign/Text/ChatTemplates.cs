@@ -214,8 +214,13 @@ public sealed class ChatTemplate
     public TokenizedExample EncodeConversation(IReadOnlyList<ChatMessage> messages, int promptCount = 0, bool allTokens = false)
     {
         var tok = _tokenizer ?? throw new InvalidOperationException("this chat template has no tokenizer");
+        if (allTokens)
+        {
+            string text = RenderText(messages, false);   // every token trained: no mask to derive
+            return ChatTemplates.Tokenize(tok, text, [new TextSpan(0, text.Length)]);
+        }
         var r = RenderForTraining(messages, promptCount);
-        return ChatTemplates.Tokenize(tok, r.Text, allTokens ? [new TextSpan(0, r.Text.Length)] : r.Targets);
+        return ChatTemplates.Tokenize(tok, r.Text, r.Targets);
     }
 
     /// <summary>A prompt ready for generation (with the generation prompt), tokenized as the training sequence is.</summary>
