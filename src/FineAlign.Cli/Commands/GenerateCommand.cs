@@ -41,6 +41,7 @@ public static class GenerateCommand
         var batchSize = cmd.Declare("--batch-size", 8, "Prompts generated together (left-padded).",
             check: v => v >= 1 ? null : "must be at least 1");
         var chatTemplate = cmd.Declare<string?>("--chat-template", null, ChatTemplateHelp);
+        var chatKwargs = cmd.Declare<string?>("--chat-template-kwargs", null, "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}'.");
         var output = cmd.Declare<string?>("--output", null, "Write JSON lines to this file (atomically: all or nothing) instead of printing the completions.", alias: "-o");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
 
@@ -70,7 +71,10 @@ public static class GenerateCommand
             if (options.StopStrings is not null && tokenizer is null)
                 throw new FineAlignException($"{resolved}: --stop needs a tokenizer, but the model folder has no tokenizer files");
             if (recipe.Get(chatTemplate) is { } name && tokenizer is not null) ChatTemplates.Resolve(name, tokenizer, resolved);   // fail early on a typo
-            var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), options, recipe.Get(batchSize), recipe.Get(seed));
+            var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), options, recipe.Get(batchSize), recipe.Get(seed))
+            {
+                ChatTemplateKwargs = TemplateCommand.ParseKwargs(recipe.Get(chatKwargs)),
+            };
 
             IEnumerable<Prompt> source = inputPath is null ? job.FromCommandLine(prompts) : job.FromFile(inputPath);
             string? outPath = recipe.Get(output);
@@ -98,6 +102,7 @@ public static class GenerateCommand
     private sealed class Job(CausalLM model, TextTokenizer? tokenizer, string folder, string? chatTemplate,
                              GenerationOptions options, int batchSize, long seed)
     {
+        public IReadOnlyDictionary<string, object?>? ChatTemplateKwargs { get; init; }
         private SftEncoder? _encoder;
         private int? _chatEnd;
         private bool _chatEndResolved;
@@ -105,7 +110,7 @@ public static class GenerateCommand
         private SftEncoder Encoder(Func<string, Exception> fail) =>
             _encoder ??= new SftEncoder(tokenizer ?? throw fail(
                 $"needs a tokenizer, but the model folder '{folder}' has no tokenizer files (give prompt_input_ids instead)"),
-                new SftOptions { ChatTemplate = chatTemplate, TemplateFolder = folder });
+                new SftOptions { ChatTemplate = chatTemplate, TemplateFolder = folder, ChatTemplateKwargs = ChatTemplateKwargs });
 
         public IEnumerable<Prompt> FromCommandLine(string[] prompts)
         {

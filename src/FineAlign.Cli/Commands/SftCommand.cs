@@ -29,6 +29,7 @@ public static class SftCommand
         var completionOnly = cmd.Declare("--completion-only-loss", true, "Train on completion/assistant tokens only (false: every token).");
         var packing = cmd.Declare("--packing", false, "Pack examples into full --max-length blocks (EOS-separated) instead of padding.");
         var chatTemplate = cmd.Declare<string?>("--chat-template", null, GenerateCommand.ChatTemplateHelp + " Assistant-only loss uses its {% generation %} blocks, else the replies found by rendering message prefixes.");
+        var chatKwargs = cmd.Declare<string?>("--chat-template-kwargs", null, "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}'.");
         var samples = cmd.Declare("--samples", 4, "Sample generations from held-out prompts written after training (samples.jsonl).", check: v => v >= 0 ? null : "must be ≥ 0");
 
         cmd.SetRecipeAction((r, ct) =>
@@ -46,7 +47,7 @@ public static class SftCommand
             var sftOptions = new SftOptions
             {
                 MaxLength = maxLen, OverLength = r.Get(overLength), CompletionOnlyLoss = r.Get(completionOnly), ChatTemplate = r.Get(chatTemplate),
-                TemplateFolder = r.Get(flags.Model),
+                TemplateFolder = r.Get(flags.Model), ChatTemplateKwargs = TemplateCommand.ParseKwargs(r.Get(chatKwargs)),
             };
             Action<string> warn = m => r.Error.WriteLine("warning: " + m);
 
