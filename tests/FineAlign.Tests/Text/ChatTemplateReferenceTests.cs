@@ -8,7 +8,7 @@ namespace FineAlign.Tests.Text;
 /// <summary>
 /// The real Qwen3 and Llama 3 chat templates rendered against ../shared/tokenizers/*/chat.jsonl, whose `rendered`
 /// field comes from Python Jinja2 set up as transformers' apply_chat_template (see that folder's README; for the one
-/// case where @huggingface/jinja disagreed, Jinja2 is the reference). 100 % is required.
+/// case where @huggingface/jinja disagreed, Jinja2 is the reference), and their `ids`. 100 % is required.
 /// </summary>
 public class ChatTemplateReferenceTests
 {
@@ -34,6 +34,9 @@ public class ChatTemplateReferenceTests
     {
         string folder = TestPaths.RequireShared(Path.Combine("tokenizers", model));
         var (template, bos, eos) = ReadConfig(folder);
+        // The chat path's tokenization (whole string, BOS only when the template did not write it) must give
+        // apply_chat_template(tokenize=True)'s ids.
+        var tok = TokenizerLoader.Load(folder);
         var failures = new List<string>();
         int cases = 0;
         foreach (var line in File.ReadLines(Path.Combine(folder, "chat.jsonl")))
@@ -45,6 +48,8 @@ public class ChatTemplateReferenceTests
             var chat = new ChatTemplate(template, model, null, bos, eos, kwargs);
             string got = chat.RenderText(Messages(c["messages"]!.AsArray()), (bool)c["add_generation_prompt"]!);
             if (got != (string)c["rendered"]!) failures.Add($"{c["id"]}: got {System.Text.Json.JsonSerializer.Serialize(got)}");
+            else if (!ChatTemplates.Tokenize(tok, got, []).InputIds.SequenceEqual(c["ids"]!.AsArray().Select(x => (int)x!)))
+                failures.Add($"{c["id"]}: rendered right, ids differ");
         }
         Assert.True(cases >= 19, $"only {cases} cases read");
         Assert.True(failures.Count == 0, $"{failures.Count} of {cases} differ:\n" + string.Join("\n", failures));
