@@ -93,12 +93,13 @@ public static class JinjaLexer
                 while (pos < source.Length && char.IsWhiteSpace(source[pos])) Advance(pos + 1);
                 if (pos >= source.Length) throw new JinjaException($"tag '{(kind == '{' ? "{{" : "{%")}' is never closed with '{closer}'", tagLine, tagCol);
                 bool dash = source[pos] == '-' && string.CompareOrdinal(source, pos + 1, closer, 0, 2) == 0;
-                if (dash || string.CompareOrdinal(source, pos, closer, 0, 2) == 0)
+                bool plus = source[pos] == '+' && begin == TokenKind.BlockBegin && string.CompareOrdinal(source, pos + 1, closer, 0, 2) == 0;
+                if (dash || plus || string.CompareOrdinal(source, pos, closer, 0, 2) == 0)
                 {
                     tokens.Add(new Token(begin == TokenKind.VarBegin ? TokenKind.VarEnd : TokenKind.BlockEnd, closer, line, pos - lineStart + 1));
-                    Advance(pos + (dash ? 3 : 2));
+                    Advance(pos + (dash || plus ? 3 : 2));
                     stripNextText = dash;
-                    trimNextNewline = trimBlocks && begin == TokenKind.BlockBegin;
+                    trimNextNewline = trimBlocks && begin == TokenKind.BlockBegin && !plus;   // "+%}" keeps the newline
                     break;
                 }
                 tokens.Add(LexOne(source, ref pos, line, pos - lineStart + 1));

@@ -26,6 +26,7 @@ public class JinjaTests
         Assert.Equal("1", R("{{ 1 }}\n"));                          // one trailing newline of the source is dropped
         Assert.Equal("1\n", R("{{ 1 }}\n\n"));
         Assert.Equal("  x", R("  {%+ if true %}x{% endif %}"));   // + disables lstrip
+        Assert.Equal("\nx", R("{% if true +%}\nx{% endif %}"));     // and on the right, trim
         Assert.Equal("{{ raw }} {% x %}", R("{% raw %}{{ raw }} {% x %}{% endraw %}"));
     }
 
