@@ -15,15 +15,18 @@ public static class TextGenerator
     /// <summary>Encodes text prompts (BOS per the tokenizer) and generates a continuation for each.</summary>
     public static IReadOnlyList<GeneratedSequence> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts, GenerationOptions options)
     {
-        var ids = prompts.Select((p, i) =>
-        {
-            var body = tokenizer.Encode(p);
-            var withBos = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
-            if (withBos.Length == 0)
-                throw new FineAlignException($"prompt {i + 1} is empty; generation needs at least one token (or a tokenizer that adds BOS).");
-            return withBos;
-        }).ToList();
+        var ids = prompts.Select((p, i) => EncodePrompt(tokenizer, p, i)).ToList();
         return Generate(model, ids, options, tokenizer);
+    }
+
+    /// <summary>A text prompt's token ids as generation reads them: BOS (when the tokenizer adds one) + the encoded text.</summary>
+    public static int[] EncodePrompt(TextTokenizer tokenizer, string prompt, int index = 0)
+    {
+        var body = tokenizer.Encode(prompt);
+        var withBos = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
+        if (withBos.Length == 0)
+            throw new FineAlignException($"prompt {index + 1} is empty; generation needs at least one token (or a tokenizer that adds BOS).");
+        return withBos;
     }
 
     /// <summary>Generates from token-id prompts. <paramref name="tokenizer"/> is needed for texts and stop strings.</summary>

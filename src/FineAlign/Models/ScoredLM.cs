@@ -164,6 +164,13 @@ public sealed class ScoredLM : nn.Module
         }
     }
 
+    /// <summary>Copies a saved scored-model folder's weights into <paramref name="model"/> (resume).</summary>
+    public static void LoadInto(ScoredLM model, string folder)
+    {
+        using var loaded = Load(folder);
+        WeightCopy.Copy(loaded.state_dict(), model, folder);
+    }
+
     private static bool IsIgnorable(string name) =>
         name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal) || name.EndsWith(".attn.bias", StringComparison.Ordinal) ||
         name.EndsWith(".attn.masked_bias", StringComparison.Ordinal);

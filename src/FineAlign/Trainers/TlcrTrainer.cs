@@ -126,7 +126,7 @@ public static class TlcrTrainer
         {
             Progress = progress,
             SaveModelWeights = dir => discriminator.Save(Path.Combine(dir, ModelFolder), tokenizer),
-            LoadModelWeights = dir => LoadInto(discriminator, Path.Combine(dir, ModelFolder)),
+            LoadModelWeights = dir => ScoredLM.LoadInto(discriminator, Path.Combine(dir, ModelFolder)),
         };
         var result = trainer.Train(cancellation);
         if (result.Completed) discriminator.Save(Path.Combine(options.OutputDir, ModelFolder), tokenizer);
@@ -170,19 +170,6 @@ public static class TlcrTrainer
         long fp = predPos.logical_and(isNeg).sum().item<long>();
         long fn = predPos.logical_not().logical_and(isPos).sum().item<long>();
         return (correct, labelled.sum().item<long>(), tp, fp, fn);
-    }
-
-    /// <summary>Copies a saved discriminator folder's weights into <paramref name="model"/> (resume).</summary>
-    public static void LoadInto(ScoredLM model, string folder)
-    {
-        using var loaded = ScoredLM.Load(folder);
-        using var _ = no_grad();
-        var src = loaded.state_dict();
-        foreach (var (name, p) in model.state_dict())
-        {
-            if (!src.TryGetValue(name, out var s)) throw new FineAlignException($"{folder}: tensor '{name}' is missing");
-            p.copy_(s);
-        }
     }
 }
 
