@@ -1,4 +1,5 @@
 using FineAlign.Models;
+using FineAlign.Objectives;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using FineAlign.Training;
@@ -9,11 +10,11 @@ using F = TorchSharp.torch.nn.functional;
 namespace FineAlign.Trainers;
 
 /// <summary>A tokenised discriminator example: BOS + prompt ids, response ids and one label per response token.</summary>
-public sealed record TlcrExample(int[] PromptIds, int[] ResponseIds, sbyte[] Labels);
+public sealed record TlcrExample(int[] PromptIds, int[] ResponseIds, sbyte[] Labels, TlcrSide Side = TlcrSide.Other);
 
 /// <summary>A padded batch: input ids/attention mask [B, L]; targets [B, L] = P(positive) (1, 0 or ½); ResponseMask = loss weight
-/// (1 on labelled response tokens, the neutral weight on neutral ones, 0 elsewhere); Labels = −1/0/+1.</summary>
-public sealed record TlcrBatch(Tensor InputIds, Tensor AttentionMask, Tensor Targets, Tensor ResponseMask, Tensor Labels);
+/// (1 on labelled response tokens, the neutral weight on neutral ones, 0 elsewhere); Labels = −1/0/+1; Sides = each row's <see cref="TlcrSide"/> [B].</summary>
+public sealed record TlcrBatch(Tensor InputIds, Tensor AttentionMask, Tensor Targets, Tensor ResponseMask, Tensor Labels, Tensor Sides);
 
 /// <summary>Token metrics over the non-neutral tokens: accuracy, F1 of the positive class, and the majority-class accuracy for reference.</summary>
 public sealed record TlcrMetrics(double Accuracy, double F1, double MajorityBaseline, long LabelledTokens, double Loss);
@@ -21,7 +22,8 @@ public sealed record TlcrMetrics(double Accuracy, double F1, double MajorityBase
 /// <summary>
 /// TLCR discriminator training (Yoon et al. 2024, §3.2): a 2-way token head on an LM trunk, soft-target
 /// cross-entropy per token averaged over a sequence's response tokens — positive target [0, 1], negative [1, 0],
-/// neutral [½, ½] (the paper keeps neutral tokens as uncertain rather than dropping them) — then averaged over sequences.
+/// neutral [½, ½] (the paper keeps neutral tokens as uncertain rather than dropping them) — then averaged over the
+/// sequences of each side of the revision pairs, the sides summed (<see cref="TlcrLoss"/>).
 /// The neutral tokens' weight (1 = the paper) can be lowered: in short revisions they are ~90 % of the tokens and
 /// their ½ target dominates the loss of a small model.
 /// </summary>
@@ -33,7 +35,8 @@ public static class TlcrTrainer
     {
         var prompt = tokenizer.Encode(r.Prompt);
         if (tokenizer.AddBos && tokenizer.BosId is int bos) prompt = prompt.Prepend(bos).ToArray();
-        return new TlcrExample(prompt, r.ResponseIds, r.Labels);
+        var side = r.Kind switch { "revised" => TlcrSide.Revised, "original" => TlcrSide.Original, _ => TlcrSide.Other };
+        return new TlcrExample(prompt, r.ResponseIds, r.Labels, side);
     }
 
     /// <summary>Right-padded prompt + response; labels sit on the response tokens (p_t = D(+ | x, y_≤t)).</summary>
@@ -61,18 +64,8 @@ public static class TlcrTrainer
             }
         }
         var shape = new long[] { b, len };
-        return new TlcrBatch(tensor(ids, shape), tensor(mask, shape), tensor(targets, shape), tensor(resp, shape), tensor(labels, shape));
-    }
-
-    /// <summary>Soft-target cross-entropy: per-sequence weighted mean over response tokens, then mean over sequences with any weight.</summary>
-    public static Tensor Loss(Tensor scores, Tensor targets, Tensor responseMask)
-    {
-        using var scope = NewDisposeScope();
-        var logp = F.log_softmax(scores.to(float32), -1);
-        var ce = -(targets * logp.select(-1, 1) + (1 - targets) * logp.select(-1, 0)) * responseMask;
-        var perSeq = ce.sum(1) / responseMask.sum(1).clamp_min(1);
-        var rows = responseMask.sum(1).gt(0).to(float32);
-        return ((perSeq * rows).sum() / rows.sum().clamp_min(1)).MoveToOuterDisposeScope();
+        return new TlcrBatch(tensor(ids, shape), tensor(mask, shape), tensor(targets, shape), tensor(resp, shape), tensor(labels, shape),
+            tensor(items.Select(e => (long)e.Side).ToArray()));
     }
 
     /// <summary>P(positive) at every position, [B, L].</summary>
@@ -116,7 +109,7 @@ public static class TlcrTrainer
         LossResult Step(TlcrBatch b)
         {
             var scores = discriminator.TokenScores(b.InputIds, b.AttentionMask);
-            var loss = Loss(scores, b.Targets, b.ResponseMask);
+            var loss = TlcrLoss.Compute(scores, b.Targets, b.ResponseMask, b.Sides);
             var (correct, total, _, _, _) = Counts(scores.detach(), b.Labels);
             var metrics = new Dictionary<string, double> { ["token_accuracy"] = total == 0 ? 0 : (double)correct / total };
             return new LossResult(loss, metrics, (long)b.ResponseMask.sum().item<float>());
@@ -147,7 +140,7 @@ public static class TlcrTrainer
                 using var scope = NewDisposeScope();
                 var b = Collate(data.Skip(s).Take(batchSize).ToList(), pad);
                 var scores = discriminator.TokenScores(b.InputIds, b.AttentionMask);
-                loss += Loss(scores, b.Targets, b.ResponseMask).item<float>(); batches++;
+                loss += TlcrLoss.Compute(scores, b.Targets, b.ResponseMask, b.Sides).item<float>(); batches++;
                 var (c, t, tpi, fpi, fni) = Counts(scores, b.Labels);
                 correct += c; total += t; tp += tpi; fp += fpi; fn += fni;
                 positives += b.Labels.eq(1).sum().item<long>();
