@@ -80,8 +80,8 @@ public static class GroupAdvantages
 
     /// <summary>
     /// REINFORCE++: per-token rewards s_t − β kl_t (s = the dense task reward, e.g. the score on the
-    /// last token), returns G_t = Σ_{k ≥ t} γ^{k−t} r_k within each row (γ = 1), then whitened over all
-    /// valid tokens of the batch (masked mean/std, <see cref="Masked.Whiten"/>). [B, T], 0 on padding.
+    /// last token), returns G_t = Σ_{k ≥ t} γ^{k−t} r_k within each row (γ = 1), then normalised over all
+    /// valid tokens of the batch with the population variance clamped at 1e-8 (OpenRLHF, <see cref="Masked.Normalize"/>). [B, T], 0 on padding.
     /// </summary>
     public static Tensor ReinforcePlusPlus(Tensor taskRewards, Tensor kl, Tensor mask, double beta, double gamma = 1.0)
     {
@@ -93,9 +93,9 @@ public static class GroupAdvantages
     public static Tensor ReinforcePlusPlusFromShaped(Tensor shapedRewards, Tensor mask, double gamma = 1.0)
     {
         using var scope = NewDisposeScope();
-        // Reward-to-go is GAE with V ≡ 0 and λ = 1.
+        // Reward-to-go is GAE with V ≡ 0 and λ = 1; normalised as OpenRLHF does (population variance, clamped).
         var (returns, _) = Ppo.Gae(shapedRewards, zeros_like(shapedRewards), mask, gamma, 1.0);
-        return Masked.Whiten(returns, mask).MoveToOuterDisposeScope();
+        return Masked.Normalize(returns, mask).MoveToOuterDisposeScope();
     }
 
     /// <summary>Broadcast per-sequence advantages [B] to the valid tokens of each response, [B, T].</summary>
@@ -160,12 +160,16 @@ public static class GroupAdvantages
         return rewards.detach().to(float32).view(-1, groupSize);
     }
 
-    /// <summary>Groups whose rewards are all equal (within 1e-6 · scale), i.e. give no learning signal.</summary>
+    /// <summary>|std| ≤ atol + rtol·|0| with torch.isclose's defaults: TRL's test for a zero-spread group.</summary>
+    public const double ZeroStdTolerance = 1e-8;
+
+    /// <summary>
+    /// Groups whose reward std (unbiased, as TRL) is close to 0 in torch.isclose terms (|std| ≤ 1e-8), i.e. that give no
+    /// learning signal: TRL's frac_reward_zero_std counts these.
+    /// </summary>
     private static int CountZeroSpread(Tensor grouped)
     {
         using var scope = NewDisposeScope();
-        var spread = grouped.max(1).values - grouped.min(1).values;
-        var tol = grouped.abs().max(1).values.clamp_min(1.0) * 1e-6;
-        return (int)spread.le(tol).sum().item<long>();
+        return (int)grouped.std(1, unbiased: true).abs().le(ZeroStdTolerance).sum().item<long>();
     }
 }

@@ -54,6 +54,21 @@ public static class Masked
         return ZeroPadding(w, m).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// OpenRLHF's advantage normalisation: (x − mean) · rsqrt(max(var, 1e-8)) with the mean and the population variance
+    /// (÷ n) over valid positions. Output is 0 on masked positions.
+    /// </summary>
+    public static Tensor Normalize(Tensor values, Tensor mask)
+    {
+        CheckSame(values, mask, "mask");
+        using var scope = NewDisposeScope();
+        var m = AsFloatMask(mask);
+        var x = ZeroPadding(values.to(float32), m);
+        var mean = Mean(x, m);
+        var variance = Var(x, m, unbiased: false);
+        return ZeroPadding((x - mean) * variance.clamp_min(1e-8).rsqrt(), m).MoveToOuterDisposeScope();
+    }
+
     /// <summary>x with every masked (padding) position set to 0; NaN/Inf there are replaced too, and get no gradient.</summary>
     public static Tensor ZeroPadding(Tensor x, Tensor floatMask) => x.masked_fill(floatMask.eq(0), 0);
 
