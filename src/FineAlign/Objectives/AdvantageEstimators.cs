@@ -23,10 +23,10 @@ public sealed record AdvantageInput
 }
 
 /// <summary>Advantages and returns [B, T], 0 on padding (critic-free estimators return their advantages as returns, as verl).</summary>
-public sealed record AdvantageOutput(Tensor Advantages, Tensor Returns);
+public sealed record AdvantageResult(Tensor Advantages, Tensor Returns);
 
 /// <summary>The one signature of an advantage estimator: a pure function of tensors.</summary>
-public delegate AdvantageOutput AdvantageEstimator(AdvantageInput input);
+public delegate AdvantageResult AdvantageEstimator(AdvantageInput input);
 
 /// <summary>A registered estimator and what it needs from the trainer.</summary>
 public sealed record AdvantageEstimatorInfo(string Name, AdvantageEstimator Estimate, bool NeedsValues, bool NeedsGroups, string Paper);
@@ -53,7 +53,7 @@ public static class AdvantageEstimators
         Register(new(ReinforcePlusPlus, x =>
         {
             var a = GroupAdvantages.ReinforcePlusPlusFromShaped(x.Rewards, x.Mask, x.Gamma);
-            return new AdvantageOutput(a, a);
+            return new AdvantageResult(a, a);
         }, NeedsValues: false, NeedsGroups: false, "Hu 2025, arXiv 2501.03262"));
     }
 
@@ -76,18 +76,18 @@ public static class AdvantageEstimators
     };
 
     /// <summary>GAE on the shaped rewards and the critic's values, whitened when asked (PPO).</summary>
-    public static AdvantageOutput EstimateGae(AdvantageInput x)
+    public static AdvantageResult EstimateGae(AdvantageInput x)
     {
         if (x.Values is null) throw new FineAlignException("GAE needs the value model's values");
         var (adv, returns) = Ppo.Gae(x.Rewards, x.Values, x.Mask, x.Gamma, x.Lambda);
         if (x.Whiten) adv = Masked.Whiten(adv, x.Mask);
-        return new AdvantageOutput(adv, returns);
+        return new AdvantageResult(adv, returns);
     }
 
     // An outcome advantage per sequence, broadcast to its valid tokens.
-    private static AdvantageOutput GroupOutcome(Tensor perSequence, Tensor mask)
+    private static AdvantageResult GroupOutcome(Tensor perSequence, Tensor mask)
     {
         var a = GroupAdvantages.ToTokens(perSequence, mask);
-        return new AdvantageOutput(a, a);
+        return new AdvantageResult(a, a);
     }
 }
