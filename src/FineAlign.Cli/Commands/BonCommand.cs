@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using FineAlign.Trainers;
 using FineAlign.Data;
 using FineAlign.Data.Corpus;
 using FineAlign.Generation;

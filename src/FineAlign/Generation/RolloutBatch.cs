@@ -1,3 +1,4 @@
+using FineAlign.Data;
 using static TorchSharp.torch;
 
 namespace FineAlign.Generation;
@@ -33,28 +34,23 @@ public sealed class RolloutBatch : IDisposable
         string[] responses, bool[] endedWithEos, int pad)
     {
         int b = promptIds.Count, p = promptIds.Max(x => x.Length), t = Math.Max(1, responseIds.Max(x => x.Length));
-        var ids = new long[b * (p + t)]; var mask = new long[b * (p + t)];
-        var rids = new long[b * t]; var rmask = new float[b * t];
-        for (int i = 0; i < b; i++)
-        {
-            var prompt = promptIds[i]; var response = responseIds[i];
-            int off = p - prompt.Length;
-            for (int j = 0; j < p + t; j++) ids[i * (p + t) + j] = pad;
-            for (int j = 0; j < prompt.Length; j++) { ids[i * (p + t) + off + j] = prompt[j]; mask[i * (p + t) + off + j] = 1; }
-            for (int j = 0; j < t; j++) rids[i * t + j] = pad;
-            for (int j = 0; j < response.Length; j++)
-            {
-                ids[i * (p + t) + p + j] = response[j]; mask[i * (p + t) + p + j] = 1;
-                rids[i * t + j] = response[j]; rmask[i * t + j] = 1;
-            }
-        }
+        // Prompts left-padded to P, responses right-padded to T, side by side: [B, P + T].
+        var promptTensor = tensor(PadRows.Rows(Longs(promptIds), p, (long)pad, left: true), new long[] { b, p });
+        var promptMask = tensor(PadRows.Mask(promptIds.Select(x => x.Length).ToList(), p, 1L, left: true), new long[] { b, p });
+        var rids = tensor(PadRows.Rows(Longs(responseIds), t, (long)pad), new long[] { b, t });
+        var responseMask = PadRows.Mask(responseIds.Select(x => x.Length).ToList(), t, 1L);
+        var ids = cat(new[] { promptTensor, rids }, 1);
+        var mask = cat(new[] { promptMask, tensor(responseMask, new long[] { b, t }) }, 1);
+        promptTensor.Dispose(); promptMask.Dispose();
         return new RolloutBatch
         {
-            InputIds = tensor(ids, new long[] { b, p + t }), AttentionMask = tensor(mask, new long[] { b, p + t }),
-            ResponseIds = tensor(rids, new long[] { b, t }), ResponseMask = tensor(rmask, new long[] { b, t }),
+            InputIds = ids, AttentionMask = mask,
+            ResponseIds = rids, ResponseMask = tensor(responseMask.Select(x => (float)x).ToArray(), new long[] { b, t }),
             PromptWidth = p, Prompts = prompts.ToArray(), Responses = responses, EndedWithEos = endedWithEos,
         };
     }
+
+    private static List<IReadOnlyList<long>> Longs(IReadOnlyList<int[]> rows) => rows.Select(r => (IReadOnlyList<long>)r.Select(x => (long)x).ToArray()).ToList();
 
     /// <summary>Log-probs [B, T] of the response tokens under logits [B, P + T, V] at <paramref name="temperature"/>.</summary>
     public Tensor ResponseLogProbs(Tensor logits, double temperature) => LogProbsOf(logits, temperature, ResponseIds);

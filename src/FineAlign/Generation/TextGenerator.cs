@@ -1,3 +1,4 @@
+using FineAlign.Data;
 using FineAlign.Models;
 using FineAlign.Text;
 using TorchSharp;
@@ -50,18 +51,8 @@ public static class TextGenerator
         var device = model.parameters().First().device;
 
         // Left padding: row i's prompt occupies the last prompts[i].Length columns.
-        var idsFlat = new long[batch * promptLen];
-        var maskFlat = new long[batch * promptLen];
-        for (int i = 0; i < batch; i++)
-        {
-            int off = promptLen - prompts[i].Length;
-            for (int j = 0; j < promptLen; j++)
-            {
-                bool real = j >= off;
-                idsFlat[i * promptLen + j] = real ? prompts[i][j - off] : pad;
-                maskFlat[i * promptLen + j] = real ? 1 : 0;
-            }
-        }
+        var idsFlat = PadRows.Rows(prompts.Select(p => (IReadOnlyList<long>)p.Select(x => (long)x).ToArray()).ToList(), promptLen, (long)pad, left: true);
+        var maskFlat = PadRows.Mask(prompts.Select(p => p.Length).ToList(), promptLen, 1L, left: true);
 
         var tokens = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var logProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -47,4 +48,18 @@ public static class WeightCopy
         foreach (var p in model.parameters()) p.requires_grad = false;
         model.eval();
     }
+
+    /// <summary>A short hex fingerprint of a model's weights (keys reference-log-prob caches).</summary>
+    public static string Fingerprint(nn.Module model)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var (name, t) in model.state_dict())
+        {
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
+            using var f = t.detach().to(ScalarType.Float32).contiguous();
+            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.data<float>().ToArray().AsSpan()));
+        }
+        return Convert.ToHexString(sha.GetHashAndReset())[..16].ToLowerInvariant();
+    }
+
 }

@@ -28,8 +28,8 @@ public static class BcoTrainer
     /// <summary>One batch's loss and the reward shift after it (unchanged when <paramref name="train"/> is false).</summary>
     public static (LossResult Loss, RewardShift Shift) Step(CausalLM policy, CausalLM reference, FeedbackBatch b, RewardShift shift, BcoOptions o, Tensor? weights, bool train)
     {
-        var pol = PreferenceBatches.SequenceLogps(policy, b.Tokens);
-        var refLp = PreferenceBatches.ReferenceLogps(reference, b.Tokens);
+        var pol = SequenceLogProbs.Of(policy, b.Tokens);
+        var refLp = SequenceLogProbs.OfFrozen(reference, b.Tokens);
         var (r, next) = BcoLoss.Compute(pol, refLp, b.Labels, shift, o.Beta, weights, updateShift: train);
         return (new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>()), next);
     }
@@ -70,10 +70,10 @@ public static class BcoTrainer
         CancellationToken cancellation = default)
     {
         var shift = new RewardShift(); // a resumed checkpoint replaces it
-        FeedbackTraining.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
+        PreferenceBatching.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
         int pad = tokenizer.PaddingId;
-        reference ??= PreferenceBatches.FrozenCopy(policy);
-        PreferenceBatches.Freeze(reference);
+        reference ??= WeightCopy.FrozenCopy(policy);
+        WeightCopy.Freeze(reference);
         try
         {
             float[]? weights = null;
@@ -84,9 +84,9 @@ public static class BcoTrainer
                 log?.Invoke($"UDM classifier fitted in {udm.Iterations} Newton steps; thumbs-down weights mean {down.Average():F3}, " +
                             $"range [{down.Min():F3}, {down.Max():F3}] (clamped to [{Udm.MinWeight}, {Udm.MaxWeight}])");
             }
-            var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatches.Feedback(train.Examples, idx, pad, false));
-            var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatches.Feedback(eval.Examples, idx, pad, false)) : null;
-            string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+            var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatching.Feedback(train.Examples, idx, pad, false));
+            var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatching.Feedback(eval.Examples, idx, pad, false)) : null;
+            string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
             using var trainer = new Trainer<FeedbackBatch>(policy, options,
                 b =>
                 {

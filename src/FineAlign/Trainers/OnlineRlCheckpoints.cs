@@ -13,7 +13,7 @@ namespace FineAlign.Trainers;
 public sealed record OnlineRlState(int Step, int Seed, string? Advantage, double? KlCoef, List<Dictionary<string, double>> LogHistory);
 
 /// <summary>
-/// Checkpoints of the online-RL engine: model/ (and value/ with a critic), the optimizer, <see cref="StateFile"/>,
+/// Checkpoints of the online-RL engine (<c>OnlineRlTrainer</c>): model/ (and value/ with a critic), the optimizer, <see cref="StateFile"/>,
 /// and trainer_state.json written last (its presence marks the folder complete). Checkpoints of earlier versions
 /// (policy/, ppo_state.json, group_state.json) still resume.
 /// </summary>
@@ -21,13 +21,12 @@ internal sealed class OnlineRlCheckpoints(OnlineRlOptions options, CausalLM poli
 {
     public const string StateFile = "online_rl_state.json";
     private static readonly string[] LegacyStateFiles = ["ppo_state.json", "group_state.json"];
-    private const string LegacyPolicyFolder = "policy";
 
     /// <summary>The final models, saved into <paramref name="dir"/>.</summary>
     public void SaveModels(string dir)
     {
-        ModelIO.Save(policy, Path.Combine(dir, OnlineRlTrainer.ModelFolder), tokenizer);
-        value?.Save(Path.Combine(dir, OnlineRlTrainer.ValueFolder), tokenizer);
+        ModelIO.Save(policy, Path.Combine(dir, RunLayout.ModelFolder), tokenizer);
+        value?.Save(Path.Combine(dir, RunLayout.ValueFolder), tokenizer);
     }
 
     public string Save(int step, double klCoef, List<Dictionary<string, double>> history) =>
@@ -53,10 +52,10 @@ internal sealed class OnlineRlCheckpoints(OnlineRlOptions options, CausalLM poli
         string written = AdvantageEstimators.Canonical(state.Advantage ?? AdvantageEstimators.Gae);
         if (written != AdvantageEstimators.Canonical(options.Advantage))
             throw new FineAlignException($"{dir} was written by {written}, not {AdvantageEstimators.Canonical(options.Advantage)}; resume with the same --advantage");
-        string model = Path.Combine(dir, OnlineRlTrainer.ModelFolder);
-        if (!Directory.Exists(model) && Directory.Exists(Path.Combine(dir, LegacyPolicyFolder))) model = Path.Combine(dir, LegacyPolicyFolder);
+        string model = Path.Combine(dir, RunLayout.ModelFolder);
+        if (!Directory.Exists(model) && Directory.Exists(Path.Combine(dir, RunLayout.LegacyPolicyFolder))) model = Path.Combine(dir, RunLayout.LegacyPolicyFolder);
         ModelIO.LoadInto(policy, model);
-        value?.LoadFrom(Path.Combine(dir, OnlineRlTrainer.ValueFolder));
+        value?.LoadFrom(Path.Combine(dir, RunLayout.ValueFolder));
         optimizer.load_state_dict(Path.Combine(dir, CheckpointStore.OptimizerFile));
         history.AddRange(state.LogHistory);
         return state;

@@ -24,7 +24,7 @@ public sealed record OnlineRlResult(int Steps, IReadOnlyList<Dictionary<string, 
 /// </summary>
 public sealed class OnlineRlTrainer : IDisposable
 {
-    public const string ModelFolder = "model", ValueFolder = "value", RolloutsFile = "rollouts.jsonl";
+    public const string ModelFolder = RunLayout.ModelFolder, ValueFolder = RunLayout.ValueFolder, RolloutsFile = "rollouts.jsonl";
 
     private readonly CausalLM _policy, _reference;
     private readonly ValueModel? _value;

@@ -1,3 +1,4 @@
+using FineAlign.Data;
 using FineAlign.Models;
 using FineAlign.Objectives;
 using FineAlign.Rewards;
@@ -29,7 +30,7 @@ public sealed record TlcrMetrics(double Accuracy, double F1, double MajorityBase
 /// </summary>
 public static class TlcrTrainer
 {
-    public const string ModelFolder = "model";
+    public const string ModelFolder = RunLayout.ModelFolder;
 
     public static TlcrExample Encode(TextTokenizer tokenizer, LabelledResponse r)
     {
@@ -43,26 +44,13 @@ public static class TlcrTrainer
     public static TlcrBatch Collate(IReadOnlyList<TlcrExample> items, int pad, double neutralWeight = 1.0)
     {
         int b = items.Count, len = items.Max(e => e.PromptIds.Length + e.ResponseIds.Length);
-        var ids = new long[b * len]; var mask = new long[b * len];
-        var targets = new float[b * len]; var resp = new float[b * len]; var labels = new float[b * len];
-        for (int i = 0; i < b; i++)
-        {
-            var e = items[i];
-            int p = e.PromptIds.Length;
-            for (int j = 0; j < len; j++)
-            {
-                int k = i * len + j;
-                ids[k] = pad;
-                if (j < p) { ids[k] = e.PromptIds[j]; mask[k] = 1; }
-                else if (j < p + e.ResponseIds.Length)
-                {
-                    int t = j - p;
-                    ids[k] = e.ResponseIds[t]; mask[k] = 1; resp[k] = e.Labels[t] == 0 ? (float)neutralWeight : 1f;
-                    labels[k] = e.Labels[t];
-                    targets[k] = e.Labels[t] > 0 ? 1f : e.Labels[t] < 0 ? 0f : 0.5f;
-                }
-            }
-        }
+        // Per response token: loss weight, label and P(positive) target; 0 on the prompt and on padding.
+        static IReadOnlyList<float> OnResponse(TlcrExample e, Func<sbyte, float> f) => new float[e.PromptIds.Length].Concat(e.Labels.Select(f)).ToArray();
+        var ids = PadRows.Rows(items.Select(e => (IReadOnlyList<long>)e.PromptIds.Concat(e.ResponseIds).Select(x => (long)x).ToArray()).ToList(), len, (long)pad);
+        var mask = PadRows.Mask(items.Select(e => e.PromptIds.Length + e.ResponseIds.Length).ToList(), len, 1L);
+        var resp = PadRows.Rows(items.Select(e => OnResponse(e, l => l == 0 ? (float)neutralWeight : 1f)).ToList(), len, 0f);
+        var labels = PadRows.Rows(items.Select(e => OnResponse(e, l => l)).ToList(), len, 0f);
+        var targets = PadRows.Rows(items.Select(e => OnResponse(e, l => l > 0 ? 1f : l < 0 ? 0f : 0.5f)).ToList(), len, 0f);
         var shape = new long[] { b, len };
         return new TlcrBatch(tensor(ids, shape), tensor(mask, shape), tensor(targets, shape), tensor(resp, shape), tensor(labels, shape),
             tensor(items.Select(e => (long)e.Side).ToArray()));
