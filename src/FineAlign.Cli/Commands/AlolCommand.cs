@@ -69,8 +69,8 @@ public static class AlolCommand
             }
             else
             {
-                var built = OfflineCorpus.Build(r.Get(corpusSeed), r.Get(corpusSize), r.Get(noise), r.Get(noiseReward));
-                train = OfflineDataset.FromExamples(built.Train, BuiltinCorpus.Name, tokenizer, enc, warn);
+                var built = BuiltinData.OfflineExamples(r.Get(corpusSeed), r.Get(corpusSize), r.Get(noise), r.Get(noiseReward));
+                train = OfflineDataset.FromExamples(built.Train, BuiltinData.Name, tokenizer, enc, warn);
                 r.Out.WriteLine($"alol: {train.Examples.Count} built-in examples (true sentiment reward); {built.Mislabelled} of {built.Negative} negative responses " +
                                 $"relabelled with reward {r.Get(noiseReward)}");
             }

@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Globalization;
 using System.Text.Json;
 using FineAlign.Data;
@@ -50,8 +51,8 @@ public static class EvalPrefCommand
             long cut = PreferenceFlags.HoldoutStart(path, n);
             return all with { Source = $"{path} (last {n} lines)", Pairs = all.Pairs.Where(p => p.Line > cut).ToList() };
         }
-        var (_, eval) = PreferenceFlags.BuiltinPairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
-        return PreferenceDataset.FromExamples(eval, Trainers.BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn);
+        var (_, eval) = BuiltinData.PreferencePairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
+        return PreferenceDataset.FromExamples(eval, BuiltinData.Name + " (held out)", tokenizer, enc, warn);
     }
 
     internal static int Report(Recipe r, string command, PreferenceDataset pairs, PreferenceAccuracy acc, string? output, string what)

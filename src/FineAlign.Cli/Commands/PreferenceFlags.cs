@@ -75,9 +75,9 @@ internal sealed class PreferenceFlags
             }
             return (train, eval);
         }
-        var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
-        return (PreferenceDataset.FromExamples(tr, BuiltinCorpus.Name, tokenizer, enc, warn),
-                ev.Count > 0 ? PreferenceDataset.FromExamples(ev, BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn) : null);
+        var (tr, ev) = BuiltinData.PreferencePairs(r.Get(CorpusSeed), r.Get(CorpusSize));
+        return (PreferenceDataset.FromExamples(tr, BuiltinData.Name, tokenizer, enc, warn),
+                ev.Count > 0 ? PreferenceDataset.FromExamples(ev, BuiltinData.Name + " (held out)", tokenizer, enc, warn) : null);
     }
 
     /// <summary>Training and eval feedback (eval null when none); the built-in pairs are unpaired.</summary>
@@ -99,9 +99,9 @@ internal sealed class PreferenceFlags
             }
             return (train, eval);
         }
-        var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
-        return (FeedbackDataset.FromExamples(Unpair(tr), BuiltinCorpus.Name, tokenizer, enc, warn),
-                ev.Count > 0 ? FeedbackDataset.FromExamples(Unpair(ev), BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn) : null);
+        var (tr, ev) = BuiltinData.PreferencePairs(r.Get(CorpusSeed), r.Get(CorpusSize));
+        return (FeedbackDataset.FromExamples(BuiltinData.Unpair(tr), BuiltinData.Name, tokenizer, enc, warn),
+                ev.Count > 0 ? FeedbackDataset.FromExamples(BuiltinData.Unpair(ev), BuiltinData.Name + " (held out)", tokenizer, enc, warn) : null);
     }
 
     /// <summary>Line number after which the last <paramref name="n"/> lines of the file start.</summary>
@@ -111,25 +111,6 @@ internal sealed class PreferenceFlags
         if (n >= lines) throw new FineAlignException($"--holdout-last {n}: {path} has only {lines} lines");
         return lines - n;
     }
-
-    /// <summary>Built-in pairs split by held-out prompts (line numbers are review numbers).</summary>
-    public static (List<PreferenceExample> Train, List<PreferenceExample> Eval) BuiltinPairs(int seed, int count)
-    {
-        var train = new List<PreferenceExample>();
-        var eval = new List<PreferenceExample>();
-        foreach (var r in ReviewCorpus.Generate(seed, count))
-            foreach (var p in ReviewCorpus.PreferencePairs([r]))
-                (ReviewCorpus.IsEvalPrompt(r.Prompt, seed) ? eval : train).Add(new PreferenceExample(r.Index + 1, PreferenceFormat.PromptChosenRejected,
-                    new PromptCompletionExample(r.Index + 1, p.Prompt, p.Chosen), new PromptCompletionExample(r.Index + 1, p.Prompt, p.Rejected)));
-        return (train, eval);
-    }
-
-    private static IEnumerable<FeedbackExample> Unpair(IEnumerable<PreferenceExample> pairs) =>
-        pairs.SelectMany(p => new[]
-        {
-            new FeedbackExample(p.Line, FeedbackFormat.UnpairedPreferences, p.Chosen, true),
-            new FeedbackExample(p.Line, FeedbackFormat.UnpairedPreferences, p.Rejected, false),
-        });
 
     /// <summary>The policy for dpo/kto/bco: --model is required (fine-tuning a fresh model from preferences makes little sense).</summary>
     public static (CausalLM Model, TextTokenizer Tokenizer, string Description) RequirePolicy(Recipe r, TrainingFlags flags, string command)

@@ -42,7 +42,7 @@ public static class PretrainCommand
             }
             else
             {
-                (train, eval) = BuiltinCorpus.PretrainBlocks(tokenizer, r.Get(corpusSeed), r.Get(corpusSize), context);
+                (train, eval) = BuiltinData.PretrainBlocks(tokenizer, r.Get(corpusSeed), r.Get(corpusSize), context);
                 prompts = ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(samples)).Eval.Take(r.Get(samples)).ToList();
             }
             if (train.Count == 0)

@@ -59,9 +59,9 @@ public static class SftCommand
             }
             else
             {
-                var (tr, ev) = BuiltinCorpus.SftExamples(r.Get(corpusSeed), r.Get(corpusSize));
-                train = SftDataset.FromExamples(tr, BuiltinCorpus.Name, tokenizer, sftOptions, warn);
-                eval = SftDataset.FromExamples(ev, BuiltinCorpus.Name, tokenizer, sftOptions, warn);
+                var (tr, ev) = BuiltinData.SftExamples(r.Get(corpusSeed), r.Get(corpusSize));
+                train = SftDataset.FromExamples(tr, BuiltinData.Name, tokenizer, sftOptions, warn);
+                eval = SftDataset.FromExamples(ev, BuiltinData.Name, tokenizer, sftOptions, warn);
                 heldOutPrompts = ev.OfType<PromptCompletionExample>().Select(e => e.Prompt).Distinct().Take(r.Get(samples)).ToList();
             }
             var trainExamples = train.Examples;

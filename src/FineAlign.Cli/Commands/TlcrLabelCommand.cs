@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using FineAlign.Trainers;
@@ -34,9 +35,9 @@ public static class TlcrLabelCommand
             }
             else
             {
-                var pairs = TlcrCorpus.Pairs(r.Get(corpusSeed), r.Get(corpusSize));
-                Write(r, outPath, TlcrCorpus.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList());
-                if (r.Get(evalOut) is string ev) Write(r, ev, TlcrCorpus.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList());
+                var pairs = BuiltinData.RevisionPairs(r.Get(corpusSeed), r.Get(corpusSize));
+                Write(r, outPath, TlcrLabeller.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList());
+                if (r.Get(evalOut) is string ev) Write(r, ev, TlcrLabeller.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList());
             }
             return 0;
         });

@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Globalization;
 using FineAlign.Models;
 using FineAlign.Rewards;
@@ -37,9 +38,9 @@ public static class TlcrTrainCommand
             }
             else
             {
-                var pairs = TlcrCorpus.Pairs(r.Get(corpusSeed), r.Get(corpusSize));
-                train = TlcrCorpus.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList();
-                eval = TlcrCorpus.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList();
+                var pairs = BuiltinData.RevisionPairs(r.Get(corpusSeed), r.Get(corpusSize));
+                train = TlcrLabeller.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList();
+                eval = TlcrLabeller.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList();
             }
             int vocab = trunk.Config.VocabSize;
             var badId = train.Concat(eval).SelectMany(x => x.ResponseIds).FirstOrDefault(id => id < 0 || id >= vocab, -1);

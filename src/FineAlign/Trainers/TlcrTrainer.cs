@@ -153,37 +153,3 @@ public static class TlcrTrainer
         return (correct, labelled.sum().item<long>(), tp, fp, fn);
     }
 }
-
-/// <summary>Revision pairs from the built-in review corpus (TLCR-style minimal antonym edits), split by held-out prompts.</summary>
-public static class TlcrCorpus
-{
-    public sealed record Pair(string Prompt, string Original, string Revised, bool IsEval);
-
-    /// <summary>
-    /// Every review is revised toward positive (the preferred direction, like TLCR's corrections of rejected responses):
-    /// +1 then always means "what the reviser wrote" = positive sentiment. Mixing directions would give the same word
-    /// opposite labels. Reviews with nothing to revise are skipped.
-    /// </summary>
-    public static List<Pair> Pairs(int seed, int count, double evalFraction = 0.1)
-    {
-        var list = new List<Pair>();
-        foreach (var r in Data.Corpus.ReviewCorpus.Generate(seed, count))
-        {
-            var pair = Data.Corpus.ReviewCorpus.Revise(r, towardPositive: true);
-            if (pair.ChangedWords == 0) continue;
-            list.Add(new Pair(r.Prompt, r.Completion, pair.Revised.Completion, Data.Corpus.ReviewCorpus.IsEvalPrompt(r.Prompt, seed, evalFraction)));
-        }
-        return list;
-    }
-
-    /// <summary>Both labelled sides of every pair.</summary>
-    public static IEnumerable<LabelledResponse> Label(TextTokenizer tokenizer, IEnumerable<Pair> pairs)
-    {
-        foreach (var p in pairs)
-        {
-            var (a, b, _) = TlcrLabeller.FromRevision(tokenizer, p.Prompt, p.Original, p.Revised);
-            yield return a;
-            yield return b;
-        }
-    }
-}
