@@ -23,8 +23,10 @@ public static class EvalPrefCommand
         var data = PreferenceFlags.Declare(cmd, feedback: false, evalData: false);
         var batch = cmd.Declare("--batch-size", 32, "Pairs per forward.", check: v => v >= 1 ? null : "must be at least 1");
         var output = cmd.Declare<string?>("--output", null, "Also write the result as JSON to this file.");
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((r, ct) =>
         {
+            runtime.Apply(r);
             string dir = r.Get(model) ?? throw new FineAlignException("eval-pref needs --model: a policy folder (e.g. runs/dpo/model).");
             string resolved = ModelFolder.Resolve(dir);
             using var policy = ModelIO.Load(resolved);

@@ -45,8 +45,10 @@ public static class GenerateCommand
         var output = cmd.Declare<string?>("--output", null, "Write JSON lines to this file (atomically: all or nothing) instead of printing the completions.", alias: "-o");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
 
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((recipe, ct) =>
         {
+            runtime.Apply(recipe);
             string modelDir = recipe.Get(model) ?? throw LogprobsCommand.Required("--model", "a model folder");
             string[] prompts = recipe.Get(prompt) ?? [];
             string? inputPath = recipe.Get(input);

@@ -41,7 +41,7 @@ internal sealed class PreferenceFlags
                                                                              "completion token are skipped and counted).", check: v => v is null or >= 1 ? null : "must be at least 1"),
             ChatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for message data: chatml, llama2 or zephyr (default: from tokenizer_config.json)."),
             CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews generated for the built-in preference pairs.", check: v => v >= 10 ? null : "must be at least 10"),
-            CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
+            CorpusSeed = cmd.Declare("--corpus-seed", ReviewCorpus.DefaultSeed, "Seed of the built-in corpus (kept apart from --seed so runs with different seeds see the same data)."),
             HoldoutLast = cmd.Declare("--holdout-last", 0, evalData
                 ? "Hold out the last N lines of --data as the eval set (when --eval-data is not given); 0 = none."
                 : "Evaluate only the last N lines of --data (the part a training run held out with the same value); 0 = all.",
@@ -67,11 +67,8 @@ internal sealed class PreferenceFlags
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? PreferenceDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {
-                long cut = HoldoutStart(path, n);
-                eval = train with { Source = $"{path} (last {n} lines)", Pairs = train.Pairs.Where(p => p.Line > cut).ToList() };
-                train = train with { Pairs = train.Pairs.Where(p => p.Line <= cut).ToList() };
-                if (train.Pairs.Count == 0 || eval.Pairs.Count == 0)
-                    throw new FineAlignException($"--holdout-last {n} leaves {train.Pairs.Count} training and {eval.Pairs.Count} held-out pairs of {path}");
+                var (kept, held) = HoldOut.LastLines(train.Pairs, p => p.Line, path, n, "pairs");
+                (train, eval) = (train with { Pairs = kept }, train with { Source = HoldOut.Describe(path, n), Pairs = held });
             }
             return (train, eval);
         }
@@ -91,11 +88,8 @@ internal sealed class PreferenceFlags
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? FeedbackDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {
-                long cut = HoldoutStart(path, n);
-                eval = train with { Source = $"{path} (last {n} lines)", Examples = train.Examples.Where(e => e.Line > cut).ToList() };
-                train = train with { Examples = train.Examples.Where(e => e.Line <= cut).ToList() };
-                if (train.Examples.Count == 0 || eval.Examples.Count == 0)
-                    throw new FineAlignException($"--holdout-last {n} leaves {train.Examples.Count} training and {eval.Examples.Count} held-out examples of {path}");
+                var (kept, held) = HoldOut.LastLines(train.Examples, e => e.Line, path, n, "examples");
+                (train, eval) = (train with { Examples = kept }, train with { Source = HoldOut.Describe(path, n), Examples = held });
             }
             return (train, eval);
         }
@@ -104,13 +98,8 @@ internal sealed class PreferenceFlags
                 ev.Count > 0 ? FeedbackDataset.FromExamples(BuiltinData.Unpair(ev), BuiltinData.Name + " (held out)", tokenizer, enc, warn) : null);
     }
 
-    /// <summary>Line number after which the last <paramref name="n"/> lines of the file start.</summary>
-    public static long HoldoutStart(string path, int n)
-    {
-        long lines = File.ReadLines(path).LongCount();
-        if (n >= lines) throw new FineAlignException($"--holdout-last {n}: {path} has only {lines} lines");
-        return lines - n;
-    }
+    /// <summary>Line number after which the last <paramref name="n"/> lines of the file start: <see cref="HoldOut.StartLine"/>.</summary>
+    public static long HoldoutStart(string path, int n) => HoldOut.StartLine(path, n);
 
     /// <summary>The policy for dpo/kto/bco: --model is required (fine-tuning a fresh model from preferences makes little sense).</summary>
     public static (CausalLM Model, TextTokenizer Tokenizer, string Description) RequirePolicy(Recipe r, TrainingFlags flags, string command)

@@ -61,6 +61,29 @@ public static class SequenceLogProbs
         return Of(model, b);
     }
 
+    /// <summary>
+    /// Per-token log-probs of each sequence (length n−1 for n tokens), scored in one right-padded batch. Padding sits
+    /// after every real token, so with the causal mask no real position sees it; the mask keeps positions right too.
+    /// </summary>
+    public static float[][] Score(CausalLM model, IReadOnlyList<int[]> sequences)
+    {
+        int b = sequences.Count, len = sequences.Max(s => s.Length);
+        var result = new float[b][];
+        if (len < 2) return sequences.Select(_ => Array.Empty<float>()).ToArray();
+        var ids = PadRows.Rows(sequences.Select(x => (IReadOnlyList<long>)x.Select(v => (long)v).ToArray()).ToList(), len, 0L);
+        var mask = PadRows.Mask(sequences.Select(x => x.Length).ToList(), len, 1L);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var device = model.parameters().First().device;
+        var idsT = tensor(ids, [b, len], device: device);
+        var maskT = tensor(mask, [b, len], device: device);
+        var logits = model.Forward(idsT, maskT);
+        var lp = PerToken(logits, idsT).cpu().data<float>().ToArray();
+        for (int i = 0; i < b; i++)
+            result[i] = lp.AsSpan(i * (len - 1), sequences[i].Length - 1).ToArray();
+        return result;
+    }
+
     internal static void CheckShapes(Tensor logits, Tensor inputIds, Tensor? lossMask)
     {
         if (logits.dim() != 3)
