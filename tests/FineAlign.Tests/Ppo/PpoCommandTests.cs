@@ -35,6 +35,9 @@ public class PpoCommandTests
         Assert.True(File.Exists(Path.Combine(outDir, OnlineRlTrainer.ModelFolder, "config.json")));
         using var value = ScoredLM.Load(Path.Combine(outDir, OnlineRlTrainer.ValueFolder));
         Assert.Equal((HeadKind.Token, 1), (value.Kind, value.NumLabels));
+        // The run folder is a model folder like every trainer's (issue #12: PPO wrote policy/ and this failed).
+        var gen = CliRunner.Run("generate", "--model", outDir, "--prompt", "a", "--max-new-tokens", "2", "--threads", "1");
+        Assert.True(gen.Code == 0, gen.Err);
     }
 
     [Fact]
