@@ -1,6 +1,7 @@
 using System.Text;
 using FineAlign.Data;
 using FineAlign.Models;
+using FineAlign.Generation;
 using FineAlign.Rewards;
 using FineAlign.Tests.Support;
 using FineAlign.Text;
@@ -93,15 +94,15 @@ public class ChatPromptTests
         };
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
-        using var value = PpoValueModel.Shared(policy, 1);
+        using var value = ValueModel.Shared(policy, 1);
         var reward = ProgrammaticRewardSource.Sequence("len", e => e.ResponseIds.Length);
-        var options = new PpoOptions { OutputDir = tmp.Path, Steps = 1, RolloutBatchSize = 4, MiniBatchSize = 2, MaxNewTokens = 8 };
-        using var free = new PpoTrainer(policy, reference, value, Tok, reward, ["a", "b"], options);
-        using (var r0 = free.Rollout(["a", "b", "a", "b"], 3))
-            Assert.True(r0.ResponseIds.shape[1] > 1);   // without stop tokens some response runs on
+        var options = OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 1, BatchSize = 4, MiniBatchSize = 2, MaxNewTokens = 8 };
+        using var free = new OnlineRlTrainer(policy, reference, value, Tok, reward, ["a", "b", "c", "d"], options);
+        using var r0 = free.Rollout(1);
+        Assert.True(r0.ResponseIds.shape[1] > 1);   // without stop tokens some response runs on
         // Every id a stop token: each response ends after its first token, as having ended at end of turn.
-        using var stopping = new PpoTrainer(policy, reference, value, Tok, reward, ["a", "b"], options with { StopTokenIds = Enumerable.Range(0, 261).ToArray() });
-        using var r = stopping.Rollout(["a", "b", "a", "b"], 3);
+        using var stopping = new OnlineRlTrainer(policy, reference, value, Tok, reward, ["a", "b", "c", "d"], options with { StopTokenIds = Enumerable.Range(0, 261).ToArray() });
+        using var r = stopping.Rollout(1);
         Assert.Equal(1, r.ResponseIds.shape[1]);
         Assert.All(r.EndedWithEos, Assert.True);
     }
