@@ -89,7 +89,7 @@ public sealed record TokenizerSettings
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: StrictJson.Options) as JsonObject
+            return JsonNode.Parse(TokenizerFiles.ReadAllBytes(path), documentOptions: StrictJson.Options) as JsonObject
                 ?? throw new FineAlignException($"{path}: expected a JSON object");
         }
         catch (JsonException e)
