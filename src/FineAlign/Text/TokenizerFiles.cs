@@ -9,22 +9,17 @@ public static class TokenizerFiles
     /// <summary>
     /// The bytes of <paramref name="path"/>. A device, pipe or anything that yields more bytes than its size says
     /// (e.g. <c>/dev/zero</c>) is refused after at most one read, instead of growing memory without end.
-    /// A symlink is followed (Hugging Face cache files are symlinks into blobs/).
+    /// A symlink is followed when its target stays inside the folder or its hub-cache repository (see <see cref="LinkedFile"/>).
     /// </summary>
     public static byte[] ReadAllBytes(string path)
     {
         var info = new FileInfo(path);
         if (Directory.Exists(path)) throw new FineAlignException($"{path}: is a directory, expected a file");
         if (!info.Exists) throw new FineAlignException($"{path}: file not found");
-        if (info.LinkTarget is not null)
-        {
-            var target = info.ResolveLinkTarget(returnFinalTarget: true);
-            if (target is null || !target.Exists) throw new FineAlignException($"{path}: is a broken symlink");
-            info = new FileInfo(target.FullName);
-        }
+        info = new FileInfo(LinkedFile.Resolve(path));  // a hub-cache symlink: the target's size (refused if it leaves the folder)
         long length = info.Length;
         if (length > MaxBytes) throw new FineAlignException($"{path}: is {length} bytes; a tokenizer file is at most {MaxBytes} bytes");
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        using var fs = new FileStream(info.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         var buffer = new byte[length];
         int read = 0;
         while (read < length)
