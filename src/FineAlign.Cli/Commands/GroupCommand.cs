@@ -90,7 +90,7 @@ public static class GroupCommand
             }
             else (train, heldOut) = ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize));
 
-            string dir = r.Get(policyDir);
+            string dir = ModelLocator.Resolve(r.Get(policyDir));  // folder, checkpoint or hub-cache org/name
             var tokenizer = TokenizerLoader.Load(dir);
             using var policy = ModelIO.Load(dir);
             using var reference = ModelIO.Load(dir);

@@ -116,7 +116,7 @@ internal sealed class PpoFlags
     /// <summary>Policy, frozen reference and value model, all from --policy (and --value-model).</summary>
     public (CausalLM Policy, CausalLM Reference, PpoValueModel Value, TextTokenizer Tokenizer) LoadModels(Recipe r)
     {
-        string dir = r.Get(Policy);
+        string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
         var policy = ModelIO.Load(dir);
         var reference = ModelIO.Load(dir);

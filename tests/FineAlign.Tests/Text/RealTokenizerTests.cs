@@ -11,6 +11,10 @@ namespace FineAlign.Tests.Text;
 /// </summary>
 public class RealTokenizerTests
 {
+    // Each real tokenizer is read once for both tests (the largest tokenizer.json is 27 MB).
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<TextTokenizer>> Loaded = new();
+    private static TextTokenizer Load(string dir) => Loaded.GetOrAdd(dir, d => new Lazy<TextTokenizer>(() => TokenizerLoader.Load(d))).Value;
+
     public static TheoryData<string> Folders()
     {
         string root = TestPaths.RequireShared("tokenizers");
@@ -25,7 +29,7 @@ public class RealTokenizerTests
     public void EncodeAndDecode_MatchTheReferenceOnEveryCase(string name)
     {
         string dir = Path.Combine(TestPaths.RequireShared("tokenizers"), name);
-        var tok = TokenizerLoader.Load(dir);
+        var tok = Load(dir);
         Assert.Equal(HfTokenizerKind.TokenizerJson, Assert.IsType<HfTokenizer>(tok).Kind);
         var failures = new List<string>();
         int cases = 0;
@@ -62,7 +66,7 @@ public class RealTokenizerTests
         string dir = Path.Combine(TestPaths.RequireShared("tokenizers"), name);
         string chat = Path.Combine(dir, "chat.jsonl");
         if (!File.Exists(chat)) return;  // models without a chat template ship no chat.jsonl
-        var tok = TokenizerLoader.Load(dir);
+        var tok = Load(dir);
         var failures = new List<string>();
         foreach (string line in File.ReadLines(chat))
         {

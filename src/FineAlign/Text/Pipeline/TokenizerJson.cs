@@ -103,10 +103,12 @@ public sealed class TokenizerJson
     public static TokenizerJson Load(string path)
     {
         byte[] bytes = TokenizerFiles.ReadAllBytes(path);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{path}: is not valid UTF-8 text");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { AllowDuplicateProperties = false, MaxDepth = 256 }); }
         catch (JsonException e) { throw new FineAlignException($"{path}: invalid JSON: {e.Message.ReplaceLineEndings(" ")}", e); }
         using (doc)
+        try
         {
             var root = new JsonFields(path, "", doc.RootElement);
             JsonFields? Part(string name) => root.Get(name) is { } v ? new JsonFields(path, name, v) : null;
@@ -119,6 +121,10 @@ public sealed class TokenizerJson
             var post = Part("post_processor") is { } qf ? PostProcessor.Parse(qf, TokenId) : null;
             var decoder = Part("decoder") is { } df ? Decoder.Parse(df) : null;
             return new TokenizerJson(path, normalizer, pre, model, post, decoder, added);
+        }
+        catch (InvalidOperationException)  // JsonElement.GetString on a lone surrogate escape
+        {
+            throw new FineAlignException($"{path}: a JSON string is not valid Unicode (a lone UTF-16 surrogate escape such as \\ud800?)");
         }
     }
 }
