@@ -76,6 +76,7 @@ internal sealed class Bpe : TokenModel
     private readonly bool _fuseUnk, _ignoreMerges;
     private readonly int[]? _byteIds;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private int _cacheCount;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
 
     private Bpe(Dictionary<string, int> vocab, Dictionary<long, (int, int)> merges, string? prefix, string? suffix,
@@ -98,7 +99,7 @@ internal sealed class Bpe : TokenModel
         var vocab = ReadVocab(f);
         string? prefix = f.OptString("continuing_subword_prefix"), suffix = f.OptString("end_of_word_suffix");
         int prefixLen = prefix?.Length ?? 0;
-        var merges = new Dictionary<long, (int, int)>();
+        var merges = new Dictionary<long, (int, int)>(PairComparer.Instance);
         int rank = 0;
         foreach (var m in f.Array("merges").EnumerateArray())
         {
@@ -127,13 +128,22 @@ internal sealed class Bpe : TokenModel
 
     private static long Key(int a, int b) => ((long)a << 32) | (uint)b;
 
+    // long.GetHashCode is hi ^ lo, so the pairs (a, b) of small ids collide massively; mix the bits instead.
+    private sealed class PairComparer : IEqualityComparer<long>
+    {
+        public static readonly PairComparer Instance = new();
+        public bool Equals(long x, long y) => x == y;
+        public int GetHashCode(long x) => (int)(((ulong)x * 0x9E3779B97F4A7C15UL) >> 32);
+    }
+
     public override void Tokenize(string word, List<int> ids)
     {
         if (word.Length == 0) return;
         if (_ignoreMerges && Vocab.TryGetValue(word, out int whole)) { ids.Add(whole); return; }
         if (_cache.TryGetValue(word, out int[]? cached)) { ids.AddRange(cached); return; }
         int[] result = MergeWord(word);
-        if (word.Length < CacheMaxWordLength && _cache.Count < CacheCapacity) _cache.TryAdd(word, result);
+        // (ConcurrentDictionary.Count takes every lock: keep an own count.)
+        if (word.Length < CacheMaxWordLength && _cacheCount < CacheCapacity && _cache.TryAdd(word, result)) Interlocked.Increment(ref _cacheCount);
         ids.AddRange(result);
     }
 
@@ -186,7 +196,30 @@ internal sealed class Bpe : TokenModel
         return symbols.Count < 2 || _merges.Count == 0 ? symbols.ToArray() : Merge(symbols);
     }
 
-    private int[] Merge(List<int> symbols)
+    private int[] Merge(List<int> symbols) => symbols.Count <= 48 ? MergeByScan(symbols) : MergeByQueue(symbols);
+
+    // Short words (nearly all): repeatedly merge the adjacent pair of lowest rank, leftmost on ties. This is
+    // the order tokenizers' priority queue pops merges in (it holds exactly the current adjacent pairs), without
+    // the queue's allocations.
+    private int[] MergeByScan(List<int> symbols)
+    {
+        int n = symbols.Count;
+        Span<int> c = stackalloc int[n];
+        for (int i = 0; i < n; i++) c[i] = symbols[i];
+        while (n > 1)
+        {
+            int best = -1, bestRank = int.MaxValue, bestId = 0;
+            for (int i = 0; i + 1 < n; i++)
+                if (_merges.TryGetValue(Key(c[i], c[i + 1]), out var m) && m.Rank < bestRank) { best = i; bestRank = m.Rank; bestId = m.NewId; }
+            if (best < 0) break;
+            c[best] = bestId;
+            c[(best + 2)..n].CopyTo(c[(best + 1)..]);
+            n--;
+        }
+        return c[..n].ToArray();
+    }
+
+    private int[] MergeByQueue(List<int> symbols)
     {
         int n = symbols.Count;
         var c = symbols.ToArray();
