@@ -83,6 +83,18 @@ public class HfTokenizerTests
     }
 
     [Fact]
+    public void Loader_PrefersTokenizerJsonOverTokenizerModel_AsTransformersFastTokenizersDo()
+    {
+        using var dir = TestPaths.NewTempDir();
+        WriteSentencePiece(dir.Path);
+        WriteTokenizerJson(dir.Path);
+        Assert.Equal(HfTokenizerKind.TokenizerJson, Assert.IsType<HfTokenizer>(TokenizerLoader.Load(dir.Path)).Kind);
+        // A tokenizer.json with a refused component falls back to tokenizer.model.
+        WriteTokenizerJson(dir.Path, modelType: "Unigram");
+        Assert.Equal(HfTokenizerKind.SentencePiece, Assert.IsType<HfTokenizer>(TokenizerLoader.Load(dir.Path)).Kind);
+    }
+
+    [Fact]
     public void Loader_EmptyFolder_ListsWhatItLookedFor()
     {
         using var dir = TestPaths.NewTempDir();

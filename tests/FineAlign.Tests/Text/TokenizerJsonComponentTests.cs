@@ -119,6 +119,18 @@ public class TokenizerJsonComponentTests
         Assert.Empty(tok.Encode("   "));                       // stripped to nothing: Prepend adds nothing
     }
 
+    // SentencePiece-style normaliser (Mistral, Llama 2): Prepend "▁" to every section, including the one after an
+    // added token (as tokenizers applies normalisers per section); a continuation gets no dummy prefix.
+    [Fact]
+    public void PrependNormalizer_PerSection_AndNotOnContinuations()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var tok = Build(dir, ["▁hi▁there", "hi▁there", "▁x"], addedTokens: $"[{Added(100, "</s>")}]",
+            normalizer: """{"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}""");
+        Assert.Equal(["▁hi▁there", "</s>", "▁x"], Pieces(tok, "hi there</s>x"));
+        Assert.Equal(["hi▁there", "</s>", "▁x"], tok.EncodeContinuation("hi there</s>x").Select(tok.IdToToken).ToArray());
+    }
+
     // pre_tokenizers/metaspace.rs test `non_legacy_meta_space`: "first" prepends only at offset 0 of the text,
     // not after an added token; "always" prepends to every section.
     [Theory]
