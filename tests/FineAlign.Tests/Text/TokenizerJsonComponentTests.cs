@@ -257,6 +257,31 @@ public class TokenizerJsonComponentTests
         Assert.Equal("Hi\uFFFD there", tok.Decode([0, 3, 4]));  // an invalid byte run: one U+FFFD per byte
     }
 
+    // Oniguruma syntax .NET spells differently: possessive quantifiers are atomic groups; \w includes all marks.
+    [Theory]
+    [InlineData(@"a?+b", @"(?>a?)b")]
+    [InlineData(@"[^\s\p{L}]++[\r\n]*", @"(?>[^\s\p{L}]+)[\r\n]*")]
+    [InlineData(@"(ab)*+c", @"(?>(ab)*)c")]
+    [InlineData(@"(?i:'s|'t)|\p{N}{1,3}+", @"(?i:'s|'t)|(?>\p{N}{1,3})")]
+    [InlineData(@"a+?b|\s+(?!\S)", @"a+?b|\s+(?!\S)")]
+    [InlineData(@"\w+|[^\w\s]+", @"[\p{L}\p{M}\p{Nd}\p{Pc}]+|[^\p{L}\p{M}\p{Nd}\p{Pc}\s]+")]
+    public void OnigurumaPatterns_AreRewrittenForDotNet(string onig, string dotnet) =>
+        Assert.Equal(dotnet, FineAlign.Text.Pipeline.UnicodeRegex.OnigToDotNet(onig));
+
+    // tiktoken's cl100k pattern with possessive quantifiers splits as the non-possessive form Llama 3 ships.
+    [Fact]
+    public void PossessivePattern_SplitsAsItsNonPossessiveForm()
+    {
+        const string possessive = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        const string plain = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        var a = new FineAlign.Text.Pipeline.UnicodeRegex(possessive, "f", "w");
+        var b = new FineAlign.Text.Pipeline.UnicodeRegex(plain, "f", "w");
+        foreach (string text in new[] { "Hello world's 12345 !!!\n\n  foo", "I'M DONE...\r\n\r\ny", "😀abc  😀😀 x", "a\t\tb   \n" })
+            Assert.Equal(b.Matches(text).ToList(), a.Matches(text).ToList());
+        // Devanagari "कि": the vowel sign is a spacing mark (Mc), part of a word for Oniguruma's \w.
+        Assert.Equal(new[] { (0, 2) }, new FineAlign.Text.Pipeline.UnicodeRegex(@"\w+", "f", "w").Matches("\u0915\u093F").ToList());
+    }
+
     // ---------------------------------------------------------------- bad input: one line naming file and place
 
     [Theory]

@@ -148,7 +148,7 @@ internal sealed class UnicodeRegex
     public UnicodeRegex(string pattern, string file, string where)
     {
         Pattern = pattern;
-        try { _re = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant); }
+        try { _re = new Regex(OnigToDotNet(pattern), RegexOptions.Compiled | RegexOptions.CultureInvariant); }
         catch (ArgumentException e) { throw new FineAlignException($"{file}: {where}: regex is not valid in .NET: {e.Message}", e); }
     }
 
@@ -178,6 +178,112 @@ internal sealed class UnicodeRegex
         map.Add(s.Length);
         string t = sb.ToString();
         for (var m = _re.Match(t); m.Success; m = m.NextMatch()) yield return (map[m.Index], map[m.Index + m.Length]);
+    }
+
+    /// <summary>
+    /// Rewrites the Oniguruma syntax tokenizer regexes use that .NET spells differently: possessive quantifiers
+    /// (<c>X?+</c>, <c>X*+</c>, <c>X++</c>, <c>X{m,n}+</c>, e.g. in tiktoken-derived cl100k patterns) become atomic
+    /// groups <c>(?&gt;X?)</c>, which mean the same; <c>\w</c> becomes Oniguruma's Unicode word class (letters, all
+    /// marks, decimal digits, connector punctuation; .NET's \w lacks the spacing and enclosing marks); <c>\h</c>
+    /// (a hex digit in Oniguruma) becomes <c>[0-9a-fA-F]</c>. Everything else is passed through.
+    /// </summary>
+    private static readonly Regex GroupHead = new(@"^\?(?:<[A-Za-z_][A-Za-z0-9_]*>|[:=!>]|<=|<!|[a-zA-Z]*-?[a-zA-Z]*:)");
+
+    internal static string OnigToDotNet(string p)
+    {
+        const string Word = @"\p{L}\p{M}\p{Nd}\p{Pc}";
+        var sb = new StringBuilder(p.Length + 16);
+        int atomStart = -1;  // index in sb where the last complete atom starts
+        int i = 0;
+        while (i < p.Length)
+        {
+            char c = p[i];
+            if (c == '\\' && i + 1 < p.Length)
+            {
+                atomStart = sb.Length;
+                char n = p[i + 1];
+                if (n == 'w') { sb.Append('[').Append(Word).Append(']'); i += 2; continue; }
+                if (n == 'W') { sb.Append("[^").Append(Word).Append(']'); i += 2; continue; }
+                if (n == 'h') { sb.Append("[0-9a-fA-F]"); i += 2; continue; }
+                int end = i + 2;
+                if (n is 'p' or 'P' or 'x' && end < p.Length && p[end] == '{') end = p.IndexOf('}', end) is int close and >= 0 ? close + 1 : p.Length;
+                else if (n == 'u') end = Math.Min(p.Length, i + 6);
+                sb.Append(p, i, end - i);
+                i = end;
+                continue;
+            }
+            if (c == '[')
+            {
+                atomStart = sb.Length;
+                int j = i + 1;
+                if (j < p.Length && p[j] == '^') j++;
+                if (j < p.Length && p[j] == ']') j++;   // a literal ']' first
+                var cls = new StringBuilder("[").Append(p, i + 1, j - i - 1);
+                while (j < p.Length && p[j] != ']')
+                {
+                    if (p[j] == '\\' && j + 1 < p.Length)
+                    {
+                        if (p[j + 1] == 'w') { cls.Append(Word); j += 2; continue; }
+                        if (p[j + 1] == 'h') { cls.Append("0-9a-fA-F"); j += 2; continue; }
+                        cls.Append(p, j, 2); j += 2; continue;
+                    }
+                    cls.Append(p[j++]);
+                }
+                sb.Append(cls).Append(']');
+                i = Math.Min(p.Length, j + 1);
+                continue;
+            }
+            if (c == '(')
+            {
+                // Translate the group's inside recursively, so the whole group is one atom.
+                int depth = 0, j = i;
+                for (; j < p.Length; j++)
+                {
+                    if (p[j] == '\\') { j++; continue; }
+                    if (p[j] == '[') { j++; if (j < p.Length && p[j] == '^') j++; if (j < p.Length && p[j] == ']') j++; while (j < p.Length && p[j] != ']') { if (p[j] == '\\') j++; j++; } continue; }
+                    if (p[j] == '(') depth++;
+                    else if (p[j] == ')' && --depth == 0) break;
+                }
+                if (j >= p.Length) { sb.Append(p, i, p.Length - i); break; }  // unbalanced: let .NET report it
+                string inner = p[(i + 1)..j];
+                // (?: (?= (?! (?> (?<= (?<! (?<name> (?i: … keep their head; anything else starting with ? passes through.
+                string head = GroupHead.Match(inner) is { Success: true } h ? h.Value : "";
+                if (head.Length == 0 && inner.StartsWith('?')) { atomStart = sb.Length; sb.Append('(').Append(inner).Append(')'); i = j + 1; continue; }
+                atomStart = sb.Length;
+                sb.Append('(').Append(head).Append(OnigToDotNet(inner[head.Length..])).Append(')');
+                i = j + 1;
+                continue;
+            }
+            if (c is '?' or '*' or '+' or '{' && atomStart >= 0)
+            {
+                int end = i + 1;
+                if (c == '{')
+                {
+                    int close = p.IndexOf('}', i);
+                    if (close < 0) { sb.Append(c); i++; continue; }
+                    end = close + 1;
+                }
+                if (end < p.Length && p[end] == '+')
+                {
+                    string atom = sb.ToString(atomStart, sb.Length - atomStart);
+                    sb.Length = atomStart;
+                    sb.Append("(?>").Append(atom).Append(p, i, end - i).Append(')');
+                    i = end + 1;
+                }
+                else
+                {
+                    sb.Append(p, i, end - i);
+                    i = end;
+                    if (i < p.Length && p[i] == '?') sb.Append(p[i++]);   // lazy quantifier
+                }
+                atomStart = -1;
+                continue;
+            }
+            atomStart = c is '|' or '^' or '$' ? -1 : sb.Length;
+            sb.Append(c);
+            i++;
+        }
+        return sb.ToString();
     }
 
     // For each category, the last BMP character with it (far from ASCII, so the patterns' literal letters and
