@@ -37,13 +37,19 @@ public static class LinkedFile
     /// </summary>
     public static string AllowedRoot(string folder)
     {
-        string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
-        var snapshots = Path.GetDirectoryName(full);
+        // The real path decides, so a folder that is itself a link to a snapshot (./qwen → …/snapshots/abc) counts.
+        string real = RealPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        if (SnapshotRepo(real) is string repo) return repo;
+        return SnapshotRepo(Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar)) is string named ? RealPath(named) : real;
+    }
+
+    private static string? SnapshotRepo(string folder)
+    {
+        var snapshots = Path.GetDirectoryName(folder);
         var repo = snapshots is null ? null : Path.GetDirectoryName(snapshots);
-        if (snapshots is not null && repo is not null && Path.GetFileName(snapshots) == "snapshots"
-            && Path.GetFileName(repo) is string name && (name.StartsWith("models--", StringComparison.Ordinal) || name.StartsWith("datasets--", StringComparison.Ordinal)))
-            return RealPath(repo);
-        return RealPath(full);
+        return snapshots is not null && repo is not null && Path.GetFileName(snapshots) == "snapshots"
+            && Path.GetFileName(repo) is string name && (name.StartsWith("models--", StringComparison.Ordinal) || name.StartsWith("datasets--", StringComparison.Ordinal))
+            ? repo : null;
     }
 
     private static bool IsInside(string path, string root) =>

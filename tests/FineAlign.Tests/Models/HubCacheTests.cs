@@ -52,6 +52,12 @@ public class HubCacheTests
         Assert.Equal(CommandFixtures.Logits(src, ids), CommandFixtures.Logits(snapshot, ids));
         Assert.Equal(new ByteTokenizer().Encode("hi"), TokenizerLoader.Load(snapshot).Encode("hi"));
 
+        // A folder that is itself a link to the snapshot (a user's ./tiny → …/snapshots/<rev>) loads too.
+        string alias = Path.Combine(tmp.Path, "tiny");
+        Directory.CreateSymbolicLink(alias, snapshot);
+        using (ModelIO.Load(alias)) { }
+        Assert.Equal(new ByteTokenizer().Encode("ok"), TokenizerLoader.Load(alias).Encode("ok"));
+
         // A revision by snapshot name.
         Assert.EndsWith("1111111111111111111111111111111111111111",
             ModelLocator.FindInHubCache("acme/tiny@1111111111111111111111111111111111111111", [cache]));
