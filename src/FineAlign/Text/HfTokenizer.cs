@@ -59,6 +59,8 @@ public sealed class HfTokenizer : TextTokenizer
         _sp = inner as SentencePieceTokenizer;
         if (_sp is not null)
             _pieceById = _sp.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
+        else if (inner is BpeTokenizer bpe)  // for IdToToken ("Ġworld"); decoding does not use it
+            _pieceById = bpe.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         SpecialTokens = specials;
         _specialById = specials.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         _vocabSize = vocabSize;

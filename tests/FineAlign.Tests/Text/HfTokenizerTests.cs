@@ -22,6 +22,8 @@ public class HfTokenizerTests
         Assert.Equal("Hello wörld<|endoftext|>", tok.Decode(HelloIds, skipSpecialTokens: false));
         Assert.Equal([ImStart, 'u', ImEnd], tok.Encode("<|im_start|>u<|im_end|>"));
         Assert.Equal(262, tok.VocabSize);
+        Assert.Equal(["He", "ll", "o", "Ġw", "<|endoftext|>"], new[] { He, Ll, 'o', SpaceW, EndOfText }.Select(tok.IdToToken));
+        Assert.True(tok.IsSpecialToken(EndOfText));
         Assert.Equal(EndOfText, tok.EosId);
         Assert.Equal(EndOfText, tok.BosId);  // given as {"content": ...}
         Assert.Equal("<|endoftext|>", tok.EosToken);
