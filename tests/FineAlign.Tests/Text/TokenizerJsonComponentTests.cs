@@ -25,8 +25,8 @@ public class TokenizerJsonComponentTests
         return HfTokenizer.LoadTokenizerJson(dir.Path);
     }
 
-    private static string?[] Pieces(HfTokenizer tok, string text, bool special = false) =>
-        tok.Encode(text, special).Select(tok.IdToToken).ToArray();
+    private static string[] Pieces(HfTokenizer tok, string text, bool special = false) =>
+        tok.Encode(text, special).Select(id => tok.IdToToken(id) ?? $"<no piece for {id}>").ToArray();
 
     private static string Added(int id, string content, bool special = true, bool lstrip = false, bool rstrip = false,
         bool singleWord = false, bool? normalized = null) =>
@@ -128,7 +128,7 @@ public class TokenizerJsonComponentTests
         var tok = Build(dir, ["▁hi▁there", "hi▁there", "▁x"], addedTokens: $"[{Added(100, "</s>")}]",
             normalizer: """{"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}""");
         Assert.Equal(["▁hi▁there", "</s>", "▁x"], Pieces(tok, "hi there</s>x"));
-        Assert.Equal(["hi▁there", "</s>", "▁x"], tok.EncodeContinuation("hi there</s>x").Select(tok.IdToToken).ToArray());
+        Assert.Equal(["hi▁there", "</s>", "▁x"], tok.EncodeContinuation("hi there</s>x").Select(id => tok.IdToToken(id) ?? "?").ToArray());
     }
 
     // pre_tokenizers/metaspace.rs test `non_legacy_meta_space`: "first" prepends only at offset 0 of the text,

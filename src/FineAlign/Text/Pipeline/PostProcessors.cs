@@ -16,10 +16,10 @@ internal abstract class PostProcessor
         switch (type)
         {
             case "ByteLevel": return new Nothing();  // only adjusts offsets
-            case "TemplateProcessing": return Template.Parse(f, tokenId);
+            case "TemplateProcessing": return Template.Read(f, tokenId);
             case "BertProcessing":
             case "RobertaProcessing":
-                return new Template([(Pair(f, "cls"), -1), (null, 0), (Pair(f, "sep"), -1)]);
+                return new Template([Pair(f, "cls"), null, Pair(f, "sep")]);
             case "Sequence":
                 var items = new List<PostProcessor>();
                 int i = 0;
@@ -46,10 +46,11 @@ internal abstract class PostProcessor
     }
 
     /// <summary>TemplateProcessing's <c>single</c> template: special-token pieces (their ids) and the sequence <c>$A</c>.</summary>
-    private sealed class Template(List<(int[]? Ids, int Dummy)> items) : PostProcessor
+    /// <summary>Items in order: a special token's ids, or null for the sequence itself.</summary>
+    private sealed class Template(List<int[]?> items) : PostProcessor
     {
         // A SpecialToken missing from special_tokens (tokenizers refuses such a file) is looked up in the vocabulary.
-        public static Template Parse(JsonFields f, Func<string, int?> tokenId)
+        public static Template Read(JsonFields f, Func<string, int?> tokenId)
         {
             var specials = new Dictionary<string, int[]>(StringComparer.Ordinal);
             if (f.Get("special_tokens") is { } st)
@@ -64,7 +65,7 @@ internal abstract class PostProcessor
                     specials[tok.OptString("id") ?? p.Name] = ids;
                 }
             }
-            var list = new List<(int[]?, int)>();
+            var list = new List<int[]?>();
             int k = 0;
             foreach (var e in f.Array("single").EnumerateArray())
             {
@@ -72,15 +73,15 @@ internal abstract class PostProcessor
                 if (item.Get("SpecialToken") is not null)
                 {
                     string id = item.Child("SpecialToken").String("id");
-                    list.Add((specials.TryGetValue(id, out var ids) ? ids
+                    list.Add(specials.TryGetValue(id, out var ids) ? ids
                         : tokenId(id) is int known ? [known]
-                        : throw item.Fail($"special token '{id}' is neither listed in special_tokens nor a known token"), 0));
+                        : throw item.Fail($"special token '{id}' is neither listed in special_tokens nor a known token"));
                 }
                 else if (item.Get("Sequence") is not null)
                 {
                     string which = item.Child("Sequence").String("id");
                     if (which != "A") throw item.Fail($"a single-sequence template refers to sequence '{which}'");
-                    list.Add((null, 0));
+                    list.Add(null);
                 }
                 else throw item.Fail("expected {\"SpecialToken\": ...} or {\"Sequence\": ...}");
             }
@@ -90,11 +91,11 @@ internal abstract class PostProcessor
         public override int[] Process(int[] ids)
         {
             var result = new List<int>(ids.Length + 4);
-            foreach (var (special, _) in items) result.AddRange(special ?? ids);
+            foreach (var special in items) result.AddRange(special ?? ids);
             return result.ToArray();
         }
 
-        public override int[] Prefix => items.TakeWhile(i => i.Ids is not null).SelectMany(i => i.Ids!).ToArray();
+        public override int[] Prefix => items.TakeWhile(i => i is not null).SelectMany(i => i!).ToArray();
     }
 
     private sealed class Sequence(List<PostProcessor> items) : PostProcessor
