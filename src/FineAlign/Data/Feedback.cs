@@ -116,6 +116,11 @@ public sealed record FeedbackDataset(string Source, FeedbackFormat Format, IRead
         {
             format = ex.Format;
             report.Read++;
+            if (ex.Example is null)
+            {
+                JsonlReader.CheckTokenIds(ex.PromptIds, encoder.VocabSize, source, ex.Line, "prompt_input_ids");
+                JsonlReader.CheckTokenIds(ex.CompletionIds, encoder.VocabSize, source, ex.Line, "completion_input_ids");
+            }
             bool blank = ex.Example is null ? ex.CompletionIds!.Length == 0 : PreferenceExample.IsBlank(ex.Example);
             if (blank)
             {

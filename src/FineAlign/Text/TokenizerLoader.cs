@@ -3,6 +3,9 @@ namespace FineAlign.Text;
 /// <summary>Picks the tokenizer implementation for a folder of tokenizer files.</summary>
 public static class TokenizerLoader
 {
+    private static readonly string[] KnownFiles =
+        ["tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"];
+
     /// <summary>
     /// Order: a FineAlign byte tokenizer (marker in tokenizer_config.json) → tokenizer.model (SentencePiece)
     /// → tokenizer.json (byte-level BPE) → vocab.json + merges.txt. When tokenizer.json is unsupported and
@@ -10,7 +13,14 @@ public static class TokenizerLoader
     /// </summary>
     public static TextTokenizer Load(string folder)
     {
-        if (!Directory.Exists(folder)) throw new FineAlignException($"tokenizer folder '{folder}' does not exist");
+        // Callers pass a model folder as often as a tokenizer folder: say "folder", not "tokenizer folder".
+        if (!Directory.Exists(folder))
+            throw new FineAlignException(File.Exists(folder)
+                ? $"{folder}: is a file, expected a model or tokenizer folder"
+                : $"{folder}: folder not found (expected a model or tokenizer folder)");
+        // A tokenizer file that is a device or FIFO (or a link to one) would be read forever; refuse it by name.
+        foreach (string name in KnownFiles)
+            if (File.Exists(Path.Combine(folder, name))) InputFile.RequireRegular(Path.Combine(folder, name));
         var config = TokenizerSettings.ReadObject(Path.Combine(folder, "tokenizer_config.json"));
         if (TokenizerSettings.TokenString(config?[ByteTokenizer.ConfigMarkerKey]) == "byte")
             return ByteTokenizer.Load(folder);

@@ -78,6 +78,7 @@ public class CrashResumeTests
             Assert.True(p.WaitForExit() == 0, p.Output.ToString());
             trainingSeconds = Math.Max(0.2, clock.Elapsed.TotalSeconds - started);
         }
+        double straightSeconds = clock.Elapsed.TotalSeconds;
 
         var rng = new Random(2024);
         int kills = 0, killsWithCheckpoints = 0;
@@ -115,7 +116,10 @@ public class CrashResumeTests
         }
         Assert.True(kills >= 3, $"only {kills} kills landed before the process finished");
         Assert.True(killsWithCheckpoints >= 1);
-        Assert.True(total.Elapsed < TimeSpan.FromSeconds(90), $"crash test took {total.Elapsed}");
+        // Ten CLI runs, none longer than the straight one: a budget relative to it holds on a loaded machine, a fixed
+        // 90 s floor keeps the guard against a hang on a fast one.
+        var budget = TimeSpan.FromSeconds(Math.Max(90, 15 * straightSeconds));
+        Assert.True(total.Elapsed < budget, $"crash test took {total.Elapsed} (budget {budget}; straight run {straightSeconds:F1} s)");
     }
 
     /// <summary>Polls until a renamed checkpoint-N with trainer_state.json exists (or the process ends or time runs out).</summary>
