@@ -123,8 +123,7 @@ public static class CliApp
         };
         try
         {
-            if (parseResult.GetValue<long?>(MaxLineBytesOption) is long maxLine)
-                FineAlign.Data.JsonlReader.MaxLineBytes = maxLine;
+            FineAlign.Data.JsonlReader.MaxLineBytesOverride = parseResult.GetValue<long?>(MaxLineBytesOption);
             return await parseResult.InvokeAsync(configuration, cancellationToken);
         }
         catch (Exception ex)
@@ -173,6 +172,13 @@ public static class CliApp
             message = $"unknown option '{flag}' (did you mean '--{nearFlag}'?)";
         else if (parseResult.UnmatchedTokens.FirstOrDefault(t => t.StartsWith('-')) is { } unknown)
             message = $"unknown option '{unknown}'";
+        else if (first.SymbolResult is System.CommandLine.Parsing.OptionResult { Option: var option } &&
+                 (Nullable.GetUnderlyingType(option.ValueType) ?? option.ValueType) is { IsEnum: true } enumType)
+        {
+            // "Cannot parse argument 'foo' … as expected type 'FineAlign.Training.LrSchedulerType'" → the values as typed.
+            string given = parseResult.GetResult(option)?.Tokens.LastOrDefault()?.Value ?? "";
+            message = $"option {option.Name}: '{given}' is not one of {string.Join(", ", Enum.GetNames(enumType).Select(Recipe.EnumName))}";
+        }
         WriteError(error, message);
         // Suggest a command for a mistyped first word ("finealign corpsu").
         if (parseResult.CommandResult.Command == root && parseResult.UnmatchedTokens.Count > 0 &&

@@ -19,10 +19,10 @@ public static class ModelFolder
     /// else its <c>model/</c> subfolder (a FineAlign training checkpoint). Anything else is a one-line error that
     /// says what the folder is (missing, a checkpoint without an exported model, pickle-only weights, no config).
     /// </summary>
-    public static string Resolve(string folder)
+    public static string Resolve(string folder, string option = "--model")
     {
         if (File.Exists(folder)) throw new FineAlignException($"{folder}: is a file; --model expects a Hugging Face model folder (config.json + model.safetensors).");
-        if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
+        if (!Directory.Exists(folder)) throw new FineAlignException($"{option} {folder}: model folder not found.");
         if (File.Exists(Path.Combine(folder, "config.json"))) return folder;
         string inner = Path.Combine(folder, "model");
         if (File.Exists(Path.Combine(inner, "config.json"))) return inner;

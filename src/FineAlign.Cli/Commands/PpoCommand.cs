@@ -159,6 +159,8 @@ public static class PpoCommand
             var (train, _, corpus) = flags.LoadPrompts(r);
             var (policy, reference, value, tokenizer) = flags.LoadModels(r);
             using var p = policy; using var rf = reference; using var v = value;
+            if (r.Get(flags.Prompts) is string promptFile && r.Get(maxPromptLength) is null)
+                PromptReader.CheckFit(promptFile, tokenizer, policy.Config.MaxPositionEmbeddings, r.Get(flags.MaxNewTokens));
             if (r.Get(maxPromptLength) is int maxPrompt)
             {
                 var fitted = train.Select(t => PromptReader.KeepEnd(t, tokenizer, maxPrompt)).ToList();

@@ -107,8 +107,9 @@ internal sealed class TrainingFlags
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
-        if (r.Get(Model) is string dir)
+        if (r.Get(Model) is string given)
         {
+            string dir = ModelFolder.Resolve(given);   // names --model, and accepts a run folder's model/
             var tokenizer = TokenizerLoader.Load(dir);
             var model = ModelIO.Load(dir);
             return (model, tokenizer, $"{model.Config.ModelType} model from {dir}");

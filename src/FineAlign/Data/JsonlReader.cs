@@ -24,13 +24,21 @@ public static class JsonlReader
     /// </summary>
     public const long DefaultMaxLineBytes = 64L << 20;
 
-    private static long? _maxLineBytes;
+    // Per invocation (async flow), so in-process callers such as tests and the demo do not leak a limit into each other.
+    private static readonly AsyncLocal<long?> Override = new();
 
-    /// <summary>Longest accepted line in bytes (default <see cref="DefaultMaxLineBytes"/>, or <see cref="MaxLineBytesVariable"/>).</summary>
-    public static long MaxLineBytes
+    /// <summary>
+    /// Longest accepted line in bytes: <see cref="MaxLineBytesOverride"/> if set (the CLI's --max-line-bytes), else
+    /// <see cref="MaxLineBytesVariable"/>, else <see cref="DefaultMaxLineBytes"/>.
+    /// </summary>
+    public static long MaxLineBytes => Override.Value ?? FromEnvironment();
+
+    /// <summary>Sets the limit for the current async flow (null: back to the environment/default).</summary>
+    public static long? MaxLineBytesOverride
     {
-        get => _maxLineBytes ??= FromEnvironment();
-        set => _maxLineBytes = value >= 1 ? value : throw new FineAlignException($"the maximum line length must be at least 1 byte (got {value})");
+        get => Override.Value;
+        set => Override.Value = value is null or >= 1 ? value
+            : throw new FineAlignException($"--max-line-bytes {value}: must be at least 1 byte");
     }
 
     private static long FromEnvironment()

@@ -43,7 +43,8 @@ public sealed class RunFolder : IDisposable
     /// <summary>What a FineAlign run writes into its folder (deleted by --overwrite-output-dir).</summary>
     public static readonly string[] RunOutputs =
         ["model", "policy", "value", "runs", MetricsLogger.JsonlFile, "loss.png", CheckpointStore.ArgsFile, "samples.jsonl",
-         "rollouts.jsonl", "eval.json", "token_metrics.json", "reward_shift.json"];
+         "rollouts.jsonl", "eval.json", "token_metrics.json", "reward_shift.json", "reference_logps_train.json", "reference_logps_eval.json",
+         "ref_model", "ref_sync.json"];
 
     /// <summary>Final-model subfolders: one of these in a folder started fresh would be overwritten.</summary>
     private static readonly string[] FinalModels = ["model", "policy", "value"];

@@ -128,7 +128,7 @@ public sealed class Trainer<TBatch> : IDisposable
         }
 
         AtomicFile.WriteAllText(Path.Combine(o.OutputDir, CheckpointStore.ArgsFile), JsonSerializer.Serialize(o, TrainerState.Json));
-        var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
+        using var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
         var clock = Stopwatch.StartNew();
         double elapsedBefore = State.ElapsedSeconds, lastLogTime = 0, windowTokensHere = 0;
         long savedAt = lastCheckpoint is null ? -1 : State.GlobalStep;
