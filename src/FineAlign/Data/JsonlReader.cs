@@ -82,12 +82,12 @@ public static class JsonlReader
         if (line.Trim(" \t"u8).Length == 0) return null;
         if (!Utf8.IsValid(line))
             throw new DataFormatException(path, lineNo, null, $"invalid UTF-8 at byte {InvalidUtf8Offset(line)} of the line");
+        CheckSurrogates(path, lineNo, line);   // before parsing: JsonObject's duplicate-key check would throw on such a key
         JsonNode? node;
         try { node = JsonNode.Parse(line, documentOptions: StrictJson.Options); }
         catch (JsonException e) { throw new DataFormatException(path, lineNo, null, "invalid JSON: " + JsonError(e)); }
         if (node is not JsonObject obj)
             throw new DataFormatException(path, lineNo, null, $"expected a JSON object, got {Kind(node)}");
-        CheckSurrogates(path, lineNo, line);
         return new JsonlLine(lineNo, obj);
     }
 
@@ -100,6 +100,12 @@ public static class JsonlReader
     private static void CheckSurrogates(string path, long lineNo, ReadOnlySpan<byte> line)
     {
         if (!HasSurrogateEscape(line)) return;
+        try { ScanSurrogates(path, lineNo, line); }
+        catch (JsonException) { /* malformed: JsonNode.Parse reports it with its position */ }
+    }
+
+    private static void ScanSurrogates(string path, long lineNo, ReadOnlySpan<byte> line)
+    {
         var r = new Utf8JsonReader(line, new JsonReaderOptions { MaxDepth = StrictJson.Options.MaxDepth });
         string? field = null;               // the nearest property name: 'content' inside messages[i]
         var outer = new Stack<string?>();   // the field in force outside each open container
@@ -198,14 +204,37 @@ public static class JsonlReader
                 Buffer.BlockCopy(_buf, _start, _buf, 0, _end - _start);
                 _end -= _start; _start = 0;
             }
-            if (_end == _buf.Length)   // a long line: grow, but never far past the limit
+            if (_end == _buf.Length)   // a line longer than the buffer
             {
-                long grown = Math.Min((long)_buf.Length * 2, Math.Max(maxLineBytes + 1, _buf.Length + 1));
-                Array.Resize(ref _buf, (int)Math.Min(grown, Array.MaxLength));
+                // A regular file: find where the line ends by reading ahead (without holding it), then grow once to
+                // exactly its length, so a long line costs 1× its length (doubling would allocate ~4× and keep 2×).
+                long grown = _stream.CanSeek ? LineEndAhead() : Math.Min((long)_buf.Length * 2, maxLineBytes + 1);
+                Array.Resize(ref _buf, (int)Math.Min(Math.Max(grown, _buf.Length + 1), Array.MaxLength));
             }
             int n = _stream.Read(_buf, _end, Math.Min(_buf.Length - _end, 1 << 20));
             if (n == 0) _eof = true;
             _end += n;
+        }
+
+        // Bytes from the buffered partial line to its '\n' (inclusive) or the end of the file; stops with the line-length
+        // error once the limit is passed. The stream position is restored.
+        private long LineEndAhead()
+        {
+            long start = _stream.Position, have = _end - _start;
+            var scratch = new byte[1 << 16];
+            try
+            {
+                int n;
+                while ((n = _stream.Read(scratch, 0, scratch.Length)) > 0)
+                {
+                    int nl = scratch.AsSpan(0, n).IndexOf((byte)'\n');
+                    if (nl >= 0) return have + nl + 1;
+                    have += n;
+                    CheckLength(have);
+                }
+                return have;
+            }
+            finally { _stream.Position = start; }
         }
 
         public void Dispose() => _stream.Dispose();

@@ -51,7 +51,7 @@ public sealed class RunFolder : IDisposable
 
     private readonly FileStream _lock;
     private readonly bool _createdFolder;
-    private bool _disposed;
+    private bool _claimed, _disposed, _hadLock;
 
     private RunFolder(string path, FileStream lockStream, bool createdFolder, IReadOnlyList<string> notices)
     {
@@ -82,12 +82,14 @@ public sealed class RunFolder : IDisposable
         }
 
         var notices = new List<string>();
+        bool hadLock = File.Exists(System.IO.Path.Combine(full, LockFile));
         FileStream stream = Lock(full, opt, notices);
-        var folder = new RunFolder(full, stream, created, notices);
+        var folder = new RunFolder(full, stream, created, notices) { _hadLock = hadLock };
         try
         {
             folder.CheckContents(q, opt, notices);
             folder.WriteMarker(q.Command);
+            folder._claimed = true;
             return folder;
         }
         catch
@@ -270,6 +272,7 @@ public sealed class RunFolder : IDisposable
                 File.Delete(System.IO.Path.Combine(Path, MarkerFile));
                 File.Delete(System.IO.Path.Combine(Path, LockFile));
             }
+            else if (!_claimed && !_hadLock) File.Delete(System.IO.Path.Combine(Path, LockFile));   // refused: leave the folder as found
             else _lock.SetLength(0);   // an empty lock file = released cleanly
         }
         catch (IOException) { }

@@ -26,7 +26,7 @@ public class CrashResumeTests
     ];
 
     /// <summary>A started CLI process; <see cref="TrainingStarted"/> is set when it prints the data summary line.</summary>
-    private sealed class CliProcess : IDisposable
+    internal sealed class CliProcess : IDisposable
     {
         public readonly Process Process;
         public readonly ManualResetEventSlim TrainingStarted = new();
