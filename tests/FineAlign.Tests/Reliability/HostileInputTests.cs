@@ -254,6 +254,18 @@ public class HostileInputTests
         Assert.DoesNotContain("tokenizer", err);
     }
 
+    [Fact]
+    public void Dpo_reports_progress_of_its_reference_log_prob_pass()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string data = Path.Combine(tmp.Path, "pairs.jsonl"), outDir = Path.Combine(tmp.Path, "dpo");
+        File.WriteAllLines(data, Enumerable.Range(0, 6).Select(i => $"{{\"prompt\":\"Item {i}:\",\"chosen\":\" good!\",\"rejected\":\" bad.\"}}"));
+        var r = CliRunner.Run(Train("dpo", outDir, "--data", data, "--precompute-ref-log-probs"));
+        Assert.True(r.Code == 0, r.Err + r.Out);
+        Assert.Contains("reference log-probs (train) 2/6", r.Out);   // first batch of 2 (eval batch size)
+        Assert.Contains("reference log-probs (train) 6/6 (100%)", r.Out);
+    }
+
     internal static string MakeFifo(string path)
     {
         using var p = System.Diagnostics.Process.Start("mkfifo", [path])!;
