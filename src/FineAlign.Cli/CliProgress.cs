@@ -8,7 +8,7 @@ namespace FineAlign.Cli;
 /// Renders library <see cref="ProgressUpdate"/>s: Spectre.Console bars with ETA when <paramref name="output"/> is an
 /// interactive terminal, otherwise plain log lines (CI logs, pipes): the first and last step of each stage, a line at
 /// most every <c>logInterval</c> (default <see cref="DefaultLogInterval"/>) per stage, and a heartbeat repeating the last
-/// line when a slow step has been silent for that long, so piped output never goes quiet for more than ~2.5 s.
+/// line when a slow step has been silent for 1.2× that long, so piped output never goes quiet for more than ~3 s.
 /// <code>int n = CliProgress.Run(recipe.Out, progress => trainer.Train(..., progress));</code>
 /// </summary>
 public static class CliProgress
@@ -122,7 +122,8 @@ public sealed class PlainProgress : IProgress<ProgressUpdate>, IDisposable
     {
         lock (_stages)
         {
-            if (_last is not { } u || _total.Elapsed - _lastLine < _interval || !_stages.TryGetValue(u.Stage, out var st)) return;
+            // 1.2 × the interval: a step that reports just after the interval prints its own line, not a heartbeat first.
+            if (_last is not { } u || _total.Elapsed - _lastLine < _interval * 1.2 || !_stages.TryGetValue(u.Stage, out var st)) return;
             Write(u, st, st.Clock.Elapsed, false, " (still running)");
         }
     }
