@@ -208,7 +208,7 @@ public class HostileInputTests
         using var tmp = TestPaths.NewTempDir();
         string prompts = Path.Combine(tmp.Path, "prompts.jsonl"), outDir = Path.Combine(tmp.Path, "ppo");
         File.WriteAllText(prompts, "{\"prompt\":\"short\"}\n{\"prompt\":\"" + new string('y', 60) + "\"}\n");
-        var r = CliRunner.Run("ppo", "--policy", TinyModel, "--prompts", prompts, "--out", outDir, "--steps", "1", "--batch-size", "2",
+        var r = CliRunner.Run("ppo", "--policy", TinyModel, "--prompts", prompts, "--out", outDir, "--steps", "1",
             "--max-new-tokens", "8", "--threads", "1");
         string err = MalformedInputTests.AssertOneLineError(r, prompts, ":2: field 'prompt': 61 tokens + --max-new-tokens 8 exceed the model's context of 48");
         Assert.Contains("--max-prompt-length 40", err);

@@ -74,18 +74,23 @@ public class TensorBoardEventTests
     [Fact]
     public void Piped_progress_repeats_the_last_line_when_a_step_is_slow()
     {
-        var w = new StringWriter();
+        var sw = new StringWriter();
+        var w = TextWriter.Synchronized(sw);   // written by the timer thread; its methods lock the wrapper
+        string Text() { lock (w) return sw.ToString(); }
+        int Heartbeats() => Text().Split('\n').Count(l => l.EndsWith("(still running)"));
         using (var p = new PlainProgress(w, TimeSpan.FromMilliseconds(150), heartbeat: true))
         {
             p.Report(new ProgressUpdate("reference log-probs (train)", 1, 10));
-            Thread.Sleep(700);
+            // Timers run on the thread pool, which a loaded test run can delay: wait for two beats, not a fixed time.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (Heartbeats() < 2 && clock.Elapsed < TimeSpan.FromSeconds(20)) Thread.Sleep(50);
         }
-        var lines = w.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var lines = Text().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("[00:00:00] reference log-probs (train) 1/10 (10%)", lines[0]);
-        Assert.True(lines.Count(l => l.EndsWith("(still running)")) >= 2, w.ToString());
+        Assert.True(lines.Count(l => l.EndsWith("(still running)")) >= 2, Text());
         int n = lines.Length;
         Thread.Sleep(400);
-        Assert.Equal(n, w.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);   // stopped when disposed
+        Assert.Equal(n, Text().Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);   // stopped when disposed
     }
 
     // ---------------------------------------------------------------- decoder (from the specifications)
