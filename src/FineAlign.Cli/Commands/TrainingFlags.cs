@@ -107,9 +107,8 @@ internal sealed class TrainingFlags
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
-        if (r.Get(Model) is string given)
+        if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
-            string dir = ModelFolder.Resolve(given);   // names --model, and accepts a run folder's model/
             var tokenizer = TokenizerLoader.Load(dir);
             var model = ModelIO.Load(dir);
             return (model, tokenizer, $"{model.Config.ModelType} model from {dir}");

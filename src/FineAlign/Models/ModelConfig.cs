@@ -51,7 +51,7 @@ public sealed class ModelConfig
         JsonObject obj;
         try
         {
-            obj = JsonNode.Parse(InputFile.ReadAllText(path, 64L << 20), documentOptions: StrictJson.Options) as JsonObject
+            obj = JsonNode.Parse(InputFile.ReadAllText(LinkedFile.Resolve(path), 64L << 20), documentOptions: StrictJson.Options) as JsonObject
                   ?? throw new FineAlignException($"{path}: config.json must be a JSON object.");
         }
         catch (JsonException e)
