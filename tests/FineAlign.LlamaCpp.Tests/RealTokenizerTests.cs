@@ -75,6 +75,34 @@ public class RealTokenizerTests(ITestOutputHelper output)
         Assert.Contains("not one llama.cpp recognises", e.Message);
     }
 
+    /// <summary>
+    /// A Hugging Face checkpoint from disk (../shared/fixtures/llama-tiny, with the byte tokenizer padded to its 320-token
+    /// vocabulary): llama.cpp's log-probs on the exported file equal the independent PyTorch reference's.
+    /// </summary>
+    [Fact]
+    public void Fixture_checkpoint_exported_gives_the_PyTorch_reference_log_probs_in_llama_cpp()
+    {
+        string fixture = Path.GetFullPath(Path.Combine(SharedTokenizers, "..", "fixtures", "llama-tiny"));
+        Assert.True(Directory.Exists(fixture), $"{fixture} is absent: this test needs ../shared/fixtures beside the repository.");
+        using var tmp = new TempDir();
+        string dir = Path.Combine(tmp.Path, "m");
+        Directory.CreateDirectory(dir);
+        foreach (var file in new[] { "config.json", "model.safetensors" }) File.Copy(Path.Combine(fixture, file), Path.Combine(dir, file));
+        new FineAlign.Text.ByteTokenizer().Save(dir);
+        using var model = ModelIO.Load(dir);
+        string gguf = GgufExporter.Export(model, dir, tmp.File("m.gguf")).Path;
+
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(fixture, "expected.json")))!.AsObject();
+        var ids = expected["input_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        var reference = expected["token_logprobs"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        using var engine = new LlamaCppEngine(gguf);
+        Assert.Equal(320, engine.VocabCount);
+        var theirs = engine.LogProbs(ids);
+        double max = Enumerable.Range(0, ids.Length - 1).Max(t => Math.Abs(reference[t] - theirs[t][ids[t + 1]]));
+        output.WriteLine($"llama-tiny fixture: llama.cpp vs PyTorch reference max |Δ log p| {max:E2}");
+        Assert.True(max <= 1e-4, $"llama.cpp on the exported fixture differs from the PyTorch reference by {max:E2}");
+    }
+
     // A 1-layer, 8-wide model with the tokenizer's vocabulary size, saved with the tokenizer files, then exported.
     private static string ExportWithTokenizer(string src, string modelType, TempDir tmp)
     {
