@@ -79,13 +79,13 @@ public static class GgufExporter
             if (c.TieWordEmbeddings && hfName == "lm_head.weight") continue;
             string gguf = TensorName(hfName)
                 ?? throw new FineAlignException($"tensor '{hfName}' has no llama.cpp name; a LoRA-wrapped model must be merged before GGUF export.");
-            Tensor source = t;
-            if (permute && Regex.IsMatch(hfName, @"\.self_attn\.q_proj\.(weight|bias)$")) source = Permute(t, c.NumHeads);
-            else if (permute && Regex.IsMatch(hfName, @"\.self_attn\.k_proj\.(weight|bias)$")) source = Permute(t, c.NumKvHeads);
+            int? heads = !permute ? null
+                : Regex.IsMatch(hfName, @"\.self_attn\.q_proj\.(weight|bias)$") ? c.NumHeads
+                : Regex.IsMatch(hfName, @"\.self_attn\.k_proj\.(weight|bias)$") ? c.NumKvHeads
+                : null;
             // Norm gains and biases stay f32 (as llama.cpp's converter writes them): they are tiny, and ggml adds/multiplies them in f32.
             var tt = t.dim() == 1 ? GgmlType.F32 : type;
-            var keep = source;
-            w.AddTensor(gguf, t.shape, tt, () => Bytes(keep, tt));
+            w.AddTensor(gguf, t.shape, tt, () => Bytes(t, heads, tt));
             tensors++;
         }
         if (ropeFactors is not null)
@@ -138,10 +138,14 @@ public static class GgufExporter
         return w.detach().reshape(shape).transpose(1, 2).reshape(w.shape).contiguous();
     }
 
-    private static byte[] Bytes(Tensor t, GgmlType type)
+    // One tensor's file bytes, converted when the writer reaches it; every temporary is disposed here (the weights of
+    // a large model are not left to the finalizer).
+    private static byte[] Bytes(Tensor t, int? permuteHeads, GgmlType type)
     {
         var dtype = type switch { GgmlType.F16 => ScalarType.Float16, GgmlType.BF16 => ScalarType.BFloat16, _ => ScalarType.Float32 };
-        using var c = t.detach().cpu().to(dtype).contiguous();
+        using var scope = NewDisposeScope();
+        var source = permuteHeads is int h ? Permute(t, h) : t.detach();
+        var c = source.cpu().to(dtype).contiguous();
         return c.bytes.ToArray();
     }
 
