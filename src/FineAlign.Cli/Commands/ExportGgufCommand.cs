@@ -20,6 +20,7 @@ public static class ExportGgufCommand
         var outFile = cmd.Declare<string?>("--out", null, "GGUF file to write, e.g. model.gguf (replaced if it exists). Required.", alias: "-o");
         var type = cmd.Declare("--type", "f32", "Type of the weight matrices: f32 (exact), f16 or bf16 (half the size). Norms and biases stay f32.",
             check: v => v?.Trim().ToLowerInvariant() is "f32" or "f16" or "bf16" or "float32" or "float16" or "bfloat16" ? null : "must be f32, f16 or bf16");
+        var runtime = RuntimeFlags.Declare(cmd);
 
         cmd.SetRecipeAction((recipe, ct) =>
         {
@@ -28,6 +29,7 @@ public static class ExportGgufCommand
             if (Directory.Exists(target)) throw new FineAlignException($"--out {target}: is a folder; give a file name such as model.gguf.");
             OutputCheck.Folder(Path.GetDirectoryName(Path.GetFullPath(target))!, "--out");
             var ggmlType = GgufExporter.ParseType(recipe.Get(type));
+            runtime.Apply(recipe);
 
             using var lm = ModelFolder.LoadModel(source, TorchSharp.torch.ScalarType.Float32, out string resolved);
             ct.ThrowIfCancellationRequested();
