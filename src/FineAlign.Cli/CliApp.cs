@@ -49,6 +49,7 @@ public static class CliApp
         root.Add(AlolCommand.Create());
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
+        root.Add(TokenizeCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;

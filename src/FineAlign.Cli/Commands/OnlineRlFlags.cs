@@ -140,7 +140,7 @@ internal sealed class OnlineRlFlags
     /// <summary>Policy, frozen reference and (for GAE) the value model, from --policy (and --value-model).</summary>
     public (CausalLM Policy, CausalLM Reference, ValueModel? Value, TextTokenizer Tokenizer) LoadModels(Recipe r, OnlineRlOptions options)
     {
-        string dir = r.Get(Policy);
+        string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
         var policy = ModelIO.Load(dir);
         var reference = ModelIO.Load(dir);
