@@ -40,6 +40,7 @@ public static class CliApp
         root.Add(TemplateCommand.Create());
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
+        root.Add(ExportGgufCommand.Create());
         root.Add(VersionCommand.Create());
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());
