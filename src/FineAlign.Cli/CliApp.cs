@@ -48,6 +48,8 @@ public static class CliApp
         root.Add(AlolCommand.Create());
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
+        root.Add(TokenizerTrainCommand.CreateGroup());
+        root.Add(EvalPolicyCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
