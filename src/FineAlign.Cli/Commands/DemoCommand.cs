@@ -86,14 +86,14 @@ public static class DemoCommand
                 else if (st.Name == "evaluate")
                 {
                     // The same evaluation as `finealign report --base`: cached per run, best-of-n evaluated by its stage.
-                    evaluations = ReportCommand.EvaluateRuns(r, policyRuns, settings.BaseModel, settings, ct);
+                    evaluations = ReportCommand.EvaluateRuns(r, policyRuns, settings.BaseModel, settings, assumeBuiltin: true, ct);
                     foreach (var e in evaluations)
                         r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                            $"evaluate: {e.Name}: true reward {e.Final.TrueReward:F3} ± {e.Final.TrueRewardSe:F3}, KL {e.Final.Kl:F2}, distinct-2 {e.Final.Distinct2:F3}"));
+                            $"evaluate: {e.Name}: true reward {e.Final.Reward:F3} ± {e.Final.RewardSe:F3}, KL {e.Final.Kl:F2}, corpus words {e.Final.CorpusWordShare:P1}, well-formed {e.Final.WellFormedShare:P1}, distinct-2 {e.Final.Distinct2:F3}"));
                     evaluateSeconds = stageClock.Elapsed.TotalSeconds;
                 }
                 if (st.Name != "evaluate")
-                    RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1)));
+                    RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), RunInfo.BuiltinData, s));
                 expectedDone += st.ExpectedSeconds;
                 actualDone += stageClock.Elapsed.TotalSeconds;
             }
@@ -187,11 +187,14 @@ public static class DemoCommand
         var tokenizer = TokenizerLoader.Load(sft);
         using var model = ModelIO.Load(sft);
         var reward = RewardSpecs.Build(["rm:" + Path.Combine(runs, "rm", "model")], tokenizer);
-        var eval = RunEvaluator.BestOfNCurve("bon", model, tokenizer, reward, settings, b.BonN) with { Signal = "rm (sequence)" };
+        var eval = RunEvaluator.BestOfNCurve("bon", model, tokenizer, reward, settings, EvalReward.CorpusTruth(), b.BonN) with
+        {
+            Signal = "rm (sequence)", TrainedOnBuiltinCorpus = true,
+        };
         Directory.CreateDirectory(Path.Combine(runs, "bon"));
         eval.Save(Path.Combine(runs, "bon"));
         r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.TrueReward:F3}"))}"));
+            $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.Reward:F3}"))}"));
     }
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
