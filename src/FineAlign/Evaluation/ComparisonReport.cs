@@ -153,8 +153,8 @@ public static class ComparisonReport
         foreach (var e in Explanations(runs[0])) sb.AppendLine("- " + e);
         foreach (var n in ctx.Notes) sb.AppendLine("- " + n);
         sb.AppendLine();
-        sb.AppendLine($"![true reward vs training progress]({StepPlotFile})").AppendLine();
-        sb.AppendLine($"![true reward vs KL to the base model]({KlPlotFile})").AppendLine();
+        sb.AppendLine($"![{runs[0].RewardLabel} vs training progress]({StepPlotFile})").AppendLine();
+        sb.AppendLine($"![{runs[0].RewardLabel} vs KL to the base model]({KlPlotFile})").AppendLine();
         sb.AppendLine("## Samples (held-out prompts, one sample each, final policies)").AppendLine();
         foreach (var (prompt, answers) in SampleGroups(runs))
         {
@@ -186,7 +186,7 @@ public static class ComparisonReport
     {
         var prompts = runs.SelectMany(r => r.Samples.Select(s => s.Prompt)).Distinct().Take(3).ToList();
         return prompts.Select(p => (p, runs.Where(r => r.Samples.Any(s => s.Prompt == p))
-            .Select(r => (r.Name, r.Samples.First(s => s.Prompt == p))).ToList())).ToList();
+            .DistinctBy(r => r.Name).Select(r => (r.Name, r.Samples.First(s => s.Prompt == p))).ToList())).ToList();   // one seed per method
     }
 
     /// <summary>Markdown emphasis and code spans of already HTML-encoded text as HTML (**b** → &lt;b&gt;, `c` → &lt;code&gt;).</summary>
@@ -236,8 +236,8 @@ public static class ComparisonReport
         foreach (var e in Explanations(runs[0]).Concat(ctx.Notes))
             sb.AppendLine($"<li>{Inline(E(e))}</li>");
         sb.AppendLine("</ul>");
-        sb.AppendLine(Img(StepPlotFile, "true reward vs training progress"));
-        sb.AppendLine(Img(KlPlotFile, "true reward vs KL to the base model"));
+        sb.AppendLine(Img(StepPlotFile, $"{runs[0].RewardLabel} vs training progress"));
+        sb.AppendLine(Img(KlPlotFile, $"{runs[0].RewardLabel} vs KL to the base model"));
         sb.AppendLine("<h2>Samples (held-out prompts, one sample each, final policies)</h2>");
         foreach (var (prompt, answers) in SampleGroups(runs))
         {
