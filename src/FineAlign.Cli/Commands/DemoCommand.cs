@@ -178,7 +178,7 @@ public static class DemoCommand
             new("tokenizer", $"byte-level BPE tokenizer ({b.VocabSize} tokens) trained on the corpus text", ["tokenizer", "train", "--out", R("tokenizer"),
                 "--vocab-size", Inv(b.VocabSize), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000))], 1),
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
-                "--tokenizer", R("tokenizer"), .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)),
+                "--tokenizer", R("tokenizer"), .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--corpus-size", Inv(Math.Max(5 * b.CorpusSize, 2000)),
                 "--samples", "0", "--save-steps", "0"], q ? 5 : 240),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
                 .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 101, "SFT", "—"),
