@@ -83,3 +83,26 @@ public class UserDataEvaluationTests
         Assert.Contains("--prompts", err3);
     }
 }
+
+[Collection("Serial torch RNG")]
+public class HeldOutEvalTests
+{
+    [Fact]
+    public void MetricsComeEveryNStepsWithTheEvalPrefixAndZeroKlAgainstItself()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string b = CommandFixtures.SaveByteModel(Path.Combine(dir.Path, "base"), seed: 11);
+        string prompts = Path.Combine(dir.Path, "p.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"Hi\"}", "{\"prompt\": \"Yes\"}");
+        var tok = new ByteTokenizer();
+        using var model = ModelIO.Load(b);
+        var eval = HeldOutEval.FromFile(prompts, "lexicon", tok, everySteps: 5, maxNewTokens: 4, seed: 1);
+        Assert.Empty(eval.MetricsAt(3, model, model));
+        var m = eval.MetricsAt(10, model, model);
+        foreach (var k in new[] { "eval/reward", "eval/kl", "eval/base_logprob_per_token", "eval/distinct_2", "eval/mean_length" })
+            Assert.Contains(k, m.Keys);
+        Assert.Equal(0, m["eval/kl"]);
+        Assert.True(m["eval/base_logprob_per_token"] < 0);
+        Assert.Equal(m, eval.MetricsAt(15, model, model));          // fixed prompts and seed: same policy, same numbers
+    }
+}
