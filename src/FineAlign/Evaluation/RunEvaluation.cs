@@ -204,7 +204,8 @@ public static class RunEvaluator
     /// reused) and saves the result. <paramref name="baseEval"/> is the base model's own point, used as x = 0.
     /// </summary>
     public static RunEvaluation Evaluate(string runDir, CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings, EvalReward reward,
-        EvalPoint? baseEval, int samplesShown = 6, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default)
+        EvalPoint? baseEval, int samplesShown = 6, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default,
+        PolicyEvalResult? baseResult = null)
     {
         var cached = RunEvaluation.TryLoad(runDir);
         if (cached is not null && cached.Settings == settings) return cached;
@@ -224,10 +225,16 @@ public static class RunEvaluator
         {
             ct.ThrowIfCancellationRequested();
             progress?.Report(new ProgressUpdate(stage, i, snaps.Count));
-            using var policy = ModelIO.Load(snaps[i].Folder);
-            if (policy.Config.VocabSize != baseModel.Config.VocabSize)
-                throw new FineAlignException($"{snaps[i].Folder}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
-            var r = PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options());
+            PolicyEvalResult r;
+            // The base row: the base model itself (already evaluated when the caller passes its result).
+            if (isBase) r = baseResult ?? PolicyEval.Run(baseModel, baseModel, tokenizer, prompts, reward, settings.Options());
+            else
+            {
+                using var policy = ModelIO.Load(snaps[i].Folder);
+                if (policy.Config.VocabSize != baseModel.Config.VocabSize)
+                    throw new FineAlignException($"{snaps[i].Folder}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
+                r = PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options());
+            }
             curve.Add(EvalPoint.From(snaps[i].Step, r));
             if (i == snaps.Count - 1) samples = Samples(r, samplesShown);
         }
@@ -303,9 +310,10 @@ public static class RunEvaluator
             var tokenizer = TokenizerLoader.Load(baseFolder!);
             using var baseModel = ModelIO.Load(baseFolder!);
             var reward = EvalReward.Build(settings.Reward, tokenizer, warn);
-            var basePoint = EvaluateBase(baseModel, tokenizer, settings, reward);
+            var baseResult = PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options());
+            var basePoint = EvalPoint.From(0, baseResult);
             foreach (var d in todo)
-                found[d] = Evaluate(d, baseModel, tokenizer, settings, reward, basePoint, progress: progress, ct: ct);
+                found[d] = Evaluate(d, baseModel, tokenizer, settings, reward, basePoint, progress: progress, ct: ct, baseResult: baseResult);
         }
         var list = dirs.Where(found.ContainsKey).Select(d => found[d]).ToList();
         if (list.Count == 0) throw new FineAlignException("none of the given folders holds a policy run to report");
