@@ -162,19 +162,19 @@ public static class PolicyEval
         IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency)
     {
         using var scope = NewDisposeScope();
-        var batch = ResponseBatch.From(gen, tokenizer.PaddingId);   // disposed by the scope
+        var batch = RolloutBatch.From(gen, prompts, tokenizer.PaddingId);   // disposed by the scope
         double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList()));
         double[] kl = new double[gen.Count], baseLp;
         using (no_grad())
         {
             baseModel.eval();
-            var lq = batch.ResponseLogProbs(baseModel.Forward(batch.InputIds, batch.AttentionMask));
+            var lq = batch.ResponseLogProbs(baseModel.Forward(batch.InputIds, batch.AttentionMask), 1.0);
             baseLp = (lq * batch.ResponseMask).sum(1).to(ScalarType.Float64).data<double>().ToArray();
             if (policy is not null)
             {
                 policy.eval();
-                var lp = batch.ResponseLogProbs(policy.Forward(batch.InputIds, batch.AttentionMask));
-                kl = Ppo.KlPerToken(lp, lq, batch.ResponseMask).sum(1).to(ScalarType.Float64).data<double>().ToArray();
+                var lp = batch.ResponseLogProbs(policy.Forward(batch.InputIds, batch.AttentionMask), 1.0);
+                kl = Kl.PerToken(lp, lq, batch.ResponseMask).sum(1).to(ScalarType.Float64).data<double>().ToArray();
             }
         }
         var list = new List<ResponseScore>(gen.Count);
@@ -198,55 +198,4 @@ public static class PolicyEval
     }
 
     internal static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
-}
-
-/// <summary>
-/// Prompt + response token batches for scoring (prompts left-padded so responses start at one column).
-/// Evaluation keeps its own small copy instead of importing the trainers' rollout type: trainers call evaluation
-/// (<c>--eval-steps</c>), so evaluation must not depend on them.
-/// </summary>
-internal sealed class ResponseBatch : IDisposable
-{
-    public required Tensor InputIds { get; init; }
-    public required Tensor AttentionMask { get; init; }
-    public required Tensor ResponseIds { get; init; }
-    public required Tensor ResponseMask { get; init; }
-    public required int PromptWidth { get; init; }
-
-    public static ResponseBatch From(IReadOnlyList<GeneratedSequence> gen, int pad)
-    {
-        int b = gen.Count, p = gen.Max(g => g.PromptIds.Length), t = Math.Max(1, gen.Max(g => g.Tokens.Length));
-        var ids = new long[b * (p + t)]; var mask = new long[b * (p + t)];
-        var rids = new long[b * t]; var rmask = new float[b * t];
-        Array.Fill(ids, pad); Array.Fill(rids, pad);
-        for (int i = 0; i < b; i++)
-        {
-            var g = gen[i];
-            int off = p - g.PromptIds.Length;
-            for (int j = 0; j < g.PromptIds.Length; j++) { ids[i * (p + t) + off + j] = g.PromptIds[j]; mask[i * (p + t) + off + j] = 1; }
-            for (int j = 0; j < g.Tokens.Length; j++)
-            {
-                ids[i * (p + t) + p + j] = g.Tokens[j]; mask[i * (p + t) + p + j] = 1;
-                rids[i * t + j] = g.Tokens[j]; rmask[i * t + j] = 1;
-            }
-        }
-        return new ResponseBatch
-        {
-            InputIds = tensor(ids, new long[] { b, p + t }), AttentionMask = tensor(mask, new long[] { b, p + t }),
-            ResponseIds = tensor(rids, new long[] { b, t }), ResponseMask = tensor(rmask, new long[] { b, t }), PromptWidth = p,
-        };
-    }
-
-    /// <summary>log_softmax(logits) at each response token, [B, T] (logits [B, P + T, V]; position P − 1 predicts token 0).</summary>
-    public Tensor ResponseLogProbs(Tensor logits)
-    {
-        using var scope = NewDisposeScope();
-        var l = logits.narrow(1, PromptWidth - 1, ResponseIds.shape[1]).to(float32);
-        return l.log_softmax(-1).gather(-1, ResponseIds.unsqueeze(-1)).squeeze(-1).MoveToOuterDisposeScope();
-    }
-
-    public void Dispose()
-    {
-        InputIds.Dispose(); AttentionMask.Dispose(); ResponseIds.Dispose(); ResponseMask.Dispose();
-    }
 }
