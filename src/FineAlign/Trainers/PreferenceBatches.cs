@@ -72,9 +72,8 @@ public static class PreferenceBatches
     public static Tensor SequenceLogps(CausalLM model, TokenBatch b)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Forward(b.InputIds, b.AttentionMask);
         var mask = b.LossMask.logical_and(b.AttentionMask.ne(0));
-        return CausalLmLoss.SequenceLogProbs(logits, b.InputIds, mask).MoveToOuterDisposeScope();
+        return CausalLmLoss.SequenceLogProbs(model, b.InputIds, b.AttentionMask, mask).MoveToOuterDisposeScope();
     }
 
     /// <summary>As <see cref="SequenceLogps"/> without gradient (a frozen reference).</summary>
