@@ -83,9 +83,11 @@ public static class PreferenceBatches
         return SequenceLogps(reference, b);
     }
 
-    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights.</summary>
+    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights; for a LoRA policy the
+    /// base with the adapters off (no second copy of the weights, see <see cref="ModelSetup.Reference"/>).</summary>
     public static CausalLM FrozenCopy(CausalLM model)
     {
+        if (FineAlign.Training.ModelSetup.Reference(model) is CausalLM adapterOff) return adapterOff;
         var copy = ModelFactory.Construct(model.Config, model.parameters().First().dtype);
         using (no_grad())
         {
