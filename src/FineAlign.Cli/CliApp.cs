@@ -38,6 +38,7 @@ public static class CliApp
         root.Add(GenerateCommand.Create());
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
+        root.Add(MergeCommand.Create());
         root.Add(VersionCommand.Create());
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());

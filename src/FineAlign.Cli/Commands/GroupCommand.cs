@@ -41,6 +41,7 @@ public static class GroupCommand
         var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose prompts are used when --prompts is omitted.", check: AtLeast(10));
         var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
         var seed = cmd.Declare("--seed", 42, "Seed of sampling and mini-batch order (same seed, same run on CPU).");
+        var peft = PeftFlags.Declare(cmd);
         var steps = cmd.Declare("--steps", 50, "Generation batches to train on.", check: AtLeast(1), alias: "--max-steps");
         var numGen = cmd.Declare("--num-generations", 4, "G: completions sampled per prompt (at least 2).");
         var batch = cmd.Declare("--batch-size", 16, "Completions per generation batch (a multiple of --num-generations).", check: AtLeast(1));
@@ -92,8 +93,8 @@ public static class GroupCommand
 
             string dir = r.Get(policyDir);
             var tokenizer = TokenizerLoader.Load(dir);
-            using var policy = ModelIO.Load(dir);
-            using var reference = ModelIO.Load(dir);
+            using var policy = peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(seed));
+            using var reference = FineAlign.Training.ModelSetup.Reference(policy) ?? ModelIO.Load(dir);   // LoRA: the base with the adapter off
             var source = RewardSpecs.Build(r.Get(reward), tokenizer, r.Get(retokenize), m => r.Error.WriteLine("warning: " + m),
                 new TlcrOptions { Mapping = r.Get(mapping) });
             var inv = CultureInfo.InvariantCulture;

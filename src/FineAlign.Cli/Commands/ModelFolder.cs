@@ -23,9 +23,9 @@ public static class ModelFolder
     {
         if (File.Exists(folder)) throw new FineAlignException($"{folder}: is a file; --model expects a Hugging Face model folder (config.json + model.safetensors).");
         if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
-        if (File.Exists(Path.Combine(folder, "config.json"))) return folder;
+        if (File.Exists(Path.Combine(folder, "config.json")) || Lora.IsAdapterFolder(folder)) return folder;
         string inner = Path.Combine(folder, "model");
-        if (File.Exists(Path.Combine(inner, "config.json"))) return inner;
+        if (File.Exists(Path.Combine(inner, "config.json")) || Lora.IsAdapterFolder(inner)) return inner;
         if (File.Exists(Path.Combine(folder, "trainer_state.json")))
             throw new FineAlignException($"{folder}: a FineAlign training checkpoint without a Hugging Face model in its 'model/' subfolder; " +
                                          "it cannot be read as a model (use the run's final output folder instead).");

@@ -3,6 +3,7 @@ using System.CommandLine;
 using FineAlign.Data;
 using FineAlign.Data.Corpus;
 using FineAlign.Models;
+using FineAlign.Training;
 using FineAlign.Objectives;
 using FineAlign.Rewards;
 using FineAlign.Text;
@@ -17,6 +18,7 @@ internal sealed class PpoFlags
     public required Option<string> Policy { get; init; }
     public required Option<string?> ValueModel { get; init; }
     public required Option<bool> SharedTrunk { get; init; }
+    public PeftFlags Peft { get; private init; } = null!;
     public required Option<string?> Prompts { get; init; }
     public required Option<int> CorpusSize { get; init; }
     public required Option<int> CorpusSeed { get; init; }
@@ -51,6 +53,7 @@ internal sealed class PpoFlags
         Func<double, string?> positive = v => v > 0 && double.IsFinite(v) ? null : "must be a positive number";
         return new PpoFlags
         {
+            Peft = PeftFlags.Declare(cmd),
             Policy = cmd.Declare("--policy", "runs/sft/model", "Initial policy (HF folder, e.g. from finealign sft); also the reference model.", alias: "--model"),
             ValueModel = cmd.Declare<string?>("--value-model", null, "Value model folder (1-label token head). Omitted: a value head on a copy of the policy trunk."),
             SharedTrunk = cmd.Declare("--shared-trunk", false, "Put the value head on the policy's own trunk (one forward pass; value gradients reach the policy)."),
@@ -118,10 +121,11 @@ internal sealed class PpoFlags
     {
         string dir = r.Get(Policy);
         var tokenizer = TokenizerLoader.Load(dir);
-        var policy = ModelIO.Load(dir);
-        var reference = ModelIO.Load(dir);
+        var policy = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+        // LoRA: the reference is the base with the adapter off and the value head sits on the policy's trunk (one base in memory).
+        var reference = ModelSetup.Reference(policy) ?? ModelIO.Load(dir);
         PpoValueModel value;
-        if (r.Get(SharedTrunk)) value = PpoValueModel.Shared(policy, r.Get(Seed));
+        if (r.Get(SharedTrunk) || (policy.Lora is not null && r.Get(ValueModel) is null)) value = PpoValueModel.Shared(policy, r.Get(Seed));
         else if (r.Get(ValueModel) is string vdir)
         {
             if (!TokenizerMatch.Same(tokenizer, TokenizerLoader.Load(vdir)))

@@ -50,7 +50,7 @@ public static class RewardModelTrainer
         {
             Progress = progress,
             SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
-            LoadModelWeights = dir => CopyWeights(ScoredLM.Load(Folder(dir)), model),
+            LoadModelWeights = dir => { if (model.Trunk.Lora is not null) model.LoadWeights(Folder(dir)); else CopyWeights(ScoredLM.Load(Folder(dir)), model); },
         };
         var result = trainer.Train(cancellation);
         if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);

@@ -175,6 +175,7 @@ public static class TlcrTrainer
     /// <summary>Copies a saved discriminator folder's weights into <paramref name="model"/> (resume).</summary>
     public static void LoadInto(ScoredLM model, string folder)
     {
+        if (model.Trunk.Lora is not null) { model.LoadWeights(folder); return; }   // LoRA: adapter + head only
         using var loaded = ScoredLM.Load(folder);
         using var _ = no_grad();
         var src = loaded.state_dict();
