@@ -12,11 +12,18 @@ namespace FineAlign.Models;
 /// </summary>
 public static class ChunkedLmHead
 {
-    /// <summary>Positions per chunk: 1024 × vocab 151936 × 4 bytes ≈ 0.6 GB for Qwen2.5, ≈ 0.2 GB for a 49k vocabulary.</summary>
+    /// <summary>Most positions per chunk.</summary>
     public const int DefaultChunk = 1024;
 
-    /// <summary>Chunk size used when a caller does not pass one (settable for benchmarks: 0 or less = no chunking).</summary>
-    public static int Chunk { get; set; } = DefaultChunk;
+    /// <summary>A chunk's fp32 logits are kept near this many elements (32 M = 128 MB): 1024 positions for a 32k vocabulary,
+    /// 682 for SmolLM2's 49k, 220 for Qwen2.5's 152k.</summary>
+    public const long ChunkElements = 32L << 20;
+
+    /// <summary>Chunk size override (null = <see cref="ChunkFor"/>; 0 or less = one block, no recomputation: benchmarks only).</summary>
+    public static int? Chunk { get; set; }
+
+    /// <summary>Positions per chunk for a vocabulary of <paramref name="vocab"/> tokens.</summary>
+    public static int ChunkFor(long vocab) => (int)Math.Clamp(ChunkElements / Math.Max(1, vocab), 64, DefaultChunk);
 
     /// <summary>
     /// log p(ids[:, t+1] | ids[:, ..t]) as [B, T-1] fp32, computed only where <paramref name="targetMask"/>[:, t+1]
@@ -38,7 +45,7 @@ public static class ChunkedLmHead
             flatHidden = flatHidden.index_select(0, where);
             flatTargets = flatTargets.index_select(0, where);
         }
-        var picked = LogProbsOfRows(model, flatHidden, flatTargets, temperature, chunk ?? Chunk);
+        var picked = LogProbsOfRows(model, flatHidden, flatTargets, temperature, chunk ?? Chunk ?? ChunkFor(model.Config.VocabSize));
         var full = where is null ? picked : zeros(b * t, ScalarType.Float32, hidden.device).index_copy(0, where, picked);
         return full.view(b, t).MoveToOuterDisposeScope();
     }

@@ -23,7 +23,7 @@ public class PeftCommandTests
     private static string[] Sft(string baseDir, string outDir, params string[] extra) =>
     [
         "sft", "--model", baseDir, "--out", outDir, "--corpus-size", "60", "--batch-size", "4", "--eval-batch-size", "8",
-        "--max-steps", "6", "--save-steps", "3", "--eval-steps", "3", "--logging-steps", "1", "--samples", "0", "--seed", "5",
+        "--max-steps", "4", "--save-steps", "2", "--eval-steps", "0", "--logging-steps", "1", "--samples", "0", "--seed", "5",
         "--learning-rate", "1e-2", "--use-peft", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", .. extra,
     ];
 
@@ -40,15 +40,15 @@ public class PeftCommandTests
         Assert.True(code == 0, stderr + stdout);
         Assert.Contains("LoRA r 4", stdout);
         // Checkpoints and the output hold the adapter (PEFT folder), not a copy of the base.
-        string ck = Path.Combine(straight, "checkpoint-3", "model");
+        string ck = Path.Combine(straight, "checkpoint-2", "model");
         Assert.True(File.Exists(Path.Combine(ck, Lora.ConfigFile)) && File.Exists(Path.Combine(ck, Lora.WeightsFile)));
         Assert.False(File.Exists(Path.Combine(ck, "model.safetensors")));
         var losses = Losses(straight);
-        Assert.Equal(6, losses.Count);
+        Assert.Equal(4, losses.Count);
         Assert.True(losses[^1] < losses[0], $"LoRA SFT did not lower the loss: {string.Join(", ", losses)}");
 
         Assert.Equal(0, CliRunner.Run(Sft(baseDir, resumed)).Code);
-        Directory.Delete(Path.Combine(resumed, "checkpoint-6"), true);
+        Directory.Delete(Path.Combine(resumed, "checkpoint-4"), true);
         Directory.Delete(Path.Combine(resumed, "model"), true);
         (code, stdout, stderr) = CliRunner.Run(Sft(baseDir, resumed, "--resume"));
         Assert.True(code == 0, stderr + stdout);
@@ -80,7 +80,7 @@ public class PeftCommandTests
         string baseDir = SaveBase(dir.Path);
         string outDir = Path.Combine(dir.Path, "dpo");
         var (code, stdout, stderr) = CliRunner.Run(["dpo", "--model", baseDir, "--out", outDir, "--corpus-size", "40", "--batch-size", "2",
-            "--max-steps", "3", "--save-steps", "0", "--eval-steps", "0", "--logging-steps", "1", "--learning-rate", "1e-2", "--use-peft",
+            "--max-steps", "2", "--save-steps", "0", "--max-length", "48", "--eval-steps", "0", "--logging-steps", "1", "--learning-rate", "1e-2", "--use-peft",
             "--lora-r", "2", "--lora-target-modules", "all-linear", "--gradient-checkpointing", "--bf16"]);
         Assert.True(code == 0, stderr + stdout);
         Assert.True(Lora.IsAdapterFolder(Path.Combine(outDir, "model")));

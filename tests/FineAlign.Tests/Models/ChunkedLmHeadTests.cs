@@ -56,7 +56,7 @@ public class ChunkedLmHeadTests
             model.zero_grad();
             CausalLmLoss.Loss(model, ids, attn, mask).backward();
         }
-        finally { ChunkedLmHead.Chunk = ChunkedLmHead.DefaultChunk; }
+        finally { ChunkedLmHead.Chunk = null; }
         foreach (var (name, p) in model.named_parameters())
         {
             double diff = (expected[name] - p.grad!).abs().max().item<float>();

@@ -172,3 +172,18 @@ public class LoraTests
         Assert.DoesNotContain("\n", e.Message);
     }
 }
+
+public class RealShapePresetTests
+{
+    [Theory]
+    [InlineData("smollm2-135m", "llama", 576, 30, 9, 3, 1536, 49152, false)]
+    [InlineData("qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, true)]
+    public void Real_shape_presets_have_the_published_shapes(string name, string type, int dim, int layers, int heads, int kv, int mlp, int vocab, bool bias)
+    {
+        // No weights are allocated here (the bench builds them); the shapes are those of the published config.json files.
+        var c = ModelPresets.Create(name, new FineAlign.Text.ByteTokenizer(), 512);
+        Assert.Equal((type, dim, layers, heads, kv, mlp, vocab, bias, 64, true),
+                     (c.ModelType, c.HiddenSize, c.NumLayers, c.NumHeads, c.NumKvHeads, c.IntermediateSize, c.VocabSize, c.AttentionBias, c.HeadDim, c.TieWordEmbeddings));
+        Assert.Contains(name, ModelPresets.Names);
+    }
+}
