@@ -37,11 +37,11 @@ public static class ChunkedLmHead
         using var scope = NewDisposeScope();
         long b = inputIds.shape[0], t = inputIds.shape[1] - 1, h = hidden.shape[2];
         var flatHidden = hidden.narrow(1, 0, t).reshape(b * t, h);
-        var flatTargets = inputIds.narrow(1, 1, t).reshape(b * t).to(ScalarType.Int64);
+        var flatTargets = inputIds.narrow(1, 1, t).reshape(b * t).to(ScalarType.Int64, hidden.device);
         Tensor? where = null;
         if (targetMask is not null)
         {
-            where = targetMask.narrow(1, 1, t).reshape(b * t).ne(0).nonzero().squeeze(1);
+            where = targetMask.narrow(1, 1, t).reshape(b * t).to(hidden.device).ne(0).nonzero().squeeze(1);
             flatHidden = flatHidden.index_select(0, where);
             flatTargets = flatTargets.index_select(0, where);
         }

@@ -82,15 +82,17 @@ public static class CausalLmLoss
     public static Tensor SequenceLogProbs(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor lossMask)
     {
         using var scope = NewDisposeScope();
-        return MaskedSum(TokenLogProbs(model, inputIds, attentionMask, lossMask), lossMask).MoveToOuterDisposeScope();
+        var logp = TokenLogProbs(model, inputIds, attentionMask, lossMask);
+        return MaskedSum(logp, lossMask.to(logp.device)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean negative log-likelihood over target tokens (as <see cref="Loss(Tensor, Tensor, Tensor)"/>), chunked.</summary>
     public static Tensor Loss(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor lossMask)
     {
         using var scope = NewDisposeScope();
-        var mask = TargetMask(lossMask);
-        var nllSum = (TokenLogProbs(model, inputIds, attentionMask, lossMask).neg() * mask).sum();
+        var logp = TokenLogProbs(model, inputIds, attentionMask, lossMask);
+        var mask = TargetMask(lossMask).to(logp.device);
+        var nllSum = (logp.neg() * mask).sum();
         return (nllSum / mask.sum().clamp_min(1.0)).MoveToOuterDisposeScope();
     }
 
