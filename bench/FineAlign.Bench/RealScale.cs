@@ -47,7 +47,7 @@ internal static class RealScaleBench
         {
             "rs_bf16" => Bf16FwdBwd(reps, fp32Gemm, bf16Gemm, baseline),
             "rs_dpo" => Dpo(a.GetValueOrDefault("variant", "ckpt"), int.Parse(a.GetValueOrDefault("pairs", "1")), int.Parse(a.GetValueOrDefault("length", "256")), reps, baseline),
-            "rs_ppo" => Ppo(reps, baseline),
+            "rs_ppo" => Ppo(reps, baseline, int.Parse(a.GetValueOrDefault("batch", "4")), int.Parse(a.GetValueOrDefault("prompt", "64")), int.Parse(a.GetValueOrDefault("new", "64"))),
             _ => throw new ArgumentException($"unknown workload {workload}"),
         };
     }
@@ -108,8 +108,11 @@ internal static class RealScaleBench
         var config = ModelPresets.Create("qwen2.5-0.5b", tok, len);
         bool chunked = variant != "full", lora = variant is "lora" or "bf16" or "ckpt";
         var options = new TrainingOptions { Bf16 = variant is "bf16" or "ckpt", GradientCheckpointing = variant == "ckpt" };
+        var clock = Stopwatch.StartNew();
         var policy = ModelFactory.Create(config, 0);
+        Console.Error.WriteLine($"rs_dpo: model built in {clock.Elapsed.TotalSeconds:F0} s");
         ModelSetup.Prepare(policy, options, lora ? new LoraSettings { R = 16, Alpha = 32, Dropout = 0.05 } : null, 0);
+        Console.Error.WriteLine($"rs_dpo: prepared at {clock.Elapsed.TotalSeconds:F0} s");
         var reference = lora ? Lora.AdapterOff(policy) : PreferenceBatches.FrozenCopy(policy);
         policy.train();
         var trainable = policy.parameters().Where(p => p.requires_grad).ToList();
@@ -136,6 +139,7 @@ internal static class RealScaleBench
                 opt.step();
                 lastLoss = loss.item<float>();
             }
+            Console.Error.WriteLine($"rs_dpo: step {r} {sw.Elapsed.TotalSeconds:F1} s");
             if (r > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first step also allocates AdamW's state
         }
         long all = policy.parameters().Sum(p => p.numel());
@@ -164,9 +168,8 @@ internal static class RealScaleBench
         return 0;
     }
 
-    private static int Ppo(int reps, long baseline)
+    private static int Ppo(int reps, long baseline, int batch, int promptLen, int newTokens)
     {
-        const int batch = 4, promptLen = 64, newTokens = 64;
         var tok = new IdTokenizer(49152);
         var config = ModelPresets.Create("smollm2-135m", new ByteTokenizer(), promptLen + newTokens);
         var noEos = ModelConfig.FromJson((JsonObject)JsonNode.Parse(Strip(config.ToJson()).ToJsonString())!);

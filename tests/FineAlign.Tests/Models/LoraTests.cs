@@ -187,3 +187,29 @@ public class RealShapePresetTests
         Assert.Contains(name, ModelPresets.Names);
     }
 }
+
+public class ScoredLoraTests
+{
+    [Fact]
+    public void A_reward_model_with_lora_saves_merged_and_resumes_adapter_and_head()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var trunk = LoraTests.WithTrainedAdapter(LoraTests.Config());
+        var rm = new ScoredLM(trunk, HeadKind.Sequence, 1, seed: 2);
+        rm.eval();
+        var ids = LoraTests.Ids();
+        using var _ = no_grad();
+        var scores = rm.SequenceScores(ids);
+        rm.Save(dir.Path);
+        using var loaded = ScoredLM.Load(dir.Path);                     // a plain classification folder (merged trunk)
+        Assert.True((loaded.SequenceScores(ids) - scores).abs().max().item<float>() <= 1e-5);
+        Assert.True(Lora.IsAdapterFolder(Path.Combine(dir.Path, ScoredLM.AdapterFolder)));
+
+        var fresh = ModelFactory.Create(LoraTests.Config(), 3);
+        Lora.Apply(fresh, new LoraSettings { R = 4, Alpha = 8, Dropout = 0 }, seed: 11);
+        var resumed = new ScoredLM(fresh, HeadKind.Sequence, 1, seed: 99);
+        resumed.LoadWeights(dir.Path);                                  // adapter + head; the base stays the frozen original
+        resumed.eval();
+        Assert.Equal(0f, (resumed.SequenceScores(ids) - scores).abs().max().item<float>());
+    }
+}
