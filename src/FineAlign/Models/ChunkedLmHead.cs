@@ -50,6 +50,14 @@ public static class ChunkedLmHead
         return full.view(b, t).MoveToOuterDisposeScope();
     }
 
+    /// <summary>As above from the model: its final hidden states, then the chunked head.</summary>
+    public static Tensor FromIds(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? targetMask, double temperature = 1.0)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = model.ForwardHidden(inputIds, attentionMask);
+        return TokenLogProbs(model, hidden, inputIds, targetMask, temperature).MoveToOuterDisposeScope();
+    }
+
     /// <summary>log_softmax(LmHead(rows) / temperature)[i, targets[i]] for rows [N, hidden], as [N] fp32.</summary>
     public static Tensor LogProbsOfRows(CausalLM model, Tensor rows, Tensor targets, double temperature = 1.0, int chunk = DefaultChunk)
     {

@@ -77,7 +77,7 @@ public class RealScaleTests
     {
         using var dir = TestPaths.NewTempDir();
         var tok = new ByteTokenizer();
-        var examples = BuiltinCorpus.PretrainBlocks(tok, seed: 1, count: 40, contextLength: 32).Train;
+        var examples = FineAlign.Data.Corpus.BuiltinData.PretrainBlocks(tok, seed: 1, count: 40, contextLength: 32).Train;
         List<double> Run(bool bf16)
         {
             var model = ModelFactory.Create(ModelPresets.Create("tiny", tok, 96), seed: 4);
