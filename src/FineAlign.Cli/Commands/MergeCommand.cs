@@ -22,8 +22,11 @@ public static class MergeCommand
         var dtype = cmd.Declare("--dtype", "auto", $"Weight dtype to write: {ModelFolder.DTypeNames}, or auto = the base's torch_dtype.",
             check: v => v.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ModelFolder.CheckDType(v));
 
+        var runtime = RuntimeFlags.Declare(cmd);
+
         cmd.SetRecipeAction((recipe, ct) =>
         {
+            runtime.Apply(recipe);
             string adapterDir = recipe.Get(adapter) ?? throw LogprobsCommand.Required("--adapter", "the LoRA adapter folder");
             string target = recipe.Get(outDir) ?? throw LogprobsCommand.Required("--out", "the destination folder");
             if (!Directory.Exists(adapterDir)) throw new FineAlignException($"{adapterDir}: adapter folder not found.");
