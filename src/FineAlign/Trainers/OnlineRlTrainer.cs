@@ -66,6 +66,13 @@ public sealed class OnlineRlTrainer : IDisposable
     /// <summary>Optional ground truth logged as <c>env/true_reward</c> (mean over the rollout): (prompt, response) → score.</summary>
     public Func<string, string, double>? TrueReward { get; init; }
     public IProgress<ProgressUpdate>? Progress { get; init; }
+    /// <summary>
+    /// Optional periodic held-out evaluation: step → <c>eval/*</c> scalars, called before the first step (step 0, fresh runs),
+    /// every <see cref="EvalSteps"/> steps and after the last. A hook so Trainers need not know Evaluation (the CLI builds it).
+    /// </summary>
+    public Func<int, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
+    /// <summary>Steps between <see cref="Evaluate"/> calls (0 = only at step 0 and at the end).</summary>
+    public int EvalSteps { get; init; }
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Current β of the reward's KL penalty.</summary>
     public double KlCoef => _kl.Value;
@@ -95,6 +102,13 @@ public sealed class OnlineRlTrainer : IDisposable
         string rolloutsPath = Path.Combine(o.OutputDir, RolloutsFile);
         if (o.SaveRollouts) RolloutLog.Trim(rolloutsPath, start);
 
+        if (Evaluate is not null && start == 0)
+        {
+            var entry = new Dictionary<string, double> { ["step"] = 0 };
+            foreach (var kv in Evaluate(0)) entry[kv.Key] = kv.Value;
+            logger.Log(entry);
+            history.Add(entry);
+        }
         var clock = Stopwatch.StartNew();
         int current = start;
         while (current < o.Steps && !cancellation.IsCancellationRequested)
@@ -103,7 +117,10 @@ public sealed class OnlineRlTrainer : IDisposable
             var metrics = Step(current, o.SaveRollouts ? rolloutsPath : null);
             metrics["episode"] = (double)current * o.BatchSize;
             metrics["eps"] = (double)(current - start) * o.BatchSize / Math.Max(1e-9, clock.Elapsed.TotalSeconds); // episodes per second (this process)
-            if (current % o.LoggingSteps == 0 || current == o.Steps)
+            bool evalDue = Evaluate is not null && ((EvalSteps > 0 && current % EvalSteps == 0) || current == o.Steps);
+            if (evalDue)
+                foreach (var kv in Evaluate!(current)) metrics[kv.Key] = kv.Value;
+            if (evalDue || current % o.LoggingSteps == 0 || current == o.Steps)
             {
                 var entry = new Dictionary<string, double> { ["step"] = current };
                 foreach (var kv in metrics) entry[kv.Key] = kv.Value;
