@@ -39,7 +39,7 @@ public static class OnlineRlCommand
                 ? null : "must be an existing prompt file or a count ≥ 0");
         var evalSteps = cmd.Declare("--eval-steps", 0, "With --eval-prompts FILE: evaluate every N steps (0 = only at step 0 and at the end).", check: Checks.AtLeast(0));
         var evalReward = cmd.Declare<string[]>("--eval-reward", [], "With --eval-prompts FILE: reward spec(s) of the evaluation (as eval-policy's --reward). Omitted: the run's --reward.");
-        var evalSeed = cmd.Declare("--eval-seed", 7819L, "With --eval-prompts FILE: sampling seed of the evaluation (eval-policy's default).");
+        var heldOutSeed = cmd.Declare("--eval-seed", 7819L, "With --eval-prompts FILE: sampling seed of the evaluation (eval-policy's default).");
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -76,7 +76,7 @@ public static class OnlineRlCommand
             string[] evalSpecs = r.Get(evalReward) is { Length: > 0 } er ? er : r.Get(flags.Reward.Specs);
             if (evalFile is not null && evalSpecs.Length == 0) throw new UsageException("--eval-prompts FILE needs a reward: give --eval-reward SPEC (or --reward)");
             var periodic = evalFile is null ? null
-                : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(evalSeed),
+                : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(heldOutSeed),
                     warn: w => r.Error.WriteLine("warning: " + w));
             var result = CliProgress.Run(r.Out, progress =>
             {
