@@ -300,6 +300,7 @@ public class ServeTests
             var deadline = DateTime.UtcNow.AddSeconds(10);
             while (h.Server.Metrics.InFlight == 0 && DateTime.UtcNow < deadline) await Task.Delay(5);
             Assert.Equal(1, h.Server.Metrics.InFlight);
+            Assert.False(inFlight.IsCompleted);
             h.Server.Lifetime.StopApplication();                   // what SIGTERM / Ctrl+C do under the console lifetime
             var stop = h.Server.StopAsync();
             var (status, body) = await inFlight;
