@@ -49,7 +49,13 @@ internal static class ServeBench
                 var direct = new List<double>();
                 var served = new List<double>();
                 long batchesBefore = server.Metrics.Batches, rowsBefore = server.Metrics.BatchedRows;
-                for (int r = 0; r < Math.Max(1, reps); r++)   // alternate, so both see the same machine load
+                for (int r = 0; r < Math.Max(1, reps); r++)   // alternate the order, so both see the same machine load
+                {
+                    if (r % 2 == 0) { direct.Add(Direct()); served.Add(await Served()); }
+                    else { served.Add(await Served()); direct.Add(Direct()); }
+                }
+
+                double Direct()
                 {
                     var sw = Stopwatch.StartNew();
                     for (int i = 0; i < requests; i += clients)
@@ -57,15 +63,18 @@ internal static class ServeBench
                         var outs = TextGenerator.Generate(model, chosen.Skip(i).Take(clients).ToList(), options with { Seed = 1 + i });
                         if (outs.Any(o => o.Tokens.Length != NewTokens)) throw new InvalidOperationException("a row stopped early");
                     }
-                    direct.Add(sw.Elapsed.TotalSeconds);
+                    return sw.Elapsed.TotalSeconds;
+                }
 
-                    sw.Restart();
+                async Task<double> Served()
+                {
+                    var sw = Stopwatch.StartNew();
                     var workers = Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
                     {
                         for (int i = c; i < requests; i += clients) await Post(http, chosen[i], NewTokens);
                     })).ToArray();
                     await Task.WhenAll(workers);
-                    served.Add(sw.Elapsed.TotalSeconds);
+                    return sw.Elapsed.TotalSeconds;
                 }
                 double d = Median(direct), s = Median(served);
                 long batches = server.Metrics.Batches - batchesBefore, rows = server.Metrics.BatchedRows - rowsBefore;

@@ -8,13 +8,18 @@ namespace FineAlign.Serving;
 /// <summary>POST /v1/completions and /v1/chat/completions: parse, check against the context, queue, answer (or stream).</summary>
 internal static class Completions
 {
+    /// <summary>Most sequences (prompts × n) one request may ask for.</summary>
+    public const int MaxRows = 4096;
+
     public static async Task HandleCompletionAsync(OpenAiServer server, HttpContext ctx)
     {
         var body = await OpenAiRequest.ReadBodyAsync(ctx.Request.Body, ctx.RequestAborted);
         var model = server.Queue.Current;
-        server.CheckModel(OpenAiRequest.Get(body, "model")?.GetString() ?? "");
         var req = OpenAiRequest.ParseCompletion(body, model);
         var f = req.Fields;
+        server.CheckModel(f.Model);
+        if ((long)req.Prompts.Count * f.N > MaxRows)
+            throw new ApiException(400, $"{req.Prompts.Count} prompts × n = {f.N} is more than {MaxRows} sequences in one request", "n");
         int maxTokens = f.MaxTokens ?? 16;
         foreach (var p in req.Prompts) CheckContext(model, p.Ids.Length, maxTokens, "prompt");
         if (f.Stops.Length > 0 && model.Tokenizer is null) throw new ApiException(400, "stop strings need a tokenizer; this model folder has none", "stop");
@@ -86,16 +91,16 @@ internal static class Completions
     {
         var body = await OpenAiRequest.ReadBodyAsync(ctx.Request.Body, ctx.RequestAborted);
         var model = server.Queue.Current;
-        server.CheckModel(OpenAiRequest.Get(body, "model")?.GetString() ?? "");
         var req = OpenAiRequest.ParseChat(body);
         var f = req.Fields;
+        server.CheckModel(f.Model);
         if (model.ChatFormat is not ChatFormat format || model.Tokenizer is not TextTokenizer tok)
             throw new ApiException(400, $"chat is not available for this model: {model.ChatError}" +
                                         (model.Tokenizer is null ? "" : " (start the server with --chat-template chatml|llama2|zephyr)"));
         int[] prompt;
         try { prompt = ChatPrompt.Encode(tok, format, req.Messages); }
         catch (FineAlignException e) { throw new ApiException(400, e.Message, "messages"); }
-        int maxTokens = f.MaxTokens ?? Math.Max(0, model.Context - prompt.Length);
+        int maxTokens = f.MaxTokens ?? Math.Max(1, model.Context - prompt.Length);   // at least one token: a full context is an error
         CheckContext(model, prompt.Length, maxTokens, "messages");
 
         var rows = Enumerable.Repeat(prompt, f.N).ToList();
