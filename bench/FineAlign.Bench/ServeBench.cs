@@ -39,7 +39,10 @@ internal static class ServeBench
             await using var server = await OpenAiServer.StartAsync(new ServeOptions { ModelPath = dir, ServedModelName = "bench", Port = 0, MaxBatch = 16 });
             using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(30) };
 
-            TextGenerator.Generate(model, [prompts[0]], options with { MaxNewTokens = 4 });   // warm-up, both paths
+            // Direct generation runs on one dedicated thread, as the server's worker does (after an await the bench's
+            // own code may continue on any pool thread, and every new thread calling libtorch starts its own OpenMP team).
+            using var directThread = new DedicatedThread();
+            await directThread.Run(() => TextGenerator.Generate(model, [prompts[0]], options with { MaxNewTokens = 4 }).Count);   // warm-up, both paths
             await Post(http, prompts[0], 4);
 
             foreach (int clients in new[] { 1, 4, 16 })
@@ -51,8 +54,8 @@ internal static class ServeBench
                 long batchesBefore = server.Metrics.Batches, rowsBefore = server.Metrics.BatchedRows;
                 for (int r = 0; r < Math.Max(1, reps); r++)   // alternate the order, so both see the same machine load
                 {
-                    if (r % 2 == 0) { direct.Add(Direct()); served.Add(await Served()); }
-                    else { served.Add(await Served()); direct.Add(Direct()); }
+                    if (r % 2 == 0) { direct.Add(await directThread.Run(Direct)); served.Add(await Served()); }
+                    else { served.Add(await Served()); direct.Add(await directThread.Run(Direct)); }
                 }
 
                 double Direct()
@@ -122,5 +125,32 @@ internal static class ServeBench
     {
         try { return double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture); }
         catch (IOException) { return -1; }
+    }
+}
+
+/// <summary>Runs work items one at a time on a single long-lived thread.</summary>
+internal sealed class DedicatedThread : IDisposable
+{
+    private readonly System.Collections.Concurrent.BlockingCollection<Action> _work = new();
+    private readonly Thread _thread;
+
+    public DedicatedThread()
+    {
+        _thread = new Thread(() => { foreach (var a in _work.GetConsumingEnumerable()) a(); }) { IsBackground = true, Name = "bench-direct" };
+        _thread.Start();
+    }
+
+    public Task<T> Run<T>(Func<T> f)
+    {
+        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _work.Add(() => { try { tcs.SetResult(f()); } catch (Exception e) { tcs.SetException(e); } });
+        return tcs.Task;
+    }
+
+    public void Dispose()
+    {
+        _work.CompleteAdding();
+        _thread.Join();
+        _work.Dispose();
     }
 }
