@@ -94,11 +94,11 @@ internal static class Completions
         var req = OpenAiRequest.ParseChat(body);
         var f = req.Fields;
         server.CheckModel(f.Model);
-        if (model.ChatFormat is not ChatFormat format || model.Tokenizer is not TextTokenizer tok)
+        if (model.Chat is not ChatPrompt chat || model.Tokenizer is not TextTokenizer tok)
             throw new ApiException(400, $"chat is not available for this model: {model.ChatError}" +
                                         (model.Tokenizer is null ? "" : " (start the server with --chat-template chatml|llama2|zephyr)"));
         int[] prompt;
-        try { prompt = ChatPrompt.Encode(tok, format, req.Messages); }
+        try { prompt = chat.Encode(req.Messages); }
         catch (FineAlignException e) { throw new ApiException(400, e.Message, "messages"); }
         int maxTokens = f.MaxTokens ?? Math.Max(1, model.Context - prompt.Length);   // at least one token: a full context is an error
         CheckContext(model, prompt.Length, maxTokens, "messages");

@@ -13,8 +13,8 @@ internal sealed class ServedModel : IDisposable
     public required CausalLM Model { get; init; }
     public TextTokenizer? Tokenizer { get; init; }
     public required string Folder { get; init; }
-    public ChatFormat? ChatFormat { get; init; }
-    /// <summary>Why chat is unavailable when <see cref="ChatFormat"/> is null.</summary>
+    public ChatPrompt? Chat { get; init; }
+    /// <summary>Why chat is unavailable when <see cref="Chat"/> is null.</summary>
     public string? ChatError { get; init; }
     /// <summary>Token ids that end a completion.</summary>
     public required int[] Eos { get; init; }
@@ -47,20 +47,18 @@ internal sealed class ServedModel : IDisposable
             bool hasTokenizer = ModelIO.TokenizerFiles.Any(f => f is not ("chat_template.jinja" or "chat_template.json" or "special_tokens_map.json")
                                                                 && File.Exists(Path.Combine(resolved, f)));
             var tokenizer = hasTokenizer ? TokenizerLoader.Load(resolved) : null;
-            ChatFormat? format = null;
+            ChatPrompt? chat = null;
             string? chatError = null;
             if (tokenizer is null) chatError = "this model folder has no tokenizer files, so chat messages cannot be encoded";
             else
             {
-                try { format = ChatPrompt.Resolve(chatTemplate, tokenizer); }
+                try { chat = ChatPrompt.Resolve(chatTemplate, tokenizer, resolved); }
                 catch (FineAlignException ex) { if (chatTemplate is not null) throw; chatError = ex.Message; }
             }
             int[] eos = model.Config.EosTokenIds.Length > 0 ? model.Config.EosTokenIds.ToArray()
                 : tokenizer?.EosId is int e ? [e] : [];
-            int[] chatEos = eos;
-            if (tokenizer is not null && format == Text.ChatFormat.ChatML && tokenizer.Encode("<|im_end|>") is [int end])
-                chatEos = eos.Append(end).Distinct().ToArray();
-            return new ServedModel { Model = model, Tokenizer = tokenizer, Folder = resolved, ChatFormat = format, ChatError = chatError, Eos = eos, ChatEos = chatEos };
+            int[] chatEos = chat?.EndOfTurnId is int end ? eos.Append(end).Distinct().ToArray() : eos;
+            return new ServedModel { Model = model, Tokenizer = tokenizer, Folder = resolved, Chat = chat, ChatError = chatError, Eos = eos, ChatEos = chatEos };
         }
         catch
         {
