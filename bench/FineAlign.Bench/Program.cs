@@ -14,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -47,6 +47,9 @@ if (workload == "all")
         rc |= RunChild(w, reps, threads);
     return rc;
 }
+
+// Tokenizer speed needs no model and no GEMM figure (see TokenizerBench.cs).
+if (workload == "tokenize") return TokenizerBench.Run(reps);
 
 torch.set_num_threads(threads);
 torch.manual_seed(0);
@@ -207,13 +210,13 @@ else if (workload == "ppo")
     // One PPO iteration (issue #4): rollout of 8 prompts × 64 random tokens, 128 new tokens (top-p 0.9 as
     // in the generate workload, no EOS), then scoring (policy + reference log-probs, values, a cheap
     // programmatic reward, KL shaping, GAE), then 1 PPO epoch × 1 mini-batch of 8 (policy + value loss,
-    // clip-grad, AdamW). Phase times come from PpoTrainer.LastStepSeconds.
+    // clip-grad, AdamW). Phase times come from OnlineRlTrainer.LastStepSeconds.
     const int batch = 8, promptLen = 64, newTokens = 128, seqLen = promptLen + newTokens;
     var noEos = Stories15M(eos: Array.Empty<int>());
     using var policy = ModelFactory.Create(noEos, seed: 0);
     using var reference = ModelFactory.Create(noEos, seed: 0);          // a copy of the initial policy
     using var valueModel = new ScoredLM(ModelFactory.Create(noEos, seed: 0), HeadKind.Token, 1, seed: 1);
-    var value = PpoValueModel.Separate(valueModel);
+    var value = ValueModel.Separate(valueModel);
     // The value trunk's own LM head is never run (TokenScores reads the final hidden states): not counted.
     long nValueMatmul = valueModel.named_parameters().Where(p => !p.name.Contains("lm_head")).Sum(p => p.parameter.numel()) - nEmbedding;
     var tokenizer = new IdTokenizer(noEos.VocabSize);
@@ -221,10 +224,10 @@ else if (workload == "ppo")
         torch.randint(0, config.VocabSize, new long[] { promptLen }, dtype: ScalarType.Int64).data<long>().ToArray())).ToList();
     // Programmatic sequence reward: fraction of even token ids (costs nothing next to the forwards).
     var reward = ProgrammaticRewardSource.Sequence("even", e => e.ResponseIds.Count(t => t % 2 == 0) / (double)Math.Max(1, e.ResponseIds.Length));
-    var trainer = new PpoTrainer(policy, reference, value, tokenizer, reward, prompts, new PpoOptions
+    var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, reward, prompts, OnlineRlOptions.Ppo with
     {
-        OutputDir = Path.Combine(Path.GetTempPath(), "finealign-bench-ppo"), Steps = 1000, RolloutBatchSize = batch,
-        MiniBatchSize = batch, PpoEpochs = 1, LearningRate = 1e-6, MaxNewTokens = newTokens, Temperature = 1.0, TopP = 0.9,
+        OutputDir = Path.Combine(Path.GetTempPath(), "finealign-bench-ppo"), Steps = 1000, BatchSize = batch,
+        MiniBatchSize = batch, Epochs = 1, LearningRate = 1e-6, MaxNewTokens = newTokens, Temperature = 1.0, TopP = 0.9,
     }) { WriteTensorBoard = false };
 
     var phases = new Dictionary<string, List<double>> { ["generation"] = new(), ["scoring"] = new(), ["update"] = new() };
@@ -492,7 +495,7 @@ static Dictionary<string, string> ParseArgs(string[] a)
 }
 
 // Bench-only tokenizer: a "text" is its token ids written as decimal numbers separated by spaces, so
-// random-token prompts go through PpoTrainer's text API unchanged. No BOS/EOS; pads with 0.
+// random-token prompts go through OnlineRlTrainer's text API unchanged. No BOS/EOS; pads with 0.
 internal sealed class IdTokenizer(int vocabSize) : TextTokenizer
 {
     public override int VocabSize => vocabSize;
@@ -500,7 +503,7 @@ internal sealed class IdTokenizer(int vocabSize) : TextTokenizer
         text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
     public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true) => string.Join(' ', ids);
     public override void Save(string folder) =>
-        throw new NotSupportedException("the bench id tokenizer is never saved (the bench calls PpoTrainer.Step, not Train)");
+        throw new NotSupportedException("the bench id tokenizer is never saved (the bench calls OnlineRlTrainer.Step, not Train)");
 }
 
 // Anchor type for locating this assembly from top-level statements.

@@ -41,13 +41,14 @@ public static class CliApp
         root.Add(VersionCommand.Create());
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());
-        root.Add(PpoCommand.Create());
+        root.Add(OnlineRlCommand.Create("ppo"));
         root.Add(PpoCompareCommand.Create());
-        root.Add(GroupCommand.Create("grpo"));
-        root.Add(GroupCommand.Create("rloo"));
+        root.Add(OnlineRlCommand.Create("grpo"));
+        root.Add(OnlineRlCommand.Create("rloo"));
         root.Add(AlolCommand.Create());
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
+        root.Add(TokenizeCommand.Create());
         root.Add(ServeCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));

@@ -56,7 +56,7 @@ public class RecipeCommand : Command
         option.DefaultValueFactory = _ => defaultValue;
         Add(option);
         _declared.Add(new Declared(option, Recipe.NormalizeKey(name), typeof(T), defaultValue,
-            check is null ? null : v => check((T)v!)));
+            check is null ? null : v => check((T)v!), alias is not null && alias.StartsWith("--", StringComparison.Ordinal) ? Recipe.NormalizeKey(alias) : null));
         return option;
     }
 
@@ -70,7 +70,8 @@ public class RecipeCommand : Command
 
     internal IReadOnlyList<Declared> Declarations => _declared;
 
-    internal sealed record Declared(Option Option, string Key, Type Type, object? Default, Func<object?, string?>? Check);
+    /// <param name="AliasKey">A long alias (e.g. --ppo-epochs for --num-iterations) is a recipe key too.</param>
+    internal sealed record Declared(Option Option, string Key, Type Type, object? Default, Func<object?, string?>? Check, string? AliasKey = null);
 }
 
 /// <summary>The merged option values of one invocation of a <see cref="RecipeCommand"/>.</summary>
@@ -163,6 +164,8 @@ public sealed class Recipe
                 "a recipe must be a mapping of option names to values (e.g. 'seed: 42')");
 
         var byKey = command.Declarations.ToDictionary(d => d.Key, StringComparer.Ordinal);
+        foreach (var d in command.Declarations)
+            if (d.AliasKey is not null) byKey.TryAdd(d.AliasKey, d);
         var firstLine = new Dictionary<string, long>(StringComparer.Ordinal);
         string commandPath = CommandPath(parseResult);
         foreach (var (keyNode, valueNode) in map.Children)
@@ -179,9 +182,9 @@ public sealed class Recipe
                     ? $"; valid keys: {string.Join(", ", byKey.Keys.Select(x => x.Replace('-', '_')))}" : "";
                 throw new DataFormatException(path, line, null, what + (key == "config" ? "" : hint) + valid);
             }
-            if (!firstLine.TryAdd(key, line))
-                throw new DataFormatException(path, line, rawKey, $"set twice (also on line {firstLine[key]})");
-            result[key] = Convert(valueNode, d.Type, path, rawKey);
+            if (!firstLine.TryAdd(d.Key, line))
+                throw new DataFormatException(path, line, rawKey, $"set twice (also on line {firstLine[d.Key]})");
+            result[d.Key] = Convert(valueNode, d.Type, path, rawKey);
         }
         return result;
     }

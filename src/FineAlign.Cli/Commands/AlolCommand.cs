@@ -38,8 +38,9 @@ public static class AlolCommand
             "token-level sources contribute Σ_t r_t).");
         var refModel = cmd.Declare<string?>("--ref-model", null, "Reference model folder (default: a frozen copy of --model).");
         var maxLength = cmd.Declare<int?>("--max-length", null, "Maximum prompt + completion tokens (default: the model's context).", check: v => v is null or >= 2 ? null : "must be at least 2");
-        var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews generated for the built-in offline set.", check: v => v >= 10 ? null : "must be at least 10");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews generated for the built-in offline set.", 4000, 10);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
         var noise = cmd.Declare("--noise-fraction", 0.0, "Built-in set: share of negative responses relabelled with --noise-reward (robustness test).",
             check: v => v is >= 0 and <= 1 ? null : "must be in [0, 1]");
         var noiseReward = cmd.Declare("--noise-reward", 1.0, "The (wrong) reward given to mislabelled responses.", check: v => double.IsFinite(v) ? null : "must be finite");
@@ -69,8 +70,8 @@ public static class AlolCommand
             }
             else
             {
-                var built = OfflineCorpus.Build(r.Get(corpusSeed), r.Get(corpusSize), r.Get(noise), r.Get(noiseReward));
-                train = OfflineDataset.FromExamples(built.Train, BuiltinCorpus.Name, tokenizer, enc, warn);
+                var built = BuiltinData.OfflineExamples(r.Get(corpusSeed), r.Get(corpusSize), r.Get(noise), r.Get(noiseReward));
+                train = OfflineDataset.FromExamples(built.Train, BuiltinData.Name, tokenizer, enc, warn);
                 r.Out.WriteLine($"alol: {train.Examples.Count} built-in examples (true sentiment reward); {built.Mislabelled} of {built.Negative} negative responses " +
                                 $"relabelled with reward {r.Get(noiseReward)}");
             }

@@ -30,8 +30,7 @@ public static class BcoCommand
             r.Out.WriteLine($"bco: {description}; reference: {r.Get(refModel) ?? "the initial policy"}; β {r.Get(beta)}{(r.Get(udm) ? ", UDM weights" : "")}");
             r.Out.WriteLine($"bco: {PreferenceFlags.Describe(train)} for training, {(eval is null ? "no eval set" : eval.Examples.Count + " held out")}, output {options.OutputDir}");
             var bco = new BcoOptions { Beta = r.Get(beta), Udm = r.Get(udm), UdmMaxPerSide = r.Get(udmPerSide) };
-            var shift = new RewardShift();
-            var result = CliProgress.Run(r.Out, progress => BcoTrainer.Train(policy, reference, tokenizer, train, eval, options, bco, shift, progress,
+            var (result, shift) = CliProgress.Run(r.Out, progress => BcoTrainer.Train(policy, reference, tokenizer, train, eval, options, bco, progress,
                 m => r.Out.WriteLine("bco: " + m), ct));
             int code = PreferenceReport.Finish(r, "bco", result, options,
                 $"model saved to {Path.Combine(options.OutputDir, CausalLmTrainer.ModelFolder)} (Hugging Face format), δ = {shift.Mean:F4} in {RewardShift.FileName}",

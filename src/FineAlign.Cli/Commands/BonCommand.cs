@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using FineAlign.Trainers;
 using FineAlign.Data;
 using FineAlign.Data.Corpus;
 using FineAlign.Generation;
@@ -25,8 +26,9 @@ public static class BonCommand
         var chunk = cmd.Declare("--chunk-tokens", 8, "Guided: tokens generated between re-rankings.", check: v => v >= 1 ? null : "must be at least 1");
         var prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (one prompt per pair) or a feedback file (each prompt once). Omitted: held-out prompts of the built-in corpus.");
         var numPrompts = cmd.Declare("--num-prompts", 64, "Prompts to use (the first N).", check: v => v >= 1 ? null : "must be at least 1");
-        var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews whose held-out prompts are used when --prompts is omitted.", check: v => v >= 10 ? null : "must be at least 10");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews whose held-out prompts are used when --prompts is omitted.", 4000, 10);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
         var maxNew = cmd.Declare("--max-new-tokens", 64, "Response length limit (tokens).", check: v => v >= 1 ? null : "must be at least 1");
         var temperature = cmd.Declare("--temperature", 1.0, "Sampling temperature.", check: v => v > 0 && double.IsFinite(v) ? null : "must be positive");
         var topP = cmd.Declare("--top-p", 1.0, "Nucleus sampling.", check: v => v is > 0 and <= 1 ? null : "must be in (0, 1]");

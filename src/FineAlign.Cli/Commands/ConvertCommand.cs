@@ -25,8 +25,10 @@ public static class ConvertCommand
             "Largest safetensors file before the weights are split into shards with an index, e.g. 500MB, 2GB, 1GiB (GB = 10^9 bytes, GiB = 2^30).",
             check: v => ModelFolder.ParseSize(v) is null ? "must be a positive size such as 500MB, 2GB or a byte count" : null);
 
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((recipe, ct) =>
         {
+            runtime.Apply(recipe);
             string source = recipe.Get(model) ?? throw LogprobsCommand.Required("--model", "the source model folder");
             string target = recipe.Get(outDir) ?? throw LogprobsCommand.Required("--out", "the destination folder");
             long shardBytes = ModelFolder.ParseSize(recipe.Get(maxShard))!.Value;

@@ -15,7 +15,7 @@ public static class CorpusCommand
             "sft_train/eval.jsonl, prompts_train/eval.jsonl, preferences_train/eval.jsonl and reviews.jsonl (labels). " +
             "Same seed => byte-identical files.");
         var outDir = cmd.Declare("--out", "data/corpus", "Output folder (created; files of the same names are replaced).", alias: "-o");
-        var seed = cmd.Declare("--seed", 1234, "Random seed; the corpus is a pure function of seed and count.");
+        var seed = cmd.Declare("--seed", ReviewCorpus.DefaultSeed, "Random seed; the corpus is a pure function of seed and count.");
         var count = cmd.Declare("--count", 20000, "Number of reviews to generate.",
             check: v => v is >= 1 and <= 10_000_000 ? null : "must be between 1 and 10000000");
         var evalFraction = cmd.Declare("--eval-fraction", 0.1, "Fraction of distinct prompts held out for evaluation (their reviews go to the eval splits).",

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using FineAlign.Trainers;
 using FineAlign.Evaluation;
 using FineAlign.Models;
 using FineAlign.Rewards;

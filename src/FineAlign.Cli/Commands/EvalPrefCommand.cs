@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Globalization;
 using System.Text.Json;
 using FineAlign.Data;
@@ -22,8 +23,10 @@ public static class EvalPrefCommand
         var data = PreferenceFlags.Declare(cmd, feedback: false, evalData: false);
         var batch = cmd.Declare("--batch-size", 32, "Pairs per forward.", check: v => v >= 1 ? null : "must be at least 1");
         var output = cmd.Declare<string?>("--output", null, "Also write the result as JSON to this file.");
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((r, ct) =>
         {
+            runtime.Apply(r);
             string dir = r.Get(model) ?? throw new FineAlignException("eval-pref needs --model: a policy folder (e.g. runs/dpo/model).");
             string resolved = ModelFolder.Resolve(dir);
             using var policy = ModelIO.Load(resolved);
@@ -50,8 +53,8 @@ public static class EvalPrefCommand
             long cut = PreferenceFlags.HoldoutStart(path, n);
             return all with { Source = $"{path} (last {n} lines)", Pairs = all.Pairs.Where(p => p.Line > cut).ToList() };
         }
-        var (_, eval) = PreferenceFlags.BuiltinPairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
-        return PreferenceDataset.FromExamples(eval, Trainers.BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn);
+        var (_, eval) = BuiltinData.PreferencePairs(r.Get(data.CorpusSeed), r.Get(data.CorpusSize));
+        return PreferenceDataset.FromExamples(eval, BuiltinData.Name + " (held out)", tokenizer, enc, warn);
     }
 
     internal static int Report(Recipe r, string command, PreferenceDataset pairs, PreferenceAccuracy acc, string? output, string what)

@@ -19,8 +19,10 @@ public static class EvalRmCommand
         var data = PreferenceFlags.Declare(cmd, feedback: false, evalData: false);
         var batch = cmd.Declare("--batch-size", 32, "Pairs per forward.", check: v => v >= 1 ? null : "must be at least 1");
         var output = cmd.Declare<string?>("--output", null, "Also write the result as JSON to this file.");
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((r, ct) =>
         {
+            runtime.Apply(r);
             string dir = r.Get(model) ?? throw new FineAlignException("eval-rm needs --model: a reward-model folder written by 'finealign rm' (e.g. runs/rm/model).");
             string resolved = ModelFolder.Resolve(dir);
             using var rm = ScoredLM.Load(resolved);

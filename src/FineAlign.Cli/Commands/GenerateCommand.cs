@@ -45,8 +45,10 @@ public static class GenerateCommand
         var output = cmd.Declare<string?>("--output", null, "Write JSON lines to this file (atomically: all or nothing) instead of printing the completions.", alias: "-o");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
 
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((recipe, ct) =>
         {
+            runtime.Apply(recipe);
             string modelDir = recipe.Get(model) ?? throw LogprobsCommand.Required("--model", "a model folder");
             string[] prompts = recipe.Get(prompt) ?? [];
             string? inputPath = recipe.Get(input);
@@ -73,7 +75,7 @@ public static class GenerateCommand
                 throw new FineAlignException($"{resolved}: --stop needs a tokenizer, but the model folder has no tokenizer files");
             var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), options, recipe.Get(batchSize), recipe.Get(seed));
 
-            IEnumerable<Prompt> source = inputPath is null ? job.FromCommandLine(prompts) : job.FromFile(inputPath);
+            IEnumerable<GenerationPrompt> source = inputPath is null ? job.FromCommandLine(prompts) : job.FromFile(inputPath);
             string? outPath = recipe.Get(output);
             using var sink = outPath is null ? JsonlOutput.ToConsole(recipe.Out) : JsonlOutput.ToFile(outPath);
             if (sink.IsFile)
@@ -93,116 +95,25 @@ public static class GenerateCommand
         return cmd;
     }
 
-    /// <summary>One prompt: where it came from, the JSON to echo, its token ids.</summary>
-    private sealed record Prompt(long? Line, JsonNode? Echo, int[] Ids, bool IsChat);
-
     private sealed class Job(CausalLM model, TextTokenizer? tokenizer, string folder, string? chatTemplate,
                              GenerationOptions options, int batchSize, long seed)
     {
-        private SftEncoder? _encoder;
-        private int? _chatEnd;
-        private bool _chatEndResolved;
+        private readonly GenerationPromptReader _reader = new(tokenizer, folder, chatTemplate, model.Config.VocabSize,
+            model.Config.MaxPositionEmbeddings, options.MaxNewTokens);
 
-        private SftEncoder Encoder(Func<string, Exception> fail) =>
-            _encoder ??= new SftEncoder(tokenizer ?? throw fail(
-                $"needs a tokenizer, but the model folder '{folder}' has no tokenizer files (give prompt_input_ids instead)"),
-                new SftOptions { ChatTemplate = chatTemplate });
-
-        public IEnumerable<Prompt> FromCommandLine(string[] prompts)
+        public IEnumerable<GenerationPrompt> FromCommandLine(string[] prompts)
         {
-            for (int i = 0; i < prompts.Length; i++)
-            {
-                string where = $"--prompt #{i + 1}";
-                if (prompts[i].Length == 0) throw new UsageException($"{where} is empty");
-                int[] ids = Encoder(p => new FineAlignException($"{where}: text prompts {p}")).EncodePrompt(prompts[i]);
-                Check(ids, m => new FineAlignException($"{where}: {m}"));
-                yield return new Prompt(null, prompts[i], ids, false);
-            }
+            if (Array.FindIndex(prompts, p => p.Length == 0) is int empty and >= 0) throw new UsageException($"--prompt #{empty + 1} is empty");
+            return _reader.FromTexts(prompts, i => $"--prompt #{i + 1}");
         }
 
-        public IEnumerable<Prompt> FromFile(string file)
-        {
-            foreach (var line in JsonlReader.Read(file))
-            {
-                var o = line.Object;
-                string[] fields = ["prompt", "messages", "prompt_input_ids"];
-                var present = fields.Where(o.ContainsKey).ToList();
-                if (present.Count == 0)
-                    throw new DataFormatException(file, line.LineNumber, null, "expected 'prompt' (a string), 'messages' (a list of messages) or 'prompt_input_ids' (token ids)");
-                if (present.Count > 1)
-                    throw new DataFormatException(file, line.LineNumber, null, $"has {string.Join(" and ", present.Select(f => $"'{f}'"))}; give one");
-                string field = present[0];
-                Exception Fail(string m) => new DataFormatException(file, line.LineNumber, field, m);
+        public IEnumerable<GenerationPrompt> FromFile(string file) => _reader.FromFile(file);
 
-                Prompt p;
-                if (field == "prompt_input_ids")
-                {
-                    int[] ids = line.RequireIntArray(file, field);
-                    p = new Prompt(line.LineNumber, tokenizer is null ? null : tokenizer.Decode(ids, skipSpecialTokens: false), ids, false);
-                }
-                else if (field == "messages" || o[field] is JsonArray)   // TRL's conversational prompt is a message list too
-                {
-                    var messages = ParseMessages(o[field], Fail);
-                    var encoder = Encoder(m => Fail("chat prompts " + m));
-                    _ = encoder.ChatFormat;   // an unknown/unrecognised template is a setup error, not this line's
-                    int[] ids;
-                    try { ids = encoder.EncodePrompt(messages); }
-                    catch (FineAlignException e) when (e is not DataFormatException) { throw Fail(e.Message); }
-                    p = new Prompt(line.LineNumber, o[field]!.DeepClone(), ids, true);
-                }
-                else
-                {
-                    string text = line.RequireString(file, field);
-                    if (text.Length == 0) throw Fail("is empty");
-                    p = new Prompt(line.LineNumber, text, Encoder(m => Fail("text prompts " + m)).EncodePrompt(text), false);
-                }
-                Check(p.Ids, Fail);
-                yield return p;
-            }
-        }
-
-        private void Check(int[] ids, Func<string, Exception> fail)
-        {
-            if (ids.Length == 0) throw fail("no tokens; generation needs at least one prompt token");
-            int vocab = model.Config.VocabSize, context = model.Config.MaxPositionEmbeddings;
-            for (int t = 0; t < ids.Length; t++)
-                if (ids[t] < 0 || ids[t] >= vocab)
-                    throw fail($"token id {ids[t]} at position {t} is outside the model's vocabulary [0, {vocab})");
-            if (ids.Length + options.MaxNewTokens > context)
-                throw fail($"prompt of {ids.Length} tokens + --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {context} tokens");
-        }
-
-        private static List<ChatMessage> ParseMessages(JsonNode? node, Func<string, Exception> fail)
-        {
-            if (node is not JsonArray arr) throw fail($"expected a list of messages, got {JsonlReader.Kind(node)}");
-            if (arr.Count == 0) throw fail("is an empty list");
-            var list = new List<ChatMessage>(arr.Count);
-            for (int i = 0; i < arr.Count; i++)
-            {
-                if (arr[i] is not JsonObject m || m["role"] is not JsonValue r || r.GetValueKind() != JsonValueKind.String
-                    || m["content"] is not JsonValue c || c.GetValueKind() != JsonValueKind.String)
-                    throw fail($"message {i}: expected an object with string 'role' and 'content'");
-                list.Add(new ChatMessage(r.GetValue<string>(), c.GetValue<string>()));
-            }
-            return list;
-        }
-
-        // Chat prompts also end at the template's end-of-turn token (ChatML's <|im_end|>) when it is one token,
-        // as a chat model's generation_config usually lists it beside EOS.
-        private int? ChatEnd()
-        {
-            if (_chatEndResolved) return _chatEnd;
-            _chatEndResolved = true;
-            if (tokenizer is not null && _encoder?.ChatFormat == ChatFormat.ChatML && tokenizer.Encode("<|im_end|>") is [int id])
-                _chatEnd = id;
-            return _chatEnd;
-        }
-
-        public void Run(IEnumerable<Prompt> prompts, Action<JsonObject> write, IProgress<ProgressUpdate>? progress, long total, CancellationToken ct)
+        public void Run(IEnumerable<GenerationPrompt> prompts, Action<JsonObject> write, IProgress<ProgressUpdate>? progress, long total, CancellationToken ct)
         {
             var baseEos = model.Config.EosTokenIds.Length > 0 ? model.Config.EosTokenIds
                 : tokenizer?.EosId is int e ? [e] : [];
-            var batch = new List<Prompt>(batchSize);
+            var batch = new List<GenerationPrompt>(batchSize);
             long done = 0, batchIndex = 0;
             foreach (var p in prompts)
             {
@@ -215,7 +126,7 @@ public static class GenerateCommand
 
             void Flush()
             {
-                var eos = batch.Any(b => b.IsChat) && ChatEnd() is int end ? baseEos.Append(end).Distinct().ToArray() : baseEos;
+                var eos = batch.Any(b => b.IsChat) && _reader.ChatEnd() is int end ? baseEos.Append(end).Distinct().ToArray() : baseEos;
                 var o = options with { Seed = unchecked(seed + batchIndex), EosTokenIds = eos };
                 var results = TextGenerator.Generate(model, batch.Select(b => b.Ids).ToList(), o, tokenizer);
                 for (int i = 0; i < batch.Count; i++)

@@ -34,8 +34,10 @@ public static class LogprobsCommand
             "A sequence longer than the model's context (max_position_embeddings): error (stop, naming the line) or truncate (keep the first tokens; one warning).");
         overLength.HelpName = "error|truncate";
 
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((recipe, ct) =>
         {
+            runtime.Apply(recipe);
             string modelDir = recipe.Get(model) ?? throw Required("--model", "a model folder");
             string inputPath = recipe.Get(input) ?? throw Required("--input", "a JSONL file");
             if (!File.Exists(inputPath))
@@ -97,7 +99,7 @@ public static class LogprobsCommand
 
             void Flush()
             {
-                var scores = Score(Model, batch.Select(b => b.Ids).ToList());
+                var scores = SequenceLogProbs.Score(Model, batch.Select(b => b.Ids).ToList());
                 for (int i = 0; i < batch.Count; i++)
                 {
                     double sum = scores[i].Sum(x => (double)x);
@@ -153,35 +155,6 @@ public static class LogprobsCommand
             }
             return ids;
         }
-    }
-
-    /// <summary>
-    /// Per-token log-probs of each sequence (length n−1 for n tokens), scored in one right-padded batch. Padding sits
-    /// after every real token, so with the causal mask no real position sees it; the mask keeps positions right too.
-    /// </summary>
-    public static float[][] Score(CausalLM model, IReadOnlyList<int[]> sequences)
-    {
-        int b = sequences.Count, len = sequences.Max(s => s.Length);
-        var result = new float[b][];
-        if (len < 2) return sequences.Select(_ => Array.Empty<float>()).ToArray();
-        var ids = new long[b * len];
-        var mask = new long[b * len];
-        for (int i = 0; i < b; i++)
-            for (int t = 0; t < sequences[i].Length; t++)
-            {
-                ids[i * len + t] = sequences[i][t];
-                mask[i * len + t] = 1;
-            }
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var device = model.parameters().First().device;
-        var idsT = tensor(ids, [b, len], device: device);
-        var maskT = tensor(mask, [b, len], device: device);
-        var logits = model.Forward(idsT, maskT);
-        var lp = CausalLmLoss.TokenLogProbs(logits, idsT).cpu().data<float>().ToArray();
-        for (int i = 0; i < b; i++)
-            result[i] = lp.AsSpan(i * (len - 1), sequences[i].Length - 1).ToArray();
-        return result;
     }
 
     internal static JsonNode? Number(float x) => float.IsFinite(x) ? JsonValue.Create(x) : null;

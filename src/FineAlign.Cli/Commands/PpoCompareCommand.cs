@@ -17,12 +17,11 @@ public static class PpoCompareCommand
             "Runs PPO from one policy with (a) a sequence reward, (b) TLCR continuous token rewards, (c) discrete ±1 token rewards and " +
             "(d) pivot-token segment rewards, same seed and budget, then measures held-out true sentiment, KL to the initial policy, " +
             "distinct-1/2 and length. Writes comparison.md, comparison.json and comparison.png.");
-        var outDir = cmd.Declare("--out", "runs/ppo-compare", "Output folder (one sub-folder per variant).", alias: "-o");
         var disc = cmd.Declare("--discriminator", "runs/tlcr/model", "TLCR discriminator folder (finealign tlcr-train) for variants b-d.");
         var seqReward = cmd.Declare("--sequence-reward", "lexicon", "Reward spec of variant (a): 'lexicon' (ground-truth sequence score) or rm:PATH.");
         var variants = cmd.Declare<string[]>("--variants", ["sequence", "tlcr", "discrete", "pivot"], "Which variants to run.");
         var evalPrompts = cmd.Declare("--eval-prompts", 64, "Held-out prompts for the final evaluation.", check: v => v >= 1 ? null : "must be at least 1");
-        var flags = PpoFlags.Declare(cmd, defaultSteps: 25);
+        var flags = OnlineRlFlags.Declare(cmd, OnlineRlOptions.Ppo, defaultSteps: 25, defaultOut: "runs/ppo-compare");
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -30,7 +29,7 @@ public static class PpoCompareCommand
             var (train, heldOut, corpus) = flags.LoadPrompts(r);
             if (!corpus) throw new FineAlignException("ppo-compare measures true sentiment and needs the built-in corpus prompts; omit --prompts");
             var evalSet = heldOut.Take(r.Get(evalPrompts)).ToList();
-            string root = r.Get(outDir);
+            string root = r.Get(flags.Output.Out);
             Directory.CreateDirectory(root);
             string d = r.Get(disc);
             var specs = new Dictionary<string, string>
@@ -40,11 +39,11 @@ public static class PpoCompareCommand
             foreach (var v in r.Get(variants))
                 if (!specs.ContainsKey(v)) throw new FineAlignException($"unknown variant '{v}' (sequence, tlcr, discrete, pivot)");
             int maxNew = r.Get(flags.MaxNewTokens);
-            long evalSeed = r.Get(flags.Seed) + 7777;
+            long evalSeed = r.Get(flags.Seed) + Seeds.HeldOutEvalOffset;
 
             SentimentEvalResult initial;
             {
-                var (p0, ref0, v0, tok0) = flags.LoadModels(r);
+                var (p0, ref0, v0, tok0) = flags.LoadModels(r, flags.Options(r));
                 using var _p = p0; using var _r = ref0; using var _v = v0;
                 initial = SentimentEval.Run(p0, ref0, tok0, evalSet, maxNew, evalSeed);
             }
@@ -54,16 +53,16 @@ public static class PpoCompareCommand
             foreach (var name in r.Get(variants))
             {
                 ct.ThrowIfCancellationRequested();
-                var (policy, reference, value, tokenizer) = flags.LoadModels(r);
+                var (policy, reference, value, tokenizer) = flags.LoadModels(r, flags.Options(r));
                 using var p = policy; using var rf = reference; using var vm = value;
-                var source = flags.Reward(r, [specs[name]], tokenizer);
+                var source = flags.Reward.Build(r, tokenizer, [specs[name]]);
                 string dir = Path.Combine(root, name);
                 if (Directory.Exists(dir)) Directory.Delete(dir, true); // each comparison run starts fresh
-                var options = flags.Options(r, dir, saveRollouts: false, saveSteps: 0, resume: false);
+                var options = flags.Options(r) with { OutputDir = dir, SaveRollouts = false, SaveSteps = 0, Resume = false };
                 var clock = Stopwatch.StartNew();
                 var result = CliProgress.Run(r.Out, progress =>
                 {
-                    using var trainer = new PpoTrainer(policy, reference, value, tokenizer, source, train, options)
+                    using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                     {
                         Progress = progress, WriteTensorBoard = false, TrueReward = (_, resp) => Lexicon.TrueReward(resp),
                     };

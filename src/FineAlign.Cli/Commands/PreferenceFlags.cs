@@ -41,7 +41,7 @@ internal sealed class PreferenceFlags
                                                                              "completion token are skipped and counted).", check: v => v is null or >= 1 ? null : "must be at least 1"),
             ChatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for message data: chatml, llama2 or zephyr (default: from tokenizer_config.json)."),
             CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews generated for the built-in preference pairs.", check: v => v >= 10 ? null : "must be at least 10"),
-            CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
+            CorpusSeed = cmd.Declare("--corpus-seed", ReviewCorpus.DefaultSeed, "Seed of the built-in corpus (kept apart from --seed so runs with different seeds see the same data)."),
             HoldoutLast = cmd.Declare("--holdout-last", 0, evalData
                 ? "Hold out the last N lines of --data as the eval set (when --eval-data is not given); 0 = none."
                 : "Evaluate only the last N lines of --data (the part a training run held out with the same value); 0 = all.",
@@ -67,17 +67,14 @@ internal sealed class PreferenceFlags
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? PreferenceDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {
-                long cut = HoldoutStart(path, n);
-                eval = train with { Source = $"{path} (last {n} lines)", Pairs = train.Pairs.Where(p => p.Line > cut).ToList() };
-                train = train with { Pairs = train.Pairs.Where(p => p.Line <= cut).ToList() };
-                if (train.Pairs.Count == 0 || eval.Pairs.Count == 0)
-                    throw new FineAlignException($"--holdout-last {n} leaves {train.Pairs.Count} training and {eval.Pairs.Count} held-out pairs of {path}");
+                var (kept, held) = HoldOut.LastLines(train.Pairs, p => p.Line, path, n, "pairs");
+                (train, eval) = (train with { Pairs = kept }, train with { Source = HoldOut.Describe(path, n), Pairs = held });
             }
             return (train, eval);
         }
-        var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
-        return (PreferenceDataset.FromExamples(tr, BuiltinCorpus.Name, tokenizer, enc, warn),
-                ev.Count > 0 ? PreferenceDataset.FromExamples(ev, BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn) : null);
+        var (tr, ev) = BuiltinData.PreferencePairs(r.Get(CorpusSeed), r.Get(CorpusSize));
+        return (PreferenceDataset.FromExamples(tr, BuiltinData.Name, tokenizer, enc, warn),
+                ev.Count > 0 ? PreferenceDataset.FromExamples(ev, BuiltinData.Name + " (held out)", tokenizer, enc, warn) : null);
     }
 
     /// <summary>Training and eval feedback (eval null when none); the built-in pairs are unpaired.</summary>
@@ -91,45 +88,18 @@ internal sealed class PreferenceFlags
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? FeedbackDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {
-                long cut = HoldoutStart(path, n);
-                eval = train with { Source = $"{path} (last {n} lines)", Examples = train.Examples.Where(e => e.Line > cut).ToList() };
-                train = train with { Examples = train.Examples.Where(e => e.Line <= cut).ToList() };
-                if (train.Examples.Count == 0 || eval.Examples.Count == 0)
-                    throw new FineAlignException($"--holdout-last {n} leaves {train.Examples.Count} training and {eval.Examples.Count} held-out examples of {path}");
+                var (kept, held) = HoldOut.LastLines(train.Examples, e => e.Line, path, n, "examples");
+                (train, eval) = (train with { Examples = kept }, train with { Source = HoldOut.Describe(path, n), Examples = held });
             }
             return (train, eval);
         }
-        var (tr, ev) = BuiltinPairs(r.Get(CorpusSeed), r.Get(CorpusSize));
-        return (FeedbackDataset.FromExamples(Unpair(tr), BuiltinCorpus.Name, tokenizer, enc, warn),
-                ev.Count > 0 ? FeedbackDataset.FromExamples(Unpair(ev), BuiltinCorpus.Name + " (held out)", tokenizer, enc, warn) : null);
+        var (tr, ev) = BuiltinData.PreferencePairs(r.Get(CorpusSeed), r.Get(CorpusSize));
+        return (FeedbackDataset.FromExamples(BuiltinData.Unpair(tr), BuiltinData.Name, tokenizer, enc, warn),
+                ev.Count > 0 ? FeedbackDataset.FromExamples(BuiltinData.Unpair(ev), BuiltinData.Name + " (held out)", tokenizer, enc, warn) : null);
     }
 
-    /// <summary>Line number after which the last <paramref name="n"/> lines of the file start.</summary>
-    public static long HoldoutStart(string path, int n)
-    {
-        long lines = File.ReadLines(path).LongCount();
-        if (n >= lines) throw new FineAlignException($"--holdout-last {n}: {path} has only {lines} lines");
-        return lines - n;
-    }
-
-    /// <summary>Built-in pairs split by held-out prompts (line numbers are review numbers).</summary>
-    public static (List<PreferenceExample> Train, List<PreferenceExample> Eval) BuiltinPairs(int seed, int count)
-    {
-        var train = new List<PreferenceExample>();
-        var eval = new List<PreferenceExample>();
-        foreach (var r in ReviewCorpus.Generate(seed, count))
-            foreach (var p in ReviewCorpus.PreferencePairs([r]))
-                (ReviewCorpus.IsEvalPrompt(r.Prompt, seed) ? eval : train).Add(new PreferenceExample(r.Index + 1, PreferenceFormat.PromptChosenRejected,
-                    new PromptCompletionExample(r.Index + 1, p.Prompt, p.Chosen), new PromptCompletionExample(r.Index + 1, p.Prompt, p.Rejected)));
-        return (train, eval);
-    }
-
-    private static IEnumerable<FeedbackExample> Unpair(IEnumerable<PreferenceExample> pairs) =>
-        pairs.SelectMany(p => new[]
-        {
-            new FeedbackExample(p.Line, FeedbackFormat.UnpairedPreferences, p.Chosen, true),
-            new FeedbackExample(p.Line, FeedbackFormat.UnpairedPreferences, p.Rejected, false),
-        });
+    /// <summary>Line number after which the last <paramref name="n"/> lines of the file start: <see cref="HoldOut.StartLine"/>.</summary>
+    public static long HoldoutStart(string path, int n) => HoldOut.StartLine(path, n);
 
     /// <summary>The policy for dpo/kto/bco: --model is required (fine-tuning a fresh model from preferences makes little sense).</summary>
     public static (CausalLM Model, TextTokenizer Tokenizer, string Description) RequirePolicy(Recipe r, TrainingFlags flags, string command)

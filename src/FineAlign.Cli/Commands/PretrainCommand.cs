@@ -17,8 +17,9 @@ public static class PretrainCommand
         var flags = TrainingFlags.Declare(cmd, defaultOut: "runs/pretrain", defaultLr: 1e-3, defaultMaxSteps: 600);
         var data = cmd.Declare<string?>("--data", null, "Training text (.txt or .jsonl with 'text'). Omitted: the built-in corpus.");
         var evalData = cmd.Declare<string?>("--eval-data", null, "Evaluation text in the same format (built-in corpus: its held-out part).");
-        var corpusSize = cmd.Declare("--corpus-size", 20000, "Reviews generated when using the built-in corpus.", check: v => v >= 10 ? null : "must be at least 10");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews generated when using the built-in corpus.", 20000, 10);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
         var samples = cmd.Declare("--samples", 4, "Sample generations written after training (samples.jsonl).", check: v => v >= 0 ? null : "must be ≥ 0");
 
         cmd.SetRecipeAction((r, ct) =>
@@ -42,7 +43,7 @@ public static class PretrainCommand
             }
             else
             {
-                (train, eval) = BuiltinCorpus.PretrainBlocks(tokenizer, r.Get(corpusSeed), r.Get(corpusSize), context);
+                (train, eval) = BuiltinData.PretrainBlocks(tokenizer, r.Get(corpusSeed), r.Get(corpusSize), context);
                 prompts = ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(samples)).Eval.Take(r.Get(samples)).ToList();
             }
             if (train.Count == 0)

@@ -22,8 +22,9 @@ public static class SftCommand
         var flags = TrainingFlags.Declare(cmd, defaultOut: "runs/sft", defaultLr: 1e-3, defaultMaxSteps: 600);
         var data = cmd.Declare<string?>("--data", null, "Training JSONL (prompt/completion, messages, or text). Omitted: the built-in corpus.");
         var evalData = cmd.Declare<string?>("--eval-data", null, "Evaluation JSONL in the same format (built-in corpus: its held-out prompts).");
-        var corpusSize = cmd.Declare("--corpus-size", 20000, "Reviews generated when using the built-in corpus.", check: v => v >= 10 ? null : "must be at least 10");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus (kept apart from --seed so runs with different seeds see the same data).");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews generated when using the built-in corpus.", 20000, 10);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
         var maxLength = cmd.Declare<int?>("--max-length", null, "Maximum tokens per example (default: the model's context).", check: v => v is null or >= 2 ? null : "must be at least 2");
         var overLength = cmd.Declare("--over-length", OverLengthPolicy.Truncate, "Examples longer than --max-length: truncate (with a warning and a count) or error.");
         var completionOnly = cmd.Declare("--completion-only-loss", true, "Train on completion/assistant tokens only (false: every token).");
@@ -59,9 +60,9 @@ public static class SftCommand
             }
             else
             {
-                var (tr, ev) = BuiltinCorpus.SftExamples(r.Get(corpusSeed), r.Get(corpusSize));
-                train = SftDataset.FromExamples(tr, BuiltinCorpus.Name, tokenizer, sftOptions, warn);
-                eval = SftDataset.FromExamples(ev, BuiltinCorpus.Name, tokenizer, sftOptions, warn);
+                var (tr, ev) = BuiltinData.SftExamples(r.Get(corpusSeed), r.Get(corpusSize));
+                train = SftDataset.FromExamples(tr, BuiltinData.Name, tokenizer, sftOptions, warn);
+                eval = SftDataset.FromExamples(ev, BuiltinData.Name, tokenizer, sftOptions, warn);
                 heldOutPrompts = ev.OfType<PromptCompletionExample>().Select(e => e.Prompt).Distinct().Take(r.Get(samples)).ToList();
             }
             var trainExamples = train.Examples;

@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using FineAlign.Trainers;
@@ -18,11 +19,14 @@ public static class TlcrLabelCommand
         var tokenizerDir = cmd.Declare<string?>("--tokenizer", null, "Folder with the policy's tokenizer files (e.g. the SFT model). Omitted: the built-in byte tokenizer.");
         var output = cmd.Declare("--out", "runs/tlcr/labels.jsonl", "Output JSONL: prompt, response, kind, input_ids, labels (one line per response).", alias: "-o");
         var evalOut = cmd.Declare<string?>("--eval-out", null, "Built-in corpus only: write the held-out split's labels here.");
-        var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews used from the built-in corpus.", check: v => v >= 1 ? null : "must be at least 1");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews used from the built-in corpus.", 4000, 1);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
 
+        var runtime = RuntimeFlags.Declare(cmd);
         cmd.SetRecipeAction((r, ct) =>
         {
+            runtime.Apply(r);
             TextTokenizer tokenizer = r.Get(tokenizerDir) is string dir ? TokenizerLoader.Load(dir) : new ByteTokenizer();
             string outPath = r.Get(output);
             var parent = Path.GetDirectoryName(Path.GetFullPath(outPath));
@@ -34,9 +38,9 @@ public static class TlcrLabelCommand
             }
             else
             {
-                var pairs = TlcrCorpus.Pairs(r.Get(corpusSeed), r.Get(corpusSize));
-                Write(r, outPath, TlcrCorpus.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList());
-                if (r.Get(evalOut) is string ev) Write(r, ev, TlcrCorpus.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList());
+                var pairs = BuiltinData.RevisionPairs(r.Get(corpusSeed), r.Get(corpusSize));
+                Write(r, outPath, TlcrLabeller.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList());
+                if (r.Get(evalOut) is string ev) Write(r, ev, TlcrLabeller.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList());
             }
             return 0;
         });

@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Globalization;
 using FineAlign.Models;
 using FineAlign.Rewards;
@@ -18,8 +19,9 @@ public static class TlcrTrainCommand
         var flags = TrainingFlags.Declare(cmd, defaultOut: "runs/tlcr", defaultLr: 1e-3, defaultMaxSteps: 200);
         var data = cmd.Declare<string?>("--data", null, "Labelled JSONL from tlcr-label. Omitted: built-in corpus pairs.");
         var evalData = cmd.Declare<string?>("--eval-data", null, "Labelled JSONL for evaluation (built-in corpus: its held-out prompts).");
-        var corpusSize = cmd.Declare("--corpus-size", 4000, "Reviews used from the built-in corpus.", check: v => v >= 10 ? null : "must be at least 10");
-        var corpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus.");
+        var corpus = CorpusFlags.Declare(cmd, "Reviews used from the built-in corpus.", 4000, 10);
+        var corpusSize = corpus.Size;
+        var corpusSeed = corpus.Seed;
         var neutralWeight = cmd.Declare("--neutral-weight", 1.0, "Loss weight of neutral tokens (target 0.5); 1 = the paper, 0 = labelled tokens only.",
             check: v => v is >= 0 and <= 1 ? null : "must be in [0, 1]");
 
@@ -37,9 +39,9 @@ public static class TlcrTrainCommand
             }
             else
             {
-                var pairs = TlcrCorpus.Pairs(r.Get(corpusSeed), r.Get(corpusSize));
-                train = TlcrCorpus.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList();
-                eval = TlcrCorpus.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList();
+                var pairs = BuiltinData.RevisionPairs(r.Get(corpusSeed), r.Get(corpusSize));
+                train = TlcrLabeller.Label(tokenizer, pairs.Where(p => !p.IsEval)).ToList();
+                eval = TlcrLabeller.Label(tokenizer, pairs.Where(p => p.IsEval)).ToList();
             }
             int vocab = trunk.Config.VocabSize;
             var badId = train.Concat(eval).SelectMany(x => x.ResponseIds).FirstOrDefault(id => id < 0 || id >= vocab, -1);

@@ -31,22 +31,12 @@ public static class Collator
         if (batch.Count == 0) throw new ArgumentException("cannot collate an empty batch", nameof(batch));
         int b = batch.Count, t = batch.Max(e => e.Length);
         if (t == 0) throw new ArgumentException("cannot collate a batch of empty examples", nameof(batch));
-        var ids = new long[b * t];
-        var attn = new long[b * t];
-        var loss = new bool[b * t];
-        Array.Fill(ids, padId);
         for (int i = 0; i < b; i++)
-        {
-            var ex = batch[i];
-            if (ex.LossMask.Length != ex.InputIds.Length)
-                throw new ArgumentException($"example {i}: {ex.InputIds.Length} ids but {ex.LossMask.Length} mask entries");
-            for (int j = 0; j < ex.Length; j++)
-            {
-                ids[i * t + j] = ex.InputIds[j];
-                attn[i * t + j] = 1;
-                loss[i * t + j] = ex.LossMask[j];
-            }
-        }
+            if (batch[i].LossMask.Length != batch[i].InputIds.Length)
+                throw new ArgumentException($"example {i}: {batch[i].InputIds.Length} ids but {batch[i].LossMask.Length} mask entries");
+        var ids = PadRows.Rows(batch.Select(e => (IReadOnlyList<long>)e.InputIds.Select(x => (long)x).ToArray()).ToList(), t, (long)padId);
+        var attn = PadRows.Mask(batch.Select(e => e.Length).ToList(), t, 1L);
+        var loss = PadRows.Rows(batch.Select(e => (IReadOnlyList<bool>)e.LossMask).ToList(), t, false);
         long[] shape = [b, t];
         var inputIds = torch.tensor(ids, shape, dtype: ScalarType.Int64, device: device);
         var attention = torch.tensor(attn, shape, dtype: ScalarType.Int64, device: device);

@@ -84,35 +84,3 @@ public sealed record OfflineDataset(string Source, IReadOnlyList<EncodedOffline>
         return this with { Examples = Examples.Select((e, i) => e with { Reward = rewards[i] }).ToList() };
     }
 }
-
-/// <summary>
-/// The built-in offline set: corpus reviews split into opening (prompt) and rest (response), rewarded with the ground
-/// truth <see cref="Lexicon.TrueReward"/> of the response. <c>noiseFraction</c> relabels that share of the
-/// negative responses (true reward &lt; 0) with <c>noiseReward</c> — mislabelled data for the robustness test.
-/// </summary>
-public static class OfflineCorpus
-{
-    public sealed record Built(List<OfflineExample> Train, List<OfflineExample> Eval, int Mislabelled, int Negative);
-
-    public static Built Build(int seed, int count, double noiseFraction = 0, double noiseReward = 1.0, double evalFraction = 0.1)
-    {
-        if (noiseFraction is < 0 or > 1 || double.IsNaN(noiseFraction)) throw new FineAlignException($"noise fraction must be in [0, 1], got {noiseFraction}");
-        var train = new List<OfflineExample>();
-        var eval = new List<OfflineExample>();
-        var rng = new Random(seed ^ 0x5eed);
-        int mislabelled = 0, negative = 0;
-        foreach (var r in ReviewCorpus.Generate(seed, count))
-        {
-            double truth = Lexicon.TrueReward(r.Completion);
-            bool isEval = ReviewCorpus.IsEvalPrompt(r.Prompt, seed, evalFraction);
-            double reward = truth;
-            if (!isEval && truth < 0)
-            {
-                negative++;
-                if (rng.NextDouble() < noiseFraction) { reward = noiseReward; mislabelled++; }
-            }
-            (isEval ? eval : train).Add(new OfflineExample(r.Index + 1, new PromptCompletionExample(r.Index + 1, r.Prompt, r.Completion), reward));
-        }
-        return new Built(train, eval, mislabelled, negative);
-    }
-}

@@ -24,11 +24,11 @@ public static class PreferenceEval
     /// <summary>DPO's implicit reward β(log π(y|x) − log π_ref(y|x)) of a policy against its reference.</summary>
     public static PreferenceAccuracy ImplicitReward(CausalLM policy, CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, double beta, int batchSize = 32)
         => Run(pairs, padId, batchSize, policy, b =>
-            beta * (PreferenceBatches.ReferenceLogps(policy, b.Tokens) - PreferenceBatches.ReferenceLogps(reference, b.Tokens)));
+            beta * (SequenceLogProbs.OfFrozen(policy, b.Tokens) - SequenceLogProbs.OfFrozen(reference, b.Tokens)));
 
     /// <summary>Reference-free baseline: does the model give the chosen completion a higher log-likelihood?</summary>
     public static PreferenceAccuracy LogLikelihood(CausalLM model, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize = 32)
-        => Run(pairs, padId, batchSize, model, b => PreferenceBatches.ReferenceLogps(model, b.Tokens));
+        => Run(pairs, padId, batchSize, model, b => SequenceLogProbs.OfFrozen(model, b.Tokens));
 
     private static PreferenceAccuracy Run(IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, nn.Module model, Func<PairBatch, Tensor> score)
     {
@@ -44,7 +44,7 @@ public static class PreferenceEval
             {
                 using var scope = NewDisposeScope();
                 var idx = Enumerable.Range(start, Math.Min(batchSize, pairs.Count - start)).ToArray();
-                using var b = PreferenceBatches.Pairs(pairs, idx, padId);
+                using var b = PreferenceBatching.Pairs(pairs, idx, padId);
                 var s = score(b).to(ScalarType.Float64).data<double>().ToArray();
                 for (int k = 0; k < idx.Length; k++)
                 {

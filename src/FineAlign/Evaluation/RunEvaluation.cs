@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using FineAlign.Trainers;
 using FineAlign.Data.Corpus;
 using FineAlign.Generation;
 using FineAlign.Models;

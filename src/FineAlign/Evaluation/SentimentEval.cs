@@ -34,13 +34,13 @@ public static class SentimentEval
             var chunk = prompts.Skip(s).Take(batchSize).ToList();
             var gen = TextGenerator.Generate(policy, tokenizer, chunk, new GenerationOptions { MaxNewTokens = maxNewTokens, Temperature = 1.0, Seed = seed + s });
             using var scope = NewDisposeScope();
-            var rollout = Trainers.PpoRollout.From(gen, chunk, tokenizer.PaddingId, policy.Config.EosTokenIds);
+            var rollout = RolloutBatch.From(gen, chunk, tokenizer.PaddingId);
             using (no_grad())
             {
                 policy.eval(); initial.eval();
                 var lp = rollout.ResponseLogProbs(policy.Forward(rollout.InputIds, rollout.AttentionMask), 1.0);
                 var lq = rollout.ResponseLogProbs(initial.Forward(rollout.InputIds, rollout.AttentionMask), 1.0);
-                klSum += (Ppo.KlPerToken(lp, lq, rollout.ResponseMask) ).sum().item<float>();
+                klSum += (Kl.PerToken(lp, lq, rollout.ResponseMask) ).sum().item<float>();
                 lenSum += rollout.ResponseMask.sum().item<float>();
             }
             for (int i = 0; i < gen.Count; i++)

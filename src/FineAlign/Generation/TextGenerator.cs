@@ -1,3 +1,4 @@
+using FineAlign.Data;
 using FineAlign.Models;
 using FineAlign.Text;
 using TorchSharp;
@@ -15,15 +16,18 @@ public static class TextGenerator
     /// <summary>Encodes text prompts (BOS per the tokenizer) and generates a continuation for each.</summary>
     public static IReadOnlyList<GeneratedSequence> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts, GenerationOptions options)
     {
-        var ids = prompts.Select((p, i) =>
-        {
-            var body = tokenizer.Encode(p);
-            var withBos = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
-            if (withBos.Length == 0)
-                throw new FineAlignException($"prompt {i + 1} is empty; generation needs at least one token (or a tokenizer that adds BOS).");
-            return withBos;
-        }).ToList();
+        var ids = prompts.Select((p, i) => EncodePrompt(tokenizer, p, i)).ToList();
         return Generate(model, ids, options, tokenizer);
+    }
+
+    /// <summary>A text prompt's token ids as generation reads them: BOS (when the tokenizer adds one) + the encoded text.</summary>
+    public static int[] EncodePrompt(TextTokenizer tokenizer, string prompt, int index = 0)
+    {
+        var body = tokenizer.Encode(prompt);
+        var withBos = tokenizer.AddBos && tokenizer.BosId is int bos ? body.Prepend(bos).ToArray() : body;
+        if (withBos.Length == 0)
+            throw new FineAlignException($"prompt {index + 1} is empty; generation needs at least one token (or a tokenizer that adds BOS).");
+        return withBos;
     }
 
     /// <summary>Generates from token-id prompts. <paramref name="tokenizer"/> is needed for texts and stop strings.</summary>
@@ -47,18 +51,8 @@ public static class TextGenerator
         var device = model.parameters().First().device;
 
         // Left padding: row i's prompt occupies the last prompts[i].Length columns.
-        var idsFlat = new long[batch * promptLen];
-        var maskFlat = new long[batch * promptLen];
-        for (int i = 0; i < batch; i++)
-        {
-            int off = promptLen - prompts[i].Length;
-            for (int j = 0; j < promptLen; j++)
-            {
-                bool real = j >= off;
-                idsFlat[i * promptLen + j] = real ? prompts[i][j - off] : pad;
-                maskFlat[i * promptLen + j] = real ? 1 : 0;
-            }
-        }
+        var idsFlat = PadRows.Rows(prompts.Select(p => (IReadOnlyList<long>)p.Select(x => (long)x).ToArray()).ToList(), promptLen, (long)pad, left: true);
+        var maskFlat = PadRows.Mask(prompts.Select(p => p.Length).ToList(), promptLen, 1L, left: true);
 
         var tokens = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var logProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();

@@ -51,7 +51,7 @@ public sealed class ModelConfig
         JsonObject obj;
         try
         {
-            obj = JsonNode.Parse(File.ReadAllText(path), documentOptions: StrictJson.Options) as JsonObject
+            obj = JsonNode.Parse(File.ReadAllText(LinkedFile.Resolve(path)), documentOptions: StrictJson.Options) as JsonObject
                   ?? throw new FineAlignException($"{path}: config.json must be a JSON object.");
         }
         catch (JsonException e)

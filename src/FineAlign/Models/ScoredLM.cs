@@ -164,6 +164,14 @@ public sealed class ScoredLM : nn.Module
         }
     }
 
+    /// <summary>Copies a saved scored-model folder's weights into <paramref name="model"/> (resume). The trunk's LM head is
+    /// not part of a scored model's files (it never scores), so it is left as it is.</summary>
+    public static void LoadInto(ScoredLM model, string folder)
+    {
+        using var loaded = Load(folder);
+        WeightCopy.Copy(loaded.state_dict(), model, folder, skip: name => name.StartsWith("lm_head", StringComparison.Ordinal) || name.Contains(".lm_head", StringComparison.Ordinal));
+    }
+
     private static bool IsIgnorable(string name) =>
         name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal) || name.EndsWith(".attn.bias", StringComparison.Ordinal) ||
         name.EndsWith(".attn.masked_bias", StringComparison.Ordinal);

@@ -42,7 +42,7 @@ public static class Alol
     public static Tensor Advantages(Tensor rewards, Tensor values)
     {
         if (rewards.dim() != 1 || !rewards.shape.SequenceEqual(values.shape))
-            throw new FineAlignException($"rewards [{Ppo.Shape(rewards)}] and values [{Ppo.Shape(values)}] must both be [batch]");
+            throw new FineAlignException($"rewards [{Masked.Shape(rewards)}] and values [{Masked.Shape(values)}] must both be [batch]");
         return rewards.detach().to(float32) - values.detach().to(float32);
     }
 
@@ -60,12 +60,12 @@ public static class Alol
     /// <summary>Per-token weights clip(π_θ(y_i)/π_ref(y_i), 1−ε, 1+ε), detached, [B, T], 0 on padding.</summary>
     public static Tensor TokenWeights(Tensor tokenLogp, Tensor refTokenLogp, Tensor mask, double epsilon = 0.9)
     {
-        Ppo.CheckSame(tokenLogp, refTokenLogp, "reference log-probs");
-        Ppo.CheckSame(tokenLogp, mask, "mask");
+        Masked.CheckSame(tokenLogp, refTokenLogp, "reference log-probs");
+        Masked.CheckSame(tokenLogp, mask, "mask");
         using var scope = NewDisposeScope();
-        var m = Ppo.AsFloatMask(mask);
-        var logRatio = Ppo.ZeroPadding(tokenLogp.detach().to(float32), m) - Ppo.ZeroPadding(refTokenLogp.detach().to(float32), m);
-        return Ppo.ZeroPadding(logRatio.exp().clamp(1 - epsilon, 1 + epsilon), m).MoveToOuterDisposeScope();
+        var m = Masked.AsFloatMask(mask);
+        var logRatio = Masked.ZeroPadding(tokenLogp.detach().to(float32), m) - Masked.ZeroPadding(refTokenLogp.detach().to(float32), m);
+        return Masked.ZeroPadding(logRatio.exp().clamp(1 - epsilon, 1 + epsilon), m).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -77,12 +77,12 @@ public static class Alol
     {
         var o = options ?? new AlolOptions();
         if (o.Epsilon < 0 || o.Epsilon > 1) throw new FineAlignException($"A-LoL epsilon must be in [0, 1], got {o.Epsilon}");
-        Ppo.CheckSame(tokenLogp, refTokenLogp, "reference log-probs");
-        Ppo.CheckSame(tokenLogp, mask, "mask");
+        Masked.CheckSame(tokenLogp, refTokenLogp, "reference log-probs");
+        Masked.CheckSame(tokenLogp, mask, "mask");
         using var scope = NewDisposeScope();
-        var m = Ppo.AsFloatMask(mask);
-        var logp = Ppo.ZeroPadding(tokenLogp, m);   // padding may hold anything; it never reaches a sum
-        var refLogp = Ppo.ZeroPadding(refTokenLogp.detach().to(float32), m);
+        var m = Masked.AsFloatMask(mask);
+        var logp = Masked.ZeroPadding(tokenLogp, m);   // padding may hold anything; it never reaches a sum
+        var refLogp = Masked.ZeroPadding(refTokenLogp.detach().to(float32), m);
         var nll = -logp.sum(1);                  // −Σ_i log π_θ(y_i), [B]
         var seqLogp = logp.sum(1);
         var refSeqLogp = refLogp.sum(1);
@@ -106,7 +106,7 @@ public static class Alol
         {
             if (x is null) throw new FineAlignException($"A-LoL variant {variant} needs per-sample {what}");
             if (x.dim() != 1 || x.shape[0] != tokenLogp.shape[0])
-                throw new FineAlignException($"A-LoL {what} must be [batch] = [{tokenLogp.shape[0]}], got [{Ppo.Shape(x)}]");
+                throw new FineAlignException($"A-LoL {what} must be [batch] = [{tokenLogp.shape[0]}], got [{Masked.Shape(x)}]");
             return x;
         }
     }

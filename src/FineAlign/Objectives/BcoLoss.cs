@@ -7,36 +7,29 @@ namespace FineAlign.Objectives;
 
 /// <summary>
 /// The BCO reward shift δ: the running mean of the implicit rewards of every example seen so far
-/// (thumbs-up and thumbs-down together). Save it with checkpoints and load it on resume, or δ restarts.
+/// (thumbs-up and thumbs-down together). A value: <see cref="BcoLoss.Compute"/> takes one and returns the next.
+/// Save it with checkpoints and load it on resume, or δ restarts.
 /// </summary>
-public sealed class RewardShift
+public sealed record RewardShift(double Mean = 0, long Count = 0)
 {
     public const string FileName = "bco_reward_shift.json";
 
-    /// <summary>Mean of all rewards merged so far (0 before the first update).</summary>
-    public double Mean { get; set; }
-
-    /// <summary>Number of rewards merged so far.</summary>
-    public long Count { get; set; }
-
-    /// <summary>Merges a batch given by its mean and size (Chan et al.'s pairwise update, mean part).</summary>
-    public void Update(double batchMean, long batchCount)
+    /// <summary>This shift merged with a batch given by its mean and size (Chan et al.'s pairwise update, mean part).</summary>
+    public RewardShift Merge(double batchMean, long batchCount)
     {
         if (batchCount < 0) throw new FineAlignException($"reward shift batch count must be ≥ 0, got {batchCount}");
-        if (batchCount == 0) return;
+        if (batchCount == 0) return this;
         if (!double.IsFinite(batchMean)) throw new FineAlignException($"reward shift got a non-finite batch mean {batchMean}");
         long total = Count + batchCount;
-        Mean += (batchMean - Mean) * batchCount / total;
-        Count = total;
+        return new RewardShift(Mean + (batchMean - Mean) * batchCount / total, total);
     }
 
-    /// <summary>Merges every element of <paramref name="rewards"/> (any shape; read detached).</summary>
-    public void Update(Tensor rewards)
+    /// <summary>This shift merged with every element of <paramref name="rewards"/> (any shape; read detached).</summary>
+    public RewardShift Merge(Tensor rewards)
     {
         using var scope = NewDisposeScope();
         long n = rewards.numel();
-        if (n == 0) return;
-        Update(rewards.detach().to(ScalarType.Float64).mean().item<double>(), n);
+        return n == 0 ? this : Merge(rewards.detach().to(ScalarType.Float64).mean().item<double>(), n);
     }
 
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this));
@@ -55,6 +48,9 @@ public sealed class RewardShift
     }
 }
 
+/// <summary>BCO's loss and the reward shift after this batch (the δ to pass to the next one).</summary>
+public sealed record BcoLossResult(ObjectiveResult Objective, RewardShift Shift);
+
 /// <summary>
 /// BCO: implicit reward r = βΔ(y), Δ = log π(y|x) − log π_ref(y|x); a binary classifier with
 /// logit r − δ. thumbs-up: −log σ(r − δ); thumbs-down: −log σ(−(r − δ)); optional per-example
@@ -69,11 +65,12 @@ public static class BcoLoss
     /// <param name="policyLogps">log π(y|x), [B], carries the gradient.</param>
     /// <param name="referenceLogps">log π_ref(y|x), [B].</param>
     /// <param name="thumbsUp">[B] bool (or 0/1).</param>
-    /// <param name="shift">δ's running state; updated with this batch's rewards BEFORE the loss is computed.</param>
+    /// <param name="shift">δ's running state before this batch; this batch's rewards are merged into it BEFORE the loss
+    /// is computed, and the merged shift is returned (the input is not changed).</param>
     /// <param name="beta">β &gt; 0.</param>
     /// <param name="weights">Optional per-example loss weights [B] (e.g. <see cref="Udm.Weights"/>), detached.</param>
-    /// <param name="updateShift">false (evaluation) reads δ without merging this batch into it.</param>
-    public static ObjectiveResult Compute(Tensor policyLogps, Tensor referenceLogps, Tensor thumbsUp, RewardShift shift,
+    /// <param name="updateShift">false (evaluation) reads δ without merging this batch into it (the same shift is returned).</param>
+    public static BcoLossResult Compute(Tensor policyLogps, Tensor referenceLogps, Tensor thumbsUp, RewardShift shift,
                                          double beta = DefaultBeta, Tensor? weights = null, bool updateShift = true)
     {
         ObjectiveChecks.Positive(beta, "BCO beta");
@@ -85,8 +82,8 @@ public static class BcoLoss
         var up = ObjectiveChecks.Labels(thumbsUp, "thumbs-up labels", b);
 
         var rewards = beta * (pol - refr);
-        if (updateShift) shift.Update(rewards);
-        double delta = shift.Mean;
+        var next = updateShift ? shift.Merge(rewards) : shift;
+        double delta = next.Mean;
         var logits = rewards - delta;
         var losses = where(up, F.logsigmoid(logits).neg(), F.logsigmoid(logits.neg()).neg());
         if (weights is not null)
@@ -106,6 +103,6 @@ public static class BcoLoss
             ["logps/chosen"] = ObjectiveChecks.MaskedMean(pol, up),
             ["logps/rejected"] = ObjectiveChecks.MaskedMean(pol, down),
         };
-        return new ObjectiveResult(loss.MoveToOuterDisposeScope(), losses.MoveToOuterDisposeScope(), metrics);
+        return new BcoLossResult(new ObjectiveResult(loss.MoveToOuterDisposeScope(), losses.MoveToOuterDisposeScope(), metrics), next);
     }
 }

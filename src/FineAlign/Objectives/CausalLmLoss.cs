@@ -1,6 +1,5 @@
 using TorchSharp;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace FineAlign.Objectives;
 
@@ -12,38 +11,17 @@ namespace FineAlign.Objectives;
 /// </summary>
 public static class CausalLmLoss
 {
-    /// <summary>
-    /// log p(ids[:, t+1] | ids[:, ..t]) for every position, [B, T-1] (fp32). Computed with
-    /// cross_entropy (a fused log_softmax + gather), so no [B, T, V] log-prob tensor is kept.
-    /// </summary>
-    public static Tensor TokenLogProbs(Tensor logits, Tensor inputIds)
-    {
-        CheckShapes(logits, inputIds, null);
-        using var scope = NewDisposeScope();
-        long b = logits.shape[0], t = logits.shape[1], v = logits.shape[2];
-        var pred = logits[.., ..^1, ..].reshape(-1, v).to(float32);
-        var target = inputIds[.., 1..].reshape(-1).to(int64);
-        var nll = F.cross_entropy(pred, target, reduction: nn.Reduction.None);
-        return nll.neg().view(b, t - 1).MoveToOuterDisposeScope();
-    }
+    /// <summary>log p(ids[:, t+1] | ids[:, ..t]) for every position, [B, T-1] (fp32): <see cref="Models.SequenceLogProbs.PerToken"/>.</summary>
+    public static Tensor TokenLogProbs(Tensor logits, Tensor inputIds) => Models.SequenceLogProbs.PerToken(logits, inputIds);
 
     /// <summary>The loss mask shifted to the prediction positions: mask[:, 1:] as float, [B, T-1].</summary>
-    public static Tensor TargetMask(Tensor lossMask) => lossMask[.., 1..].to(float32);
+    public static Tensor TargetMask(Tensor lossMask) => Models.SequenceLogProbs.TargetMask(lossMask);
 
     /// <summary>Sum over target tokens of <paramref name="tokenValues"/> [B, T-1], per sequence: [B].</summary>
-    public static Tensor MaskedSum(Tensor tokenValues, Tensor lossMask)
-    {
-        using var scope = NewDisposeScope();
-        return (tokenValues * TargetMask(lossMask)).sum(1).MoveToOuterDisposeScope();
-    }
+    public static Tensor MaskedSum(Tensor tokenValues, Tensor lossMask) => Models.SequenceLogProbs.MaskedSum(tokenValues, lossMask);
 
     /// <summary>Sum of target-token log-probs per sequence, [B] (the log-likelihood DPO compares).</summary>
-    public static Tensor SequenceLogProbs(Tensor logits, Tensor inputIds, Tensor lossMask)
-    {
-        CheckShapes(logits, inputIds, lossMask);
-        using var scope = NewDisposeScope();
-        return MaskedSum(TokenLogProbs(logits, inputIds), lossMask).MoveToOuterDisposeScope();
-    }
+    public static Tensor SequenceLogProbs(Tensor logits, Tensor inputIds, Tensor lossMask) => Models.SequenceLogProbs.Sum(logits, inputIds, lossMask);
 
     /// <summary>Number of target tokens (mask[:, 1:] true) in the batch.</summary>
     public static long CountTargets(Tensor lossMask)
@@ -58,22 +36,10 @@ public static class CausalLmLoss
     /// </summary>
     public static Tensor Loss(Tensor logits, Tensor inputIds, Tensor lossMask)
     {
-        CheckShapes(logits, inputIds, lossMask);
+        Models.SequenceLogProbs.CheckShapes(logits, inputIds, lossMask);
         using var scope = NewDisposeScope();
         var mask = TargetMask(lossMask);
         var nllSum = (TokenLogProbs(logits, inputIds).neg() * mask).sum();
         return (nllSum / mask.sum().clamp_min(1.0)).MoveToOuterDisposeScope();
-    }
-
-    private static void CheckShapes(Tensor logits, Tensor inputIds, Tensor? lossMask)
-    {
-        if (logits.dim() != 3)
-            throw new FineAlignException($"logits must be [batch, time, vocab], got [{string.Join(", ", logits.shape)}]");
-        if (inputIds.dim() != 2 || inputIds.shape[0] != logits.shape[0] || inputIds.shape[1] != logits.shape[1])
-            throw new FineAlignException($"input ids [{string.Join(", ", inputIds.shape)}] do not match logits [{string.Join(", ", logits.shape)}]");
-        if (lossMask is not null && (lossMask.dim() != 2 || lossMask.shape[0] != inputIds.shape[0] || lossMask.shape[1] != inputIds.shape[1]))
-            throw new FineAlignException($"loss mask [{string.Join(", ", lossMask.shape)}] does not match input ids [{string.Join(", ", inputIds.shape)}]");
-        if (logits.shape[1] < 2)
-            throw new FineAlignException("a causal LM loss needs sequences of at least 2 tokens");
     }
 }

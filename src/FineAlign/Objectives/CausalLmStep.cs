@@ -1,5 +1,4 @@
 using FineAlign.Models;
-using FineAlign.Training;
 using static TorchSharp.torch;
 
 namespace FineAlign.Objectives;

@@ -80,25 +80,31 @@ public static class GroupAdvantages
 
     /// <summary>
     /// REINFORCE++: per-token rewards s_t − β kl_t (s = the dense task reward, e.g. the score on the
-    /// last token), returns G_t = Σ_{k ≥ t} γ^{k−t} r_k within each row (γ = 1), then whitened over all
-    /// valid tokens of the batch (masked mean/std, <see cref="Ppo.Whiten"/>). [B, T], 0 on padding.
+    /// last token), returns G_t = Σ_{k ≥ t} γ^{k−t} r_k within each row (γ = 1), then normalised over all
+    /// valid tokens of the batch with the population variance clamped at 1e-8 (OpenRLHF, <see cref="Masked.Normalize"/>). [B, T], 0 on padding.
     /// </summary>
     public static Tensor ReinforcePlusPlus(Tensor taskRewards, Tensor kl, Tensor mask, double beta, double gamma = 1.0)
     {
         using var scope = NewDisposeScope();
-        var r = KlShaping.Apply(taskRewards, kl, beta, mask);
-        // Reward-to-go is GAE with V ≡ 0 and λ = 1.
-        var (returns, _) = Ppo.Gae(r, zeros_like(r), mask, gamma, 1.0);
-        return Ppo.Whiten(returns, mask).MoveToOuterDisposeScope();
+        return ReinforcePlusPlusFromShaped(KlShaping.Apply(taskRewards, kl, beta, mask), mask, gamma).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>REINFORCE++ on per-token rewards that already carry the KL term (r_t = s_t − β kl_t).</summary>
+    public static Tensor ReinforcePlusPlusFromShaped(Tensor shapedRewards, Tensor mask, double gamma = 1.0)
+    {
+        using var scope = NewDisposeScope();
+        // Reward-to-go is GAE with V ≡ 0 and λ = 1; normalised as OpenRLHF does (population variance, clamped).
+        var (returns, _) = Ppo.Gae(shapedRewards, zeros_like(shapedRewards), mask, gamma, 1.0);
+        return Masked.Normalize(returns, mask).MoveToOuterDisposeScope();
     }
 
     /// <summary>Broadcast per-sequence advantages [B] to the valid tokens of each response, [B, T].</summary>
     public static Tensor ToTokens(Tensor advantages, Tensor mask)
     {
         if (advantages.dim() != 1 || mask.dim() != 2 || advantages.shape[0] != mask.shape[0])
-            throw new FineAlignException($"advantages [{Ppo.Shape(advantages)}] do not match mask [{Ppo.Shape(mask)}]");
+            throw new FineAlignException($"advantages [{Masked.Shape(advantages)}] do not match mask [{Masked.Shape(mask)}]");
         using var scope = NewDisposeScope();
-        return Ppo.ZeroPadding(advantages.to(float32).unsqueeze(1).expand(mask.shape), Ppo.AsFloatMask(mask)).MoveToOuterDisposeScope();
+        return Masked.ZeroPadding(advantages.to(float32).unsqueeze(1).expand(mask.shape), Masked.AsFloatMask(mask)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -107,10 +113,10 @@ public static class GroupAdvantages
     /// </summary>
     public static Tensor Aggregate(Tensor perTokenLoss, Tensor mask, LossAggregation mode, long? maxLength = null)
     {
-        Ppo.CheckSame(perTokenLoss, mask, "mask");
+        Masked.CheckSame(perTokenLoss, mask, "mask");
         using var scope = NewDisposeScope();
-        var m = Ppo.AsFloatMask(mask);
-        var x = Ppo.ZeroPadding(perTokenLoss, m);
+        var m = Masked.AsFloatMask(mask);
+        var x = Masked.ZeroPadding(perTokenLoss, m);
         Tensor loss = mode switch
         {
             LossAggregation.Grpo => (x.sum(1) / m.sum(1).clamp_min(1.0)).mean(),
@@ -134,10 +140,10 @@ public static class GroupAdvantages
         var perToken = Ppo.ClippedSurrogate(logp, oldLogp, tokenAdvantages, mask, clip);
         if (refLogp is not null && klBeta != 0.0)
         {
-            Ppo.CheckSame(logp, refLogp, "reference log-probs");
-            var m = Ppo.AsFloatMask(mask);
-            var l = Ppo.ZeroPadding(refLogp.detach(), m) - Ppo.ZeroPadding(logp, m); // k3 with gradient through log π_θ
-            perToken = perToken + klBeta * Ppo.ZeroPadding(l.exp() - 1 - l, m);
+            Masked.CheckSame(logp, refLogp, "reference log-probs");
+            var m = Masked.AsFloatMask(mask);
+            var l = Masked.ZeroPadding(refLogp.detach(), m) - Masked.ZeroPadding(logp, m); // k3 with gradient through log π_θ
+            perToken = perToken + klBeta * Masked.ZeroPadding(l.exp() - 1 - l, m);
         }
         return Aggregate(perToken, mask, mode, maxLength).MoveToOuterDisposeScope();
     }
@@ -147,19 +153,23 @@ public static class GroupAdvantages
         if (groupSize < 2)
             throw new FineAlignException($"{method} needs at least 2 samples per prompt (group size {groupSize}); the baseline is undefined for a single sample");
         if (rewards.dim() != 1)
-            throw new FineAlignException($"{method} rewards must be [batch], got [{Ppo.Shape(rewards)}]");
+            throw new FineAlignException($"{method} rewards must be [batch], got [{Masked.Shape(rewards)}]");
         if (rewards.shape[0] % groupSize != 0)
             throw new FineAlignException($"{method}: batch of {rewards.shape[0]} rewards is not a multiple of the group size {groupSize}");
         RewardSource.CheckFinite(method + " rewards", rewards);
         return rewards.detach().to(float32).view(-1, groupSize);
     }
 
-    /// <summary>Groups whose rewards are all equal (within 1e-6 · scale), i.e. give no learning signal.</summary>
+    /// <summary>|std| ≤ atol + rtol·|0| with torch.isclose's defaults: TRL's test for a zero-spread group.</summary>
+    public const double ZeroStdTolerance = 1e-8;
+
+    /// <summary>
+    /// Groups whose reward std (unbiased, as TRL) is close to 0 in torch.isclose terms (|std| ≤ 1e-8), i.e. that give no
+    /// learning signal: TRL's frac_reward_zero_std counts these.
+    /// </summary>
     private static int CountZeroSpread(Tensor grouped)
     {
         using var scope = NewDisposeScope();
-        var spread = grouped.max(1).values - grouped.min(1).values;
-        var tol = grouped.abs().max(1).values.clamp_min(1.0) * 1e-6;
-        return (int)spread.le(tol).sum().item<long>();
+        return (int)grouped.std(1, unbiased: true).abs().le(ZeroStdTolerance).sum().item<long>();
     }
 }

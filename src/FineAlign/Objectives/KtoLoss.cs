@@ -1,3 +1,4 @@
+using FineAlign.Data;
 // Kahneman–Tversky Optimization (Ethayarajh et al. 2024, arXiv 2402.01306); cross-checked with TRL kto_trainer.py.
 using static TorchSharp.torch;
 
@@ -62,21 +63,6 @@ public static class KtoLoss
         return new ObjectiveResult(loss.MoveToOuterDisposeScope(), losses.MoveToOuterDisposeScope(), metrics);
     }
 
-    /// <summary>
-    /// The mismatched pairing for z: prompt i is paired with completion i − 1 (cyclically), i.e. the
-    /// completions are shifted by one within the batch, as TRL does. With a batch of 1 the "mismatched"
-    /// pair is the example itself (no other completion exists). Use the arrays with index_select.
-    /// </summary>
-    public static (long[] PromptIndex, long[] CompletionIndex) MismatchedPairs(int batchSize)
-    {
-        if (batchSize < 1) throw new FineAlignException($"KTO needs a batch of at least 1 example, got {batchSize}");
-        var prompts = new long[batchSize];
-        var completions = new long[batchSize];
-        for (int i = 0; i < batchSize; i++)
-        {
-            prompts[i] = i;
-            completions[i] = (i + batchSize - 1) % batchSize;
-        }
-        return (prompts, completions);
-    }
+    /// <summary>The mismatched pairing for z (completions shifted by one within the batch, as TRL): <see cref="PreferenceBatching.MismatchedPairs"/>.</summary>
+    public static (long[] PromptIndex, long[] CompletionIndex) MismatchedPairs(int batchSize) => PreferenceBatching.MismatchedPairs(batchSize);
 }

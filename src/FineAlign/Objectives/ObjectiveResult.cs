@@ -1,4 +1,3 @@
-using FineAlign.Training;
 using static TorchSharp.torch;
 
 namespace FineAlign.Objectives;
@@ -9,7 +8,7 @@ namespace FineAlign.Objectives;
 /// </summary>
 public sealed record ObjectiveResult(Tensor Loss, Tensor Losses, IReadOnlyDictionary<string, double> Metrics)
 {
-    /// <summary>Wraps the result for <see cref="Trainer{TBatch}"/>'s step function.</summary>
+    /// <summary>Wraps the result for the training loop's step function.</summary>
     public LossResult ToLossResult(long tokens = 0) => new(Loss, Metrics, tokens);
 }
 

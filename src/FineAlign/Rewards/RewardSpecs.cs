@@ -1,4 +1,5 @@
 using System.Globalization;
+using FineAlign.Data;
 using FineAlign.Data.Corpus;
 using FineAlign.Models;
 using FineAlign.Text;
@@ -159,20 +160,11 @@ public static class ModelScoring
             rows.Add((prompt, response));
         }
         int len = Math.Max(1, rows.Max(r => r.Prompt.Length + r.Response.Length));
-        var flat = new long[b * len]; var m = new long[b * len];
-        var starts = new int[b]; var lengths = new int[b];
-        for (int i = 0; i < b; i++)
-        {
-            var (p, r) = rows[i];
-            starts[i] = p.Length; lengths[i] = r.Length;
-            for (int j = 0; j < len; j++)
-            {
-                int k = i * len + j;
-                if (j < p.Length) { flat[k] = p[j]; m[k] = 1; }
-                else if (j < p.Length + r.Length) { flat[k] = r[j - p.Length]; m[k] = 1; }
-                else flat[k] = tok.PaddingId;
-            }
-        }
+        var whole = PadRows.Concat(rows.Select(r => r.Prompt).ToList(), rows.Select(r => r.Response).ToList());
+        var flat = PadRows.Rows(whole.Select(x => (IReadOnlyList<long>)x.Select(v => (long)v).ToArray()).ToList(), len, (long)tok.PaddingId);
+        var m = PadRows.Mask(whole.Select(x => x.Length).ToList(), len, 1L);
+        var starts = rows.Select(r => r.Prompt.Length).ToArray();
+        var lengths = rows.Select(r => r.Response.Length).ToArray();
         return (tensor(flat, new long[] { b, len }), tensor(m, new long[] { b, len }), starts, lengths);
     }
 

@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using FineAlign.Data;
@@ -27,6 +28,17 @@ public readonly record struct LabelSpan(int Start, int End, int Label);
 /// </summary>
 public static class TlcrLabeller
 {
+    /// <summary>Both labelled sides (original, then revised) of every revision pair of the built-in corpus.</summary>
+    public static IEnumerable<LabelledResponse> Label(TextTokenizer tokenizer, IEnumerable<BuiltinData.RevisionPair> pairs)
+    {
+        foreach (var p in pairs)
+        {
+            var (a, b, _) = FromRevision(tokenizer, p.Prompt, p.Original, p.Revised);
+            yield return a;
+            yield return b;
+        }
+    }
+
     /// <summary>Labels for both sides of a revision pair.</summary>
     public static (LabelledResponse Original, LabelledResponse Revised, int Distance) FromRevision(
         TextTokenizer tokenizer, string prompt, string original, string revised)

@@ -59,6 +59,11 @@ public sealed class ByteTokenizer : TextTokenizer
         return ids.ToArray();
     }
 
+    public override string? IdToToken(int id) =>
+        id is >= 0 and < 256 ? ByteLevel.CharOf((byte)id).ToString() : id >= 256 && id < VocabSize ? Specials[id - 256] : null;
+
+    public override bool IsSpecialToken(int id) => id >= 256 && id < VocabSize;
+
     /// <summary>Invalid UTF-8 byte sequences decode to U+FFFD (never throws).</summary>
     public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
     {

@@ -84,12 +84,36 @@ public sealed record TokenizerSettings
         return null;
     }
 
+    private static void CheckStrings(string path, JsonElement e)
+    {
+        try
+        {
+            switch (e.ValueKind)
+            {
+                case JsonValueKind.String: e.GetString(); break;
+                case JsonValueKind.Array: foreach (var x in e.EnumerateArray()) CheckStrings(path, x); break;
+                case JsonValueKind.Object:
+                    foreach (var p in e.EnumerateObject()) { _ = p.Name; CheckStrings(path, p.Value); }
+                    break;
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            throw new FineAlignException($"{path}: a JSON string is not valid Unicode (a lone UTF-16 surrogate escape such as \\ud800?)");
+        }
+    }
+
     internal static JsonObject? ReadObject(string path)
     {
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: StrictJson.Options) as JsonObject
+            byte[] bytes = TokenizerFiles.ReadAllBytes(path);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{path}: is not valid UTF-8 text");
+            // Materialise every string now: a lone surrogate escape ("\ud800") fails here, with the file named,
+            // not later inside whoever reads the field.
+            using (var doc = JsonDocument.Parse(bytes, StrictJson.Options)) CheckStrings(path, doc.RootElement);
+            return JsonNode.Parse(bytes, documentOptions: StrictJson.Options) as JsonObject
                 ?? throw new FineAlignException($"{path}: expected a JSON object");
         }
         catch (JsonException e)

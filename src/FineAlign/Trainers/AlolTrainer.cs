@@ -146,8 +146,8 @@ public static class AlolTrainer
         var missing = train.Examples.FirstOrDefault(e => !double.IsFinite(e.Reward));
         if (missing is not null) throw new DataFormatException(train.Source, missing.Line, "reward", "missing or not finite");
 
-        reference ??= PreferenceBatches.FrozenCopy(policy);
-        PreferenceBatches.Freeze(reference);
+        reference ??= WeightCopy.FrozenCopy(policy);
+        WeightCopy.Freeze(reference);
         var data = train.Examples;
         var rewards = data.Select(e => e.Reward).ToArray();
         try
@@ -186,7 +186,7 @@ public static class AlolTrainer
 
             var source = new BatchSource<OfflineBatch>(order.Length,
                 idx => Batch(data, batchRewards, advantages, idx.Select(k => order[k]).ToList(), pad));
-            string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+            string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
             using var trainer = new Trainer<OfflineBatch>(policy, options, b => { using (b) return Step(policy, reference, b, alol); }, source)
             {
                 Progress = progress,

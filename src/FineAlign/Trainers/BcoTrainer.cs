@@ -25,12 +25,13 @@ public sealed record BcoOptions
 /// </summary>
 public static class BcoTrainer
 {
-    public static LossResult Step(CausalLM policy, CausalLM reference, FeedbackBatch b, RewardShift shift, BcoOptions o, Tensor? weights, bool train)
+    /// <summary>One batch's loss and the reward shift after it (unchanged when <paramref name="train"/> is false).</summary>
+    public static (LossResult Loss, RewardShift Shift) Step(CausalLM policy, CausalLM reference, FeedbackBatch b, RewardShift shift, BcoOptions o, Tensor? weights, bool train)
     {
-        var pol = PreferenceBatches.SequenceLogps(policy, b.Tokens);
-        var refLp = PreferenceBatches.ReferenceLogps(reference, b.Tokens);
-        var r = BcoLoss.Compute(pol, refLp, b.Labels, shift, o.Beta, weights, updateShift: train);
-        return new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>());
+        var pol = SequenceLogProbs.Of(policy, b.Tokens);
+        var refLp = SequenceLogProbs.OfFrozen(reference, b.Tokens);
+        var (r, next) = BcoLoss.Compute(pol, refLp, b.Labels, shift, o.Beta, weights, updateShift: train);
+        return (new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>()), next);
     }
 
     /// <summary>Mean over prompt tokens of the model's final hidden states, [N, hidden] (UDM's prompt embedding).</summary>
@@ -63,15 +64,16 @@ public static class BcoTrainer
     }
 
     /// <param name="reference">Frozen reference (owned and disposed here); null = a frozen copy of the initial policy.</param>
-    /// <param name="shift">δ's state; pass a fresh <see cref="RewardShift"/> (a resumed checkpoint overwrites it).</param>
-    public static TrainingResult Train(CausalLM policy, CausalLM? reference, TextTokenizer tokenizer, FeedbackDataset train, FeedbackDataset? eval,
-        TrainingOptions options, BcoOptions bco, RewardShift shift, IProgress<ProgressUpdate>? progress = null, Action<string>? log = null,
+    /// <returns>The training result and the final reward shift δ (also saved as <see cref="RewardShift.FileName"/>).</returns>
+    public static (TrainingResult Result, RewardShift Shift) Train(CausalLM policy, CausalLM? reference, TextTokenizer tokenizer, FeedbackDataset train, FeedbackDataset? eval,
+        TrainingOptions options, BcoOptions bco, IProgress<ProgressUpdate>? progress = null, Action<string>? log = null,
         CancellationToken cancellation = default)
     {
-        FeedbackTraining.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
+        var shift = new RewardShift(); // a resumed checkpoint replaces it
+        PreferenceBatching.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
         int pad = tokenizer.PaddingId;
-        reference ??= PreferenceBatches.FrozenCopy(policy);
-        PreferenceBatches.Freeze(reference);
+        reference ??= WeightCopy.FrozenCopy(policy);
+        WeightCopy.Freeze(reference);
         try
         {
             float[]? weights = null;
@@ -82,13 +84,21 @@ public static class BcoTrainer
                 log?.Invoke($"UDM classifier fitted in {udm.Iterations} Newton steps; thumbs-down weights mean {down.Average():F3}, " +
                             $"range [{down.Min():F3}, {down.Max():F3}] (clamped to [{Udm.MinWeight}, {Udm.MaxWeight}])");
             }
-            var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatches.Feedback(train.Examples, idx, pad, false));
-            var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatches.Feedback(eval.Examples, idx, pad, false)) : null;
-            string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+            var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatching.Feedback(train.Examples, idx, pad, false));
+            var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatching.Feedback(eval.Examples, idx, pad, false)) : null;
+            string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
             using var trainer = new Trainer<FeedbackBatch>(policy, options,
-                b => { using (b) return Step(policy, reference, b, shift, bco, weights is null ? null : tensor(b.Indices.Select(i => weights[i]).ToArray()), true); },
+                b =>
+                {
+                    using (b)
+                    {
+                        var (loss, next) = Step(policy, reference, b, shift, bco, weights is null ? null : tensor(b.Indices.Select(i => weights[i]).ToArray()), true);
+                        shift = next;
+                        return loss;
+                    }
+                },
                 trainSource, evalSource,
-                b => { using (b) return Step(policy, reference, b, shift, bco, null, false); })
+                b => { using (b) return Step(policy, reference, b, shift, bco, null, false).Loss; })
             {
                 Progress = progress,
                 SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
@@ -98,9 +108,7 @@ public static class BcoTrainer
                 {
                     string path = Path.Combine(dir, RewardShift.FileName);
                     if (!File.Exists(path)) throw new FineAlignException($"{path}: missing BCO reward shift in checkpoint (was it written by another trainer?)");
-                    var saved = RewardShift.Load(path);
-                    shift.Mean = saved.Mean;
-                    shift.Count = saved.Count;
+                    shift = RewardShift.Load(path);
                 },
             };
             var result = trainer.Train(cancellation);
@@ -109,7 +117,7 @@ public static class BcoTrainer
                 ModelIO.Save(policy, Folder(options.OutputDir), tokenizer);
                 shift.Save(Path.Combine(options.OutputDir, RewardShift.FileName));
             }
-            return result;
+            return (result, shift);
         }
         finally
         {

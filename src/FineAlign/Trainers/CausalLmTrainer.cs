@@ -14,7 +14,7 @@ namespace FineAlign.Trainers;
 public static class CausalLmTrainer
 {
     /// <summary>Sub-folder of the output (and of each checkpoint) holding the HF model.</summary>
-    public const string ModelFolder = "model";
+    public const string ModelFolder = RunLayout.ModelFolder;
 
     public static TrainingResult Train(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<TokenizedExample> train,
         IReadOnlyList<TokenizedExample>? eval, TrainingOptions options, IProgress<ProgressUpdate>? progress = null,

@@ -40,7 +40,7 @@ public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected
     /// <summary>Loads <paramref name="path"/> when its key matches (same pairs, same reference weights), else computes and writes it.</summary>
     public static ReferenceLogps LoadOrCompute(string path, CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, out bool fromCache)
     {
-        string key = PreferenceBatches.Fingerprint(reference) + "-" + PreferenceBatches.Fingerprint(pairs);
+        string key = WeightCopy.Fingerprint(reference) + "-" + PreferenceBatching.Fingerprint(pairs);
         if (File.Exists(path))
         {
             try
@@ -71,8 +71,8 @@ public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected
         {
             using var scope = NewDisposeScope();
             var idx = Enumerable.Range(start, Math.Min(batchSize, pairs.Count - start)).ToArray();
-            using var b = PreferenceBatches.Pairs(pairs, idx, padId);
-            var lp = PreferenceBatches.ReferenceLogps(reference, b.Tokens).data<float>().ToArray();
+            using var b = PreferenceBatching.Pairs(pairs, idx, padId);
+            var lp = SequenceLogProbs.OfFrozen(reference, b.Tokens).data<float>().ToArray();
             for (int k = 0; k < idx.Length; k++) { chosen[idx[k]] = lp[k]; rejected[idx[k]] = lp[idx.Length + k]; }
         }
         if (wasTraining) reference.train();
@@ -99,7 +99,7 @@ public static class DpoTrainer
     /// <summary>One DPO loss on a pair batch given the reference log-probs of its chosen and rejected rows.</summary>
     public static LossResult Step(CausalLM policy, PairBatch b, Tensor referenceChosen, Tensor referenceRejected, DpoOptions o)
     {
-        var logps = PreferenceBatches.SequenceLogps(policy, b.Tokens);
+        var logps = SequenceLogProbs.Of(policy, b.Tokens);
         int n = b.Count;
         var r = DpoLoss.Compute(logps[..n], logps[n..], referenceChosen, referenceRejected, o.Beta, o.LossType, o.LabelSmoothing,
                                 b.ChosenLengths, b.RejectedLengths);
@@ -114,10 +114,10 @@ public static class DpoTrainer
     {
         dpo.Validate();
         options.Validate();
-        RewardModelTrainer.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
+        PreferenceBatching.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
         int pad = tokenizer.PaddingId;
-        reference ??= PreferenceBatches.FrozenCopy(policy);
-        PreferenceBatches.Freeze(reference);
+        reference ??= WeightCopy.FrozenCopy(policy);
+        WeightCopy.Freeze(reference);
         bool hasEval = eval is { Pairs.Count: > 0 };
 
         ReferenceLogps? trainRef = null, evalRef = null;
@@ -132,8 +132,8 @@ public static class DpoTrainer
             reference = null;
         }
 
-        var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatches.Pairs(train.Pairs, idx, pad));
-        var evalSource = hasEval ? new BatchSource<PairBatch>(eval!.Pairs.Count, idx => PreferenceBatches.Pairs(eval.Pairs, idx, pad)) : null;
+        var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatching.Pairs(train.Pairs, idx, pad));
+        var evalSource = hasEval ? new BatchSource<PairBatch>(eval!.Pairs.Count, idx => PreferenceBatching.Pairs(eval.Pairs, idx, pad)) : null;
 
         Trainer<PairBatch>? trainer = null;
         long lastSync = 0;
@@ -150,12 +150,12 @@ public static class DpoTrainer
                         lastSync = step;
                     }
                 }
-                var (rc, rr) = cache is not null ? cache.For(b.Indices) : Split(PreferenceBatches.ReferenceLogps(reference!, b.Tokens), b.Count);
+                var (rc, rr) = cache is not null ? cache.For(b.Indices) : Split(SequenceLogProbs.OfFrozen(reference!, b.Tokens), b.Count);
                 return Step(policy, b, rc, rr, dpo);
             }
         }
 
-        string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+        string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         trainer = new Trainer<PairBatch>(policy, options, b => Run(b, trainRef), trainSource, evalSource, b => Run(b, evalRef))
         {
             Progress = progress,

@@ -24,10 +24,10 @@ public static class KtoTrainer
     public static LossResult Step(CausalLM policy, CausalLM reference, FeedbackBatch b, KtoOptions o)
     {
         if (b.Mismatched is null) throw new ArgumentException("KTO needs the mismatched rows (FeedbackBatch with withMismatched: true)");
-        var pol = PreferenceBatches.SequenceLogps(policy, b.Tokens);
-        var refLp = PreferenceBatches.ReferenceLogps(reference, b.Tokens);
-        var polMis = PreferenceBatches.ReferenceLogps(policy, b.Mismatched);   // no gradient: z is a baseline
-        var refMis = PreferenceBatches.ReferenceLogps(reference, b.Mismatched);
+        var pol = SequenceLogProbs.Of(policy, b.Tokens);
+        var refLp = SequenceLogProbs.OfFrozen(reference, b.Tokens);
+        var polMis = SequenceLogProbs.OfFrozen(policy, b.Mismatched);   // no gradient: z is a baseline
+        var refMis = SequenceLogProbs.OfFrozen(reference, b.Mismatched);
         var r = KtoLoss.Compute(pol, refLp, b.Labels, polMis, refMis, o.Beta, o.DesirableWeight, o.UndesirableWeight);
         return new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>());
     }
@@ -36,13 +36,13 @@ public static class KtoTrainer
     public static TrainingResult Train(CausalLM policy, CausalLM? reference, TextTokenizer tokenizer, FeedbackDataset train, FeedbackDataset? eval,
         TrainingOptions options, KtoOptions kto, IProgress<ProgressUpdate>? progress = null, CancellationToken cancellation = default)
     {
-        FeedbackTraining.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
+        PreferenceBatching.CheckContext(policy.Config.MaxPositionEmbeddings, train, eval);
         int pad = tokenizer.PaddingId, context = policy.Config.MaxPositionEmbeddings;
-        reference ??= PreferenceBatches.FrozenCopy(policy);
-        PreferenceBatches.Freeze(reference);
-        var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatches.Feedback(train.Examples, idx, pad, true, context));
-        var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatches.Feedback(eval.Examples, idx, pad, true, context)) : null;
-        string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+        reference ??= WeightCopy.FrozenCopy(policy);
+        WeightCopy.Freeze(reference);
+        var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatching.Feedback(train.Examples, idx, pad, true, context));
+        var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatching.Feedback(eval.Examples, idx, pad, true, context)) : null;
+        string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         try
         {
             using var trainer = new Trainer<FeedbackBatch>(policy, options, b => { using (b) return Step(policy, reference, b, kto); }, trainSource, evalSource)
@@ -59,21 +59,5 @@ public static class KtoTrainer
         {
             reference.Dispose();
         }
-    }
-}
-
-internal static class FeedbackTraining
-{
-    public static void CheckContext(int context, FeedbackDataset train, FeedbackDataset? eval)
-    {
-        foreach (var ds in eval is null ? [train] : new[] { train, eval })
-        {
-            var tooLong = ds.Examples.FirstOrDefault(e => e.Sequence.Length > context);
-            if (tooLong is not null)
-                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the example has {tooLong.Sequence.Length} tokens but the model's context is {context}; lower --max-length");
-        }
-        if (train.Desirable == 0 || train.Undesirable == 0)
-            throw new FineAlignException($"{train.Source}: the training data needs both thumbs-up (label true) and thumbs-down (label false) examples; " +
-                                         $"it has {train.Desirable} and {train.Undesirable}");
     }
 }

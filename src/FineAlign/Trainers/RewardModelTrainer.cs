@@ -41,42 +41,19 @@ public static class RewardModelTrainer
     {
         if (model.Kind != HeadKind.Sequence || model.NumLabels != 1)
             throw new FineAlignException("a reward model needs a sequence head with one output");
-        CheckContext(model.Config.MaxPositionEmbeddings, train, eval);
+        PreferenceBatching.CheckContext(model.Config.MaxPositionEmbeddings, train, eval);
         int pad = tokenizer.PaddingId;
-        var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatches.Pairs(train.Pairs, idx, pad));
-        var evalSource = eval is { Pairs.Count: > 0 } ? new BatchSource<PairBatch>(eval.Pairs.Count, idx => PreferenceBatches.Pairs(eval.Pairs, idx, pad)) : null;
-        string Folder(string dir) => Path.Combine(dir, CausalLmTrainer.ModelFolder);
+        var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatching.Pairs(train.Pairs, idx, pad));
+        var evalSource = eval is { Pairs.Count: > 0 } ? new BatchSource<PairBatch>(eval.Pairs.Count, idx => PreferenceBatching.Pairs(eval.Pairs, idx, pad)) : null;
+        string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         using var trainer = new Trainer<PairBatch>(model, options, b => { using (b) return Step(model, b, rm); }, trainSource, evalSource)
         {
             Progress = progress,
             SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
-            LoadModelWeights = dir => CopyWeights(ScoredLM.Load(Folder(dir)), model),
+            LoadModelWeights = dir => ScoredLM.LoadInto(model, Folder(dir)),
         };
         var result = trainer.Train(cancellation);
         if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);
         return result;
-    }
-
-    /// <summary>Copies (and disposes) <paramref name="from"/>'s tensors into <paramref name="to"/>.</summary>
-    internal static void CopyWeights(nn.Module from, nn.Module to)
-    {
-        using (from)
-        using (no_grad())
-        {
-            var src = from.state_dict();
-            foreach (var (name, t) in to.state_dict())
-                if (!name.StartsWith("lm_head", StringComparison.Ordinal) && src.TryGetValue(name, out var s)) t.copy_(s);  // the trunk LM head is not saved
-        }
-    }
-
-    internal static void CheckContext(int context, PreferenceDataset train, PreferenceDataset? eval)
-    {
-        foreach (var ds in eval is null ? [train] : new[] { train, eval })
-        {
-            var tooLong = ds.Pairs.FirstOrDefault(p => Math.Max(p.Chosen.Length, p.Rejected.Length) > context);
-            if (tooLong is not null)
-                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the pair has {Math.Max(tooLong.Chosen.Length, tooLong.Rejected.Length)} tokens " +
-                                             $"but the model's context is {context}; lower --max-length");
-        }
     }
 }

@@ -1,4 +1,6 @@
+using FineAlign.Data;
 using FineAlign.Models;
+using FineAlign.Objectives;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using FineAlign.Training;
@@ -9,11 +11,11 @@ using F = TorchSharp.torch.nn.functional;
 namespace FineAlign.Trainers;
 
 /// <summary>A tokenised discriminator example: BOS + prompt ids, response ids and one label per response token.</summary>
-public sealed record TlcrExample(int[] PromptIds, int[] ResponseIds, sbyte[] Labels);
+public sealed record TlcrExample(int[] PromptIds, int[] ResponseIds, sbyte[] Labels, TlcrSide Side = TlcrSide.Other);
 
 /// <summary>A padded batch: input ids/attention mask [B, L]; targets [B, L] = P(positive) (1, 0 or ½); ResponseMask = loss weight
-/// (1 on labelled response tokens, the neutral weight on neutral ones, 0 elsewhere); Labels = −1/0/+1.</summary>
-public sealed record TlcrBatch(Tensor InputIds, Tensor AttentionMask, Tensor Targets, Tensor ResponseMask, Tensor Labels);
+/// (1 on labelled response tokens, the neutral weight on neutral ones, 0 elsewhere); Labels = −1/0/+1; Sides = each row's <see cref="TlcrSide"/> [B].</summary>
+public sealed record TlcrBatch(Tensor InputIds, Tensor AttentionMask, Tensor Targets, Tensor ResponseMask, Tensor Labels, Tensor Sides);
 
 /// <summary>Token metrics over the non-neutral tokens: accuracy, F1 of the positive class, and the majority-class accuracy for reference.</summary>
 public sealed record TlcrMetrics(double Accuracy, double F1, double MajorityBaseline, long LabelledTokens, double Loss);
@@ -21,58 +23,37 @@ public sealed record TlcrMetrics(double Accuracy, double F1, double MajorityBase
 /// <summary>
 /// TLCR discriminator training (Yoon et al. 2024, §3.2): a 2-way token head on an LM trunk, soft-target
 /// cross-entropy per token averaged over a sequence's response tokens — positive target [0, 1], negative [1, 0],
-/// neutral [½, ½] (the paper keeps neutral tokens as uncertain rather than dropping them) — then averaged over sequences.
+/// neutral [½, ½] (the paper keeps neutral tokens as uncertain rather than dropping them) — then averaged over the
+/// sequences of each side of the revision pairs, the sides summed (<see cref="TlcrLoss"/>).
 /// The neutral tokens' weight (1 = the paper) can be lowered: in short revisions they are ~90 % of the tokens and
 /// their ½ target dominates the loss of a small model.
 /// </summary>
 public static class TlcrTrainer
 {
-    public const string ModelFolder = "model";
+    public const string ModelFolder = RunLayout.ModelFolder;
 
     public static TlcrExample Encode(TextTokenizer tokenizer, LabelledResponse r)
     {
         var prompt = tokenizer.Encode(r.Prompt);
         if (tokenizer.AddBos && tokenizer.BosId is int bos) prompt = prompt.Prepend(bos).ToArray();
-        return new TlcrExample(prompt, r.ResponseIds, r.Labels);
+        var side = r.Kind switch { "revised" => TlcrSide.Revised, "original" => TlcrSide.Original, _ => TlcrSide.Other };
+        return new TlcrExample(prompt, r.ResponseIds, r.Labels, side);
     }
 
     /// <summary>Right-padded prompt + response; labels sit on the response tokens (p_t = D(+ | x, y_≤t)).</summary>
     public static TlcrBatch Collate(IReadOnlyList<TlcrExample> items, int pad, double neutralWeight = 1.0)
     {
         int b = items.Count, len = items.Max(e => e.PromptIds.Length + e.ResponseIds.Length);
-        var ids = new long[b * len]; var mask = new long[b * len];
-        var targets = new float[b * len]; var resp = new float[b * len]; var labels = new float[b * len];
-        for (int i = 0; i < b; i++)
-        {
-            var e = items[i];
-            int p = e.PromptIds.Length;
-            for (int j = 0; j < len; j++)
-            {
-                int k = i * len + j;
-                ids[k] = pad;
-                if (j < p) { ids[k] = e.PromptIds[j]; mask[k] = 1; }
-                else if (j < p + e.ResponseIds.Length)
-                {
-                    int t = j - p;
-                    ids[k] = e.ResponseIds[t]; mask[k] = 1; resp[k] = e.Labels[t] == 0 ? (float)neutralWeight : 1f;
-                    labels[k] = e.Labels[t];
-                    targets[k] = e.Labels[t] > 0 ? 1f : e.Labels[t] < 0 ? 0f : 0.5f;
-                }
-            }
-        }
+        // Per response token: loss weight, label and P(positive) target; 0 on the prompt and on padding.
+        static IReadOnlyList<float> OnResponse(TlcrExample e, Func<sbyte, float> f) => new float[e.PromptIds.Length].Concat(e.Labels.Select(f)).ToArray();
+        var ids = PadRows.Rows(items.Select(e => (IReadOnlyList<long>)e.PromptIds.Concat(e.ResponseIds).Select(x => (long)x).ToArray()).ToList(), len, (long)pad);
+        var mask = PadRows.Mask(items.Select(e => e.PromptIds.Length + e.ResponseIds.Length).ToList(), len, 1L);
+        var resp = PadRows.Rows(items.Select(e => OnResponse(e, l => l == 0 ? (float)neutralWeight : 1f)).ToList(), len, 0f);
+        var labels = PadRows.Rows(items.Select(e => OnResponse(e, l => l)).ToList(), len, 0f);
+        var targets = PadRows.Rows(items.Select(e => OnResponse(e, l => l > 0 ? 1f : l < 0 ? 0f : 0.5f)).ToList(), len, 0f);
         var shape = new long[] { b, len };
-        return new TlcrBatch(tensor(ids, shape), tensor(mask, shape), tensor(targets, shape), tensor(resp, shape), tensor(labels, shape));
-    }
-
-    /// <summary>Soft-target cross-entropy: per-sequence weighted mean over response tokens, then mean over sequences with any weight.</summary>
-    public static Tensor Loss(Tensor scores, Tensor targets, Tensor responseMask)
-    {
-        using var scope = NewDisposeScope();
-        var logp = F.log_softmax(scores.to(float32), -1);
-        var ce = -(targets * logp.select(-1, 1) + (1 - targets) * logp.select(-1, 0)) * responseMask;
-        var perSeq = ce.sum(1) / responseMask.sum(1).clamp_min(1);
-        var rows = responseMask.sum(1).gt(0).to(float32);
-        return ((perSeq * rows).sum() / rows.sum().clamp_min(1)).MoveToOuterDisposeScope();
+        return new TlcrBatch(tensor(ids, shape), tensor(mask, shape), tensor(targets, shape), tensor(resp, shape), tensor(labels, shape),
+            tensor(items.Select(e => (long)e.Side).ToArray()));
     }
 
     /// <summary>P(positive) at every position, [B, L].</summary>
@@ -116,7 +97,7 @@ public static class TlcrTrainer
         LossResult Step(TlcrBatch b)
         {
             var scores = discriminator.TokenScores(b.InputIds, b.AttentionMask);
-            var loss = Loss(scores, b.Targets, b.ResponseMask);
+            var loss = TlcrLoss.Compute(scores, b.Targets, b.ResponseMask, b.Sides);
             var (correct, total, _, _, _) = Counts(scores.detach(), b.Labels);
             var metrics = new Dictionary<string, double> { ["token_accuracy"] = total == 0 ? 0 : (double)correct / total };
             return new LossResult(loss, metrics, (long)b.ResponseMask.sum().item<float>());
@@ -126,7 +107,7 @@ public static class TlcrTrainer
         {
             Progress = progress,
             SaveModelWeights = dir => discriminator.Save(Path.Combine(dir, ModelFolder), tokenizer),
-            LoadModelWeights = dir => LoadInto(discriminator, Path.Combine(dir, ModelFolder)),
+            LoadModelWeights = dir => ScoredLM.LoadInto(discriminator, Path.Combine(dir, ModelFolder)),
         };
         var result = trainer.Train(cancellation);
         if (result.Completed) discriminator.Save(Path.Combine(options.OutputDir, ModelFolder), tokenizer);
@@ -147,7 +128,7 @@ public static class TlcrTrainer
                 using var scope = NewDisposeScope();
                 var b = Collate(data.Skip(s).Take(batchSize).ToList(), pad);
                 var scores = discriminator.TokenScores(b.InputIds, b.AttentionMask);
-                loss += Loss(scores, b.Targets, b.ResponseMask).item<float>(); batches++;
+                loss += TlcrLoss.Compute(scores, b.Targets, b.ResponseMask, b.Sides).item<float>(); batches++;
                 var (c, t, tpi, fpi, fni) = Counts(scores, b.Labels);
                 correct += c; total += t; tp += tpi; fp += fpi; fn += fni;
                 positives += b.Labels.eq(1).sum().item<long>();
@@ -170,52 +151,5 @@ public static class TlcrTrainer
         long fp = predPos.logical_and(isNeg).sum().item<long>();
         long fn = predPos.logical_not().logical_and(isPos).sum().item<long>();
         return (correct, labelled.sum().item<long>(), tp, fp, fn);
-    }
-
-    /// <summary>Copies a saved discriminator folder's weights into <paramref name="model"/> (resume).</summary>
-    public static void LoadInto(ScoredLM model, string folder)
-    {
-        using var loaded = ScoredLM.Load(folder);
-        using var _ = no_grad();
-        var src = loaded.state_dict();
-        foreach (var (name, p) in model.state_dict())
-        {
-            if (!src.TryGetValue(name, out var s)) throw new FineAlignException($"{folder}: tensor '{name}' is missing");
-            p.copy_(s);
-        }
-    }
-}
-
-/// <summary>Revision pairs from the built-in review corpus (TLCR-style minimal antonym edits), split by held-out prompts.</summary>
-public static class TlcrCorpus
-{
-    public sealed record Pair(string Prompt, string Original, string Revised, bool IsEval);
-
-    /// <summary>
-    /// Every review is revised toward positive (the preferred direction, like TLCR's corrections of rejected responses):
-    /// +1 then always means "what the reviser wrote" = positive sentiment. Mixing directions would give the same word
-    /// opposite labels. Reviews with nothing to revise are skipped.
-    /// </summary>
-    public static List<Pair> Pairs(int seed, int count, double evalFraction = 0.1)
-    {
-        var list = new List<Pair>();
-        foreach (var r in Data.Corpus.ReviewCorpus.Generate(seed, count))
-        {
-            var pair = Data.Corpus.ReviewCorpus.Revise(r, towardPositive: true);
-            if (pair.ChangedWords == 0) continue;
-            list.Add(new Pair(r.Prompt, r.Completion, pair.Revised.Completion, Data.Corpus.ReviewCorpus.IsEvalPrompt(r.Prompt, seed, evalFraction)));
-        }
-        return list;
-    }
-
-    /// <summary>Both labelled sides of every pair.</summary>
-    public static IEnumerable<LabelledResponse> Label(TextTokenizer tokenizer, IEnumerable<Pair> pairs)
-    {
-        foreach (var p in pairs)
-        {
-            var (a, b, _) = TlcrLabeller.FromRevision(tokenizer, p.Prompt, p.Original, p.Revised);
-            yield return a;
-            yield return b;
-        }
     }
 }

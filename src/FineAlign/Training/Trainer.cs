@@ -1,3 +1,4 @@
+using FineAlign.Objectives;
 using System.Diagnostics;
 using System.Text.Json;
 using TorchSharp;
@@ -5,10 +6,6 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace FineAlign.Training;
-
-/// <summary>What a training step returns: the (mean) loss to backpropagate, extra scalar metrics
-/// to log (averaged over micro-batches), and the number of tokens processed (for tokens/s).</summary>
-public sealed record LossResult(Tensor Loss, IReadOnlyDictionary<string, double>? Metrics = null, long Tokens = 0);
 
 /// <summary>The outcome of <see cref="Trainer{TBatch}.Train"/>.</summary>
 public sealed record TrainingResult(long GlobalStep, IReadOnlyList<Dictionary<string, double>> LogHistory,

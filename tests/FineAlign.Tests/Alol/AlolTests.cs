@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using System.Text.Json;
 using FineAlign.Data;
 using FineAlign.Generation;
@@ -60,8 +61,8 @@ public class AlolTests
     [Fact]
     public void NoisyBuiltinSetRelabelsOnlyNegativesWithTheNoiseReward()
     {
-        var clean = OfflineCorpus.Build(7, 400);
-        var noisy = OfflineCorpus.Build(7, 400, noiseFraction: 0.5, noiseReward: 1.0);
+        var clean = BuiltinData.OfflineExamples(7, 400);
+        var noisy = BuiltinData.OfflineExamples(7, 400, noiseFraction: 0.5, noiseReward: 1.0);
         Assert.Equal(0, clean.Mislabelled);
         Assert.InRange(noisy.Mislabelled, noisy.Negative / 4, noisy.Negative * 3 / 4);
         int changed = 0;

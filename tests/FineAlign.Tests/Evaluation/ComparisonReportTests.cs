@@ -1,3 +1,4 @@
+using FineAlign.Trainers;
 using FineAlign.Evaluation;
 using FineAlign.Models;
 using FineAlign.Rewards;

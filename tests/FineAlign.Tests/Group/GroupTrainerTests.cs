@@ -43,21 +43,21 @@ public class GroupTrainerTests
                 Assert.True(m.ContainsKey(key) && double.IsFinite(D(m, key)), $"{key} missing or not finite");
         Assert.All(metrics, m => Assert.InRange(D(m, "frac_reward_zero_std"), 0.0, 1.0));
         Assert.Equal(command == "rloo" ? 0.05 : 0.0, D(metrics[0], "kl_coef"));
-        var rollouts = CommandFixtures.ReadJsonl(Path.Combine(outDir, GroupTrainer.RolloutsFile));
+        var rollouts = CommandFixtures.ReadJsonl(Path.Combine(outDir, OnlineRlTrainer.RolloutsFile));
         Assert.Equal(8, rollouts.Count);
         // Two completions per prompt, next to each other.
         Assert.Equal(rollouts[0]["prompt"]!.GetValue<string>(), rollouts[1]["prompt"]!.GetValue<string>());
         if (advantage != "reinforce++")
             foreach (var grp in rollouts.Where(r => D(r, "step") == 1).GroupBy(r => D(r, "group")))
                 Assert.Equal(0.0, grp.Sum(r => D(r, "advantage")), 4); // group-centred: advantages sum to zero
-        Assert.True(File.Exists(Path.Combine(outDir, GroupTrainer.PolicyFolder, "config.json")));
+        Assert.True(File.Exists(Path.Combine(outDir, OnlineRlTrainer.ModelFolder, "config.json")));
     }
 
     [Theory]
-    [InlineData(GroupAdvantage.Grpo)]
-    [InlineData(GroupAdvantage.Rloo)]
-    [InlineData(GroupAdvantage.ReinforcePlusPlus)]
-    public void ConstantRewardGivesZeroStdGroupsWithoutNaN(GroupAdvantage advantage)
+    [InlineData(AdvantageEstimators.Grpo)]
+    [InlineData(AdvantageEstimators.Rloo)]
+    [InlineData(AdvantageEstimators.ReinforcePlusPlus)]
+    public void ConstantRewardGivesZeroStdGroupsWithoutNaN(string advantage)
     {
         using var tmp = TestPaths.NewTempDir();
         var config = new ModelConfig
@@ -68,8 +68,8 @@ public class GroupTrainerTests
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
         var constant = ProgrammaticRewardSource.Sequence("constant", _ => 1.0);
-        using var trainer = new GroupTrainer(policy, reference, new ByteTokenizer(), constant, ["a", "b", "c"],
-            new GroupOptions { OutputDir = tmp.Path, Advantage = advantage, Steps = 2, BatchSize = 6, NumGenerations = 3, MaxNewTokens = 5 });
+        using var trainer = new OnlineRlTrainer(policy, reference, null, new ByteTokenizer(), constant, ["a", "b", "c"],
+            OnlineRlOptions.Grpo with { OutputDir = tmp.Path, Advantage = advantage, Steps = 2, BatchSize = 6, NumGenerations = 3, MaxNewTokens = 5 });
         var result = trainer.Train();
         Assert.True(result.Completed);
         foreach (var m in result.LogHistory)
@@ -78,23 +78,23 @@ public class GroupTrainerTests
             Assert.Equal(1.0, m["frac_reward_zero_std"]);
             Assert.Equal(2.0, m["zero_std_groups"]);
             Assert.Equal(0.0, m["reward_std"], 6);
-            if (advantage == GroupAdvantage.Grpo) Assert.Equal(0.0, m["loss"], 6); // zero advantage, β = 0: nothing to learn
+            if (advantage == AdvantageEstimators.Grpo) Assert.Equal(0.0, m["loss"], 6); // zero advantage, β = 0: nothing to learn
         }
     }
 
     [Theory]
-    [InlineData(GroupAdvantage.Grpo)]
-    [InlineData(GroupAdvantage.Rloo)]
-    public void AVaryingRewardMovesThePolicyAwayFromTheReference(GroupAdvantage advantage)
+    [InlineData(AdvantageEstimators.Grpo)]
+    [InlineData(AdvantageEstimators.Rloo)]
+    public void AVaryingRewardMovesThePolicyAwayFromTheReference(string advantage)
     {
         using var tmp = TestPaths.NewTempDir();
         using var policy = TinyModel(1);
         using var reference = TinyModel(1);
         // Reward = share of 'a' bytes: differs between samples, so groups have spread and advantages are non-zero.
         var reward = ProgrammaticRewardSource.Sequence("a_share", e => e.ResponseIds.Length == 0 ? 0 : e.ResponseIds.Count(t => t == 'a') / (double)e.ResponseIds.Length);
-        using var trainer = new GroupTrainer(policy, reference, new ByteTokenizer(), reward, ["a", "b", "c"],
-            new GroupOptions { OutputDir = tmp.Path, Advantage = advantage, Steps = 2, BatchSize = 6, NumGenerations = 3, MaxNewTokens = 8,
-                LearningRate = 1e-2, NumIterations = 2, Beta = 0.04 });
+        using var trainer = new OnlineRlTrainer(policy, reference, null, new ByteTokenizer(), reward, ["a", "b", "c"],
+            OnlineRlOptions.Grpo with { OutputDir = tmp.Path, Advantage = advantage, Steps = 2, BatchSize = 6, NumGenerations = 3, MaxNewTokens = 8,
+                LearningRate = 1e-2, Epochs = 2, Beta = 0.04 });
         var h = trainer.Train().LogHistory;
         Assert.All(h, m => Assert.All(m, kv => Assert.True(double.IsFinite(kv.Value), kv.Key)));
         Assert.True(h[0]["frac_reward_zero_std"] < 1 && h[0]["reward_std"] > 0);
@@ -111,8 +111,8 @@ public class GroupTrainerTests
         using var policy = TinyModel(1);
         using var reference = TinyModel(1);
         var broken = ProgrammaticRewardSource.Sequence("broken", e => e.Index == 3 ? double.NaN : 0.0);
-        using var trainer = new GroupTrainer(policy, reference, new ByteTokenizer(), broken, ["a", "b"],
-            new GroupOptions { OutputDir = tmp.Path, Steps = 1, BatchSize = 4, NumGenerations = 2, MaxNewTokens = 4 });
+        using var trainer = new OnlineRlTrainer(policy, reference, null, new ByteTokenizer(), broken, ["a", "b"],
+            OnlineRlOptions.Grpo with { OutputDir = tmp.Path, Steps = 1, BatchSize = 4, NumGenerations = 2, MaxNewTokens = 4 });
         var ex = Assert.Throws<FineAlignException>(() => trainer.Train());
         Assert.DoesNotContain('\n', ex.Message);
         Assert.Contains("'broken'", ex.Message);
@@ -175,8 +175,8 @@ public class GroupTrainerTests
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
         string[] prompts = ["p0", "p1", "p2", "p3"];
-        using var trainer = new GroupTrainer(policy, reference, new ByteTokenizer(), RewardSpecs.Lexicon(), prompts,
-            new GroupOptions { OutputDir = tmp.Path, BatchSize = 6, NumGenerations = 3 });
+        using var trainer = new OnlineRlTrainer(policy, reference, null, new ByteTokenizer(), RewardSpecs.Lexicon(), prompts,
+            OnlineRlOptions.Grpo with { OutputDir = tmp.Path, BatchSize = 6, NumGenerations = 3 });
         var seen = new List<string>();
         foreach (int step in new[] { 1, 2 })
         {

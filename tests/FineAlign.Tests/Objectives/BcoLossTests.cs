@@ -11,14 +11,16 @@ public class BcoLossTests
     // Fresh shift: δ = mean r = 0.1 (count 3).
     // up:   −log σ(0.5 − 0.1) = 0.5130153;  up: −log σ(0.1 − 0.1) = log 2 = 0.6931472
     // down: −log σ(−(−0.3 − 0.1)) = −log σ(0.4) = 0.5130153;  mean 0.5730592
-    private static ObjectiveResult Example(RewardShift shift, Tensor? policy = null, Tensor? weights = null) =>
+    private static ObjectiveResult Example(RewardShift shift, Tensor? policy = null, Tensor? weights = null) => Run(shift, policy, weights).Objective;
+
+    private static BcoLossResult Run(RewardShift shift, Tensor? policy = null, Tensor? weights = null) =>
         BcoLoss.Compute(policy ?? V(-5, -9, -13), V(-10, -10, -10), B(true, true, false), shift, beta: 0.1, weights: weights);
 
     [Fact]
     public void HandWorkedLossAndMetrics()
     {
         var shift = new RewardShift();
-        var r = Example(shift);
+        var (r, next) = Run(shift);
         var l = Values(r.Losses);
         Assert.Equal(0.5130153, l[0], 5);
         Assert.Equal(0.6931472, l[1], 5);
@@ -30,7 +32,8 @@ public class BcoLossTests
         Assert.Equal(-0.3, r.Metrics["rewards/rejected"], 5);
         Assert.Equal(-7.0, r.Metrics["logps/chosen"], 5);
         Assert.Equal(-13.0, r.Metrics["logps/rejected"], 5);
-        Assert.Equal(3, shift.Count);
+        Assert.Equal(3, next.Count);
+        Assert.Equal(new RewardShift(), shift); // δ is an input: the caller's value is not changed
     }
 
     [Fact]
@@ -40,10 +43,11 @@ public class BcoLossTests
         // δ = (2·0.7 + 3·0.1)/5 = 0.34. Losses: −log σ(0.16) = 0.6163438, −log σ(−0.24) = 0.8203300,
         // −log σ(0.64) = 0.4234965; mean 0.6200567.
         var shift = new RewardShift { Mean = 0.7, Count = 2 };
-        var r = Example(shift);
+        var (r, next) = Run(shift);
         Assert.Equal(0.34, r.Metrics["delta"], 6);
-        Assert.Equal(0.34, shift.Mean, 6);
-        Assert.Equal(5, shift.Count);
+        Assert.Equal(0.34, next.Mean, 6);
+        Assert.Equal(5, next.Count);
+        Assert.Equal(2, shift.Count);
         Assert.Equal(0.6200567, r.Loss.item<float>(), 5);
     }
 
@@ -52,10 +56,10 @@ public class BcoLossTests
     {
         // δ stays 0.7: up −log σ(0.5 − 0.7) = −log σ(−0.2) = 0.7981389.
         var shift = new RewardShift { Mean = 0.7, Count = 2 };
-        var r = BcoLoss.Compute(V(-5), V(-10), B(true), shift, updateShift: false);
+        var (r, next) = BcoLoss.Compute(V(-5), V(-10), B(true), shift, updateShift: false);
         Assert.Equal(0.7, r.Metrics["delta"], 6);
         Assert.Equal(0.7981389, r.Loss.item<float>(), 5);
-        Assert.Equal(2, shift.Count);
+        Assert.Equal(shift, next);
     }
 
     [Fact]
@@ -68,9 +72,9 @@ public class BcoLossTests
         {
             var batch = randn(n, generator: gen) * 3 + 1;
             seen.AddRange(batch.data<float>().ToArray());
-            shift.Update(batch);
+            shift = shift.Merge(batch);
         }
-        shift.Update(5.0, 0); // an empty batch changes nothing
+        Assert.Same(shift, shift.Merge(5.0, 0)); // an empty batch changes nothing
         Assert.Equal(seen.Count, shift.Count);
         Assert.Equal(seen.Average(x => (double)x), shift.Mean, 6);
     }
@@ -112,7 +116,7 @@ public class BcoLossTests
     [Fact]
     public void OneSidedBatchHasNoNaN()
     {
-        var r = BcoLoss.Compute(V(-5, -9), V(-10, -10), B(false, false), new RewardShift());
+        var r = BcoLoss.Compute(V(-5, -9), V(-10, -10), B(false, false), new RewardShift()).Objective;
         AllFinite(r.Metrics);
         Assert.Equal(0.0, r.Metrics["rewards/chosen"]);
         Assert.Equal(0.0, r.Metrics["logps/chosen"]);

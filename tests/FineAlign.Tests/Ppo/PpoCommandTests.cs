@@ -29,12 +29,15 @@ public class PpoCommandTests
                      "rewards/lexicon", "rewards/lexicon_token", "rewards/total", "env/true_reward" })
             foreach (var m in metrics)
                 Assert.True(m.ContainsKey(key) && double.IsFinite(m[key]!.GetValue<double>()), $"{key} missing or not finite");
-        var rollouts = CommandFixtures.ReadJsonl(Path.Combine(outDir, PpoTrainer.RolloutsFile));
+        var rollouts = CommandFixtures.ReadJsonl(Path.Combine(outDir, OnlineRlTrainer.RolloutsFile));
         Assert.Equal(8, rollouts.Count);
         Assert.All(rollouts, r => Assert.Equal(CommandFixtures.Ints(r["response_ids"]).Length, CommandFixtures.Floats(r["token_rewards"]).Length));
-        Assert.True(File.Exists(Path.Combine(outDir, PpoTrainer.PolicyFolder, "config.json")));
-        using var value = ScoredLM.Load(Path.Combine(outDir, PpoTrainer.ValueFolder));
+        Assert.True(File.Exists(Path.Combine(outDir, OnlineRlTrainer.ModelFolder, "config.json")));
+        using var value = ScoredLM.Load(Path.Combine(outDir, OnlineRlTrainer.ValueFolder));
         Assert.Equal((HeadKind.Token, 1), (value.Kind, value.NumLabels));
+        // The run folder is a model folder like every trainer's (issue #12: PPO wrote policy/ and this failed).
+        var gen = CliRunner.Run("generate", "--model", outDir, "--prompt", "a", "--max-new-tokens", "2", "--threads", "1");
+        Assert.True(gen.Code == 0, gen.Err);
     }
 
     [Fact]
@@ -53,7 +56,7 @@ public class PpoCommandTests
         var ma = CommandFixtures.ReadJsonl(Path.Combine(a, "metrics.jsonl"));
         var mb = CommandFixtures.ReadJsonl(Path.Combine(b, "metrics.jsonl"));
         Assert.Equal(2, mb.Count);
-        Assert.True(File.Exists(Path.Combine(b, PpoTrainer.ValueFolder, "value_head.safetensors")));
+        Assert.True(File.Exists(Path.Combine(b, OnlineRlTrainer.ValueFolder, "value_head.safetensors")));
         foreach (var key in new[] { "objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg" })
             Assert.Equal(ma[1][key]!.GetValue<double>(), mb[1][key]!.GetValue<double>(), 5);
     }
@@ -69,10 +72,10 @@ public class PpoCommandTests
         };
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
-        using var value = PpoValueModel.Shared(policy, 1);
+        using var value = ValueModel.Shared(policy, 1);
         var reward = ProgrammaticRewardSource.Sequence("broken", e => e.Index == 1 ? double.NaN : 0.0);
-        using var trainer = new PpoTrainer(policy, reference, value, new ByteTokenizer(), reward, ["a", "b", "c"],
-            new PpoOptions { OutputDir = tmp.Path, Steps = 1, RolloutBatchSize = 2, MiniBatchSize = 2, MaxNewTokens = 4 });
+        using var trainer = new OnlineRlTrainer(policy, reference, value, new ByteTokenizer(), reward, ["a", "b", "c"],
+            OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 1, BatchSize = 2, MiniBatchSize = 2, MaxNewTokens = 4 });
         var ex = Assert.Throws<FineAlignException>(() => trainer.Train());
         Assert.DoesNotContain('\n', ex.Message);
         Assert.Contains("'broken'", ex.Message);

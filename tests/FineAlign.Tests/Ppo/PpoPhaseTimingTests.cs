@@ -22,10 +22,10 @@ public class PpoPhaseTimingTests
         };
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
-        using var value = PpoValueModel.Shared(policy, 1);
+        using var value = ValueModel.Shared(policy, 1);
         var reward = ProgrammaticRewardSource.Sequence("len", e => e.ResponseIds.Length);
-        using var trainer = new PpoTrainer(policy, reference, value, new ByteTokenizer(), reward, ["a", "b"],
-            new PpoOptions { OutputDir = tmp.Path, Steps = 1, RolloutBatchSize = 2, MiniBatchSize = 1, MaxNewTokens = 4 });
+        using var trainer = new OnlineRlTrainer(policy, reference, value, new ByteTokenizer(), reward, ["a", "b"],
+            OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 1, BatchSize = 2, MiniBatchSize = 1, MaxNewTokens = 4 });
         Assert.Empty(trainer.LastStepSeconds);
         var sw = Stopwatch.StartNew();
         trainer.Step(1);

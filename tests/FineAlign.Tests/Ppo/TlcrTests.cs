@@ -1,3 +1,4 @@
+using FineAlign.Data.Corpus;
 using FineAlign.Models;
 using FineAlign.Rewards;
 using FineAlign.Tests.Cli;
@@ -52,8 +53,8 @@ public class TlcrTrainTests
     public void DiscriminatorBeatsTheMajorityBaselineOnCorpusRevisions()
     {
         var tok = new ByteTokenizer();
-        var pairs = TlcrCorpus.Pairs(1234, 120);
-        var data = TlcrCorpus.Label(tok, pairs).Select(x => TlcrTrainer.Encode(tok, x)).ToList();
+        var pairs = BuiltinData.RevisionPairs(1234, 120);
+        var data = TlcrLabeller.Label(tok, pairs).Select(x => TlcrTrainer.Encode(tok, x)).ToList();
         var config = ModelPresets.Create("tiny", tok, 384);
         using var disc = new ScoredLM(ModelFactory.Create(config, 3), HeadKind.Token, 2, 3);
         using var tmp = TestPaths.NewTempDir();

@@ -74,7 +74,7 @@ public class HhRecipeSmokeTests
         Assert.Contains("prompts longer than --max-prompt-length 64 tokens: kept their end", e4);
         var ppoMetrics = Metrics(ppo);
         Assert.Equal(2, ppoMetrics.Count(m => m.ContainsKey("objective/scores")));
-        Assert.True(File.Exists(Path.Combine(ppo, "policy", "config.json")));
+        Assert.True(File.Exists(Path.Combine(ppo, "model", "config.json"))); // every trainer writes model/ (issue #12)
 
         // A new examples/hh-*.yaml must be added here.
         var recipes = Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "examples"), "hh-*.yaml").Select(Path.GetFileName).Order();

@@ -22,6 +22,17 @@ public class GroupAdvantagesTests
     }
 
     [Fact]
+    public void ZeroSpreadGroupsAreCountedAsTrlDoes()
+    {
+        // TRL: torch.isclose(std, 0) with atol 1e-8. Group [1, 1 + 2⁻²⁰]: std = 2⁻²⁰ / √2 ≈ 6.7e-7 > 1e-8, a spread TRL counts
+        // as signal (the earlier relative rule, max − min ≤ 1e-6 · max|R|, called it zero). Group [3, 3] is exactly 0.
+        float tiny = 1f + MathF.Pow(2, -20);
+        var r = GroupAdvantages.Grpo(tensor(new[] { 1f, tiny, 3f, 3f }), 2, RewardScaling.None);
+        Assert.Equal(1, r.ZeroStdGroups);
+        Assert.Equal(1, GroupAdvantages.Rloo(tensor(new[] { 1f, tiny, 3f, 3f }), 2).ZeroStdGroups);
+    }
+
+    [Fact]
     public void GrpoBatchAndNoScaling()
     {
         // Batch std over all 8: mean 4, squared deviations 9+4+1+4+1+1+1+1 = 22, unbiased var 22/7.
@@ -65,14 +76,25 @@ public class GroupAdvantagesTests
     {
         // β = 1. Row 0: task [0, 0, 1], kl 0.1 each → r = [−0.1, −0.1, 0.9] → returns [0.7, 0.8, 0.9].
         // Row 1: task [0, 2, pad], kl [0.2, 0, pad] → r = [−0.2, 2] → returns [1.8, 2.0].
-        // Valid returns: mean 6.2/5 = 1.24; squared deviations sum 1.492; unbiased var 1.492/4 = 0.373.
+        // Valid returns: mean 6.2/5 = 1.24; squared deviations sum 1.492; population variance 1.492/5 = 0.2984, as OpenRLHF
+        // (the method's reference implementation: var over all valid tokens ÷ n, clamped at 1e-8). This test expected the
+        // Bessel-corrected 1.492/4 = 0.373 before the #14 exactness fix.
         var task = F(new[] { 0f, 0, 1, 0, 2, 99 }, 2, 3);
         var kl = F(new[] { 0.1f, 0.1f, 0.1f, 0.2f, 0, 99 }, 2, 3);
         var mask = Mask(new[] { 1, 1, 1 }, new[] { 1, 1, 0 });
-        double sd = Math.Sqrt(0.373 + 1e-8);
+        double sd = Math.Sqrt(0.2984);
         var expected = new[] { 0.7, 0.8, 0.9, 1.8, 2.0 }.Select(g => (g - 1.24) / sd).ToList();
         expected.Insert(5, 0);
         Near(expected.ToArray(), GroupAdvantages.ReinforcePlusPlus(task, kl, mask, 1.0), 4);
+    }
+
+    [Fact]
+    public void ReinforcePlusPlusWithEqualReturnsGivesZeroNotNaN()
+    {
+        // All valid returns 1: variance 0 is clamped at 1e-8, so (x − mean) · 1e4 = 0 everywhere.
+        var task = F(new[] { 0f, 1, 0, 1 }, 2, 2);
+        var mask = Mask(new[] { 1, 1 }, new[] { 1, 1 });
+        Near(new[] { 0.0, 0, 0, 0 }, GroupAdvantages.ReinforcePlusPlus(task, zeros(2, 2), mask, 0.0), 6);
     }
 
     [Fact]

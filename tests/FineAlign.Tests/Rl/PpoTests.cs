@@ -44,12 +44,12 @@ public class PpoTests
     {
         var x = F(new[] { 1f, 2, 3, 100 }, 1, 4);
         var m = Mask(new[] { 1, 1, 1, 0 });
-        Assert.Equal(2f, Ppo.MaskedMean(x, m).item<float>(), 5);
-        Assert.Equal(1f, Ppo.MaskedVar(x, m).item<float>(), 5);                 // (1 + 0 + 1) / (3 − 1)
-        Assert.Equal(2f / 3f, Ppo.MaskedVar(x, m, unbiased: false).item<float>(), 5);
-        Near(new[] { -1.0, 0, 1, 0 }, Ppo.Whiten(x, m), 4);
-        Near(new[] { 1.0, 2, 3, 0 }, Ppo.Whiten(x, m, shiftMean: false), 4); // scaled by 1/std = 1, mean kept
-        Near(new[] { 1.5, 2.0 }, Ppo.MaskedMean(F(new[] { 1f, 2, 9, 2, 2, 9 }, 2, 3), Mask(new[] { 1, 1, 0 }, new[] { 1, 1, 0 }), dim: 1));
+        Assert.Equal(2f, Masked.Mean(x, m).item<float>(), 5);
+        Assert.Equal(1f, Masked.Var(x, m).item<float>(), 5);                 // (1 + 0 + 1) / (3 − 1)
+        Assert.Equal(2f / 3f, Masked.Var(x, m, unbiased: false).item<float>(), 5);
+        Near(new[] { -1.0, 0, 1, 0 }, Masked.Whiten(x, m), 4);
+        Near(new[] { 1.0, 2, 3, 0 }, Masked.Whiten(x, m, shiftMean: false), 4); // scaled by 1/std = 1, mean kept
+        Near(new[] { 1.5, 2.0 }, Masked.Mean(F(new[] { 1f, 2, 9, 2, 2, 9 }, 2, 3), Mask(new[] { 1, 1, 0 }, new[] { 1, 1, 0 }), dim: 1));
     }
 
     [Fact]
@@ -84,9 +84,9 @@ public class PpoTests
         Assert.Equal(1.0, res.ClipFraction, 5);
         res.Loss.backward();
         Assert.All(V(logp.grad!), g => Assert.True(float.IsFinite(g)));
-        Near(new[] { Math.Log(1.5), 0 }, Ppo.KlPerToken(logp.detach(), zeros(1, 2), mask, KlEstimator.K1));
-        Assert.True(float.IsFinite(Ppo.KlPerToken(logp.detach(), old, mask, KlEstimator.K3).sum().item<float>()));
-        Assert.Equal(0f, Ppo.Whiten(F(new[] { 1f, float.PositiveInfinity }, 1, 2), mask).sum().item<float>(), 4);
+        Near(new[] { Math.Log(1.5), 0 }, Kl.PerToken(logp.detach(), zeros(1, 2), mask, KlEstimator.K1));
+        Assert.True(float.IsFinite(Kl.PerToken(logp.detach(), old, mask, KlEstimator.K3).sum().item<float>()));
+        Assert.Equal(0f, Masked.Whiten(F(new[] { 1f, float.PositiveInfinity }, 1, 2), mask).sum().item<float>(), 4);
     }
 
     [Fact]
@@ -106,13 +106,13 @@ public class PpoTests
         var mask = Mask(new[] { 1, 0 });
         var logp = F(new[] { Ln(0.5), Ln(0.9) }, 1, 2);
         var refp = F(new[] { Ln(0.25), Ln(0.1) }, 1, 2);
-        Near(new[] { Math.Log(2), 0 }, Ppo.KlPerToken(logp, refp, mask, KlEstimator.K1));
-        Near(new[] { 0.5 - 1 + Math.Log(2), 0 }, Ppo.KlPerToken(logp, refp, mask, KlEstimator.K3)); // ℓ = −ln 2
+        Near(new[] { Math.Log(2), 0 }, Kl.PerToken(logp, refp, mask, KlEstimator.K1));
+        Near(new[] { 0.5 - 1 + Math.Log(2), 0 }, Kl.PerToken(logp, refp, mask, KlEstimator.K3)); // ℓ = −ln 2
         // p = (½, ½), q = (¾, ¼): KL = ½ ln(2/3) + ½ ln 2.
         var logits = F(new[] { 0f, 0, 0, 0 }, 1, 2, 2);
         var refLogits = F(new[] { Ln(3), 0, 0, 0 }, 1, 2, 2);
-        Near(new[] { 0.5 * Math.Log(2.0 / 3) + 0.5 * Math.Log(2), 0 }, Ppo.FullKlPerToken(logits, refLogits, mask));
-        Near(new[] { Math.Log(2), 0 }, Ppo.Entropy(logits, mask));
+        Near(new[] { 0.5 * Math.Log(2.0 / 3) + 0.5 * Math.Log(2), 0 }, Kl.FullPerToken(logits, refLogits, mask));
+        Near(new[] { Math.Log(2), 0 }, Kl.Entropy(logits, mask));
     }
 
     [Fact]

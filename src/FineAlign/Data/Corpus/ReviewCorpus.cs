@@ -31,6 +31,9 @@ public sealed record PreferencePair(string Prompt, string Chosen, string Rejecte
 /// </summary>
 public static class ReviewCorpus
 {
+    /// <summary>The corpus seed every command uses unless told otherwise (--corpus-seed).</summary>
+    public const int DefaultSeed = 1234;
+
     /// <summary>Reviews 0..count-1 for <paramref name="seed"/>; same arguments give byte-identical texts.</summary>
     public static IReadOnlyList<Review> Generate(int seed, int count)
     {

@@ -1,11 +1,8 @@
-using FineAlign.Text;
 using System.Security.Cryptography;
-using FineAlign.Data;
-using FineAlign.Models;
-using FineAlign.Objectives;
+using FineAlign.Text;
 using static TorchSharp.torch;
 
-namespace FineAlign.Trainers;
+namespace FineAlign.Data;
 
 /// <summary>
 /// B preference pairs as ONE right-padded batch of 2B rows: rows 0..B-1 chosen, rows B..2B-1 rejected, so a
@@ -23,7 +20,7 @@ public sealed record PairBatch(IReadOnlyList<int> Indices, TokenBatch Tokens, Te
 
 /// <summary>
 /// B feedback examples; for KTO also <see cref="Mismatched"/>: prompt i with completion i−1 (see
-/// <see cref="KtoLoss.MismatchedPairs"/>), scored without gradient for the KL reference point.
+/// <see cref="PreferenceBatching.MismatchedPairs"/>), scored without gradient for the KL reference point.
 /// </summary>
 public sealed record FeedbackBatch(IReadOnlyList<int> Indices, TokenBatch Tokens, TokenBatch? Mismatched, Tensor Labels) : IDisposable
 {
@@ -35,8 +32,8 @@ public sealed record FeedbackBatch(IReadOnlyList<int> Indices, TokenBatch Tokens
     }
 }
 
-/// <summary>What the reward-model, DPO, KTO and BCO trainers share: batching, sequence log-probs, frozen references.</summary>
-public static class PreferenceBatches
+/// <summary>What the reward-model, DPO, KTO, BCO trainers and the preference evaluation share: batches of pairs and feedback.</summary>
+public static class PreferenceBatching
 {
     public static PairBatch Pairs(IReadOnlyList<EncodedPair> pairs, IReadOnlyList<int> indices, int padId)
     {
@@ -54,7 +51,7 @@ public static class PreferenceBatches
         TokenBatch? mismatched = null;
         if (withMismatched)
         {
-            var (prompts, completions) = KtoLoss.MismatchedPairs(indices.Count);
+            var (prompts, completions) = MismatchedPairs(indices.Count);
             var mis = new List<TokenizedExample>();
             for (int k = 0; k < indices.Count; k++)
             {
@@ -68,53 +65,48 @@ public static class PreferenceBatches
         return new FeedbackBatch(indices, Collator.Collate(rows, padId), mismatched, tensor(indices.Select(i => data[i].Label).ToArray()));
     }
 
-    /// <summary>log π(completion | prompt) per row: the sum of log-probs over scored, non-padding tokens, [N].</summary>
-    public static Tensor SequenceLogps(CausalLM model, TokenBatch b)
+    /// <summary>
+    /// KTO's mismatched pairing for z: prompt i is paired with completion i − 1 (cyclically), i.e. the
+    /// completions are shifted by one within the batch, as TRL does. With a batch of 1 the "mismatched"
+    /// pair is the example itself (no other completion exists). Use the arrays with index_select.
+    /// </summary>
+    public static (long[] PromptIndex, long[] CompletionIndex) MismatchedPairs(int batchSize)
     {
-        using var scope = NewDisposeScope();
-        var logits = model.Forward(b.InputIds, b.AttentionMask);
-        var mask = b.LossMask.logical_and(b.AttentionMask.ne(0));
-        return CausalLmLoss.SequenceLogProbs(logits, b.InputIds, mask).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>As <see cref="SequenceLogps"/> without gradient (a frozen reference).</summary>
-    public static Tensor ReferenceLogps(CausalLM reference, TokenBatch b)
-    {
-        using var noGrad = no_grad();
-        return SequenceLogps(reference, b);
-    }
-
-    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights.</summary>
-    public static CausalLM FrozenCopy(CausalLM model)
-    {
-        var copy = ModelFactory.Construct(model.Config, model.parameters().First().dtype);
-        using (no_grad())
+        if (batchSize < 1) throw new FineAlignException($"KTO needs a batch of at least 1 example, got {batchSize}");
+        var prompts = new long[batchSize];
+        var completions = new long[batchSize];
+        for (int i = 0; i < batchSize; i++)
         {
-            var src = model.state_dict();
-            foreach (var (name, t) in copy.state_dict()) t.copy_(src[name]);
+            prompts[i] = i;
+            completions[i] = (i + batchSize - 1) % batchSize;
         }
-        Freeze(copy);
-        return copy;
+        return (prompts, completions);
     }
 
-    /// <summary>Eval mode and requires_grad = false on every parameter.</summary>
-    public static void Freeze(CausalLM model)
+    /// <summary>Refuses a pair longer than the model's context, naming its file and line.</summary>
+    public static void CheckContext(int context, PreferenceDataset train, PreferenceDataset? eval)
     {
-        model.eval();
-        foreach (var p in model.parameters()) p.requires_grad = false;
-    }
-
-    /// <summary>A short hex fingerprint of a model's weights (keys reference-log-prob caches).</summary>
-    public static string Fingerprint(nn.Module model)
-    {
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var (name, t) in model.state_dict())
+        foreach (var ds in eval is null ? [train] : new[] { train, eval })
         {
-            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
-            using var f = t.detach().to(ScalarType.Float32).contiguous();
-            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.data<float>().ToArray().AsSpan()));
+            var tooLong = ds.Pairs.FirstOrDefault(p => Math.Max(p.Chosen.Length, p.Rejected.Length) > context);
+            if (tooLong is not null)
+                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the pair has {Math.Max(tooLong.Chosen.Length, tooLong.Rejected.Length)} tokens " +
+                                             $"but the model's context is {context}; lower --max-length");
         }
-        return Convert.ToHexString(sha.GetHashAndReset())[..16].ToLowerInvariant();
+    }
+
+    /// <summary>Refuses an example longer than the model's context, and training data without both labels.</summary>
+    public static void CheckContext(int context, FeedbackDataset train, FeedbackDataset? eval)
+    {
+        foreach (var ds in eval is null ? [train] : new[] { train, eval })
+        {
+            var tooLong = ds.Examples.FirstOrDefault(e => e.Sequence.Length > context);
+            if (tooLong is not null)
+                throw new FineAlignException($"{ds.Source}:{tooLong.Line}: the example has {tooLong.Sequence.Length} tokens but the model's context is {context}; lower --max-length");
+        }
+        if (train.Desirable == 0 || train.Undesirable == 0)
+            throw new FineAlignException($"{train.Source}: the training data needs both thumbs-up (label true) and thumbs-down (label false) examples; " +
+                                         $"it has {train.Desirable} and {train.Undesirable}");
     }
 
     /// <summary>A short hex fingerprint of tokenised pairs (ids and masks).</summary>

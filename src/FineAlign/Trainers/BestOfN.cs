@@ -1,9 +1,10 @@
+using FineAlign.Generation;
 using FineAlign.Models;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using static TorchSharp.torch;
 
-namespace FineAlign.Generation;
+namespace FineAlign.Trainers;
 
 /// <summary>The response kept for one prompt, its reward, and the rewards of the candidates it was chosen from.</summary>
 public sealed record RankedResponse(string Prompt, GeneratedSequence Best, double Reward, double[] CandidateRewards)

@@ -1,0 +1,108 @@
+using System.CommandLine;
+using FineAlign.Data.Corpus;
+using FineAlign.Rewards;
+using FineAlign.Text;
+using TorchSharp;
+
+namespace FineAlign.Cli.Commands;
+
+/// <summary>Seeds the CLI derives from a user's seed, named once.</summary>
+internal static class Seeds
+{
+    /// <summary>Held-out evaluations sample with the run's --seed + this, so evaluation never replays training's stream.</summary>
+    public const long HeldOutEvalOffset = 7777;
+}
+
+/// <summary>Checks shared by the flag groups.</summary>
+internal static class Checks
+{
+    public static Func<int, string?> AtLeast(int min) => v => v >= min ? null : $"must be at least {min}";
+    public static readonly Func<double, string?> Positive = v => v > 0 && double.IsFinite(v) ? null : "must be a positive number";
+    public static readonly Func<double, string?> NonNegative = v => v >= 0 && double.IsFinite(v) ? null : "must be ≥ 0";
+}
+
+/// <summary>Runtime flags of every command: --threads (and the commands' --seed where they sample or shuffle).</summary>
+internal sealed class RuntimeFlags
+{
+    public required Option<int> Threads { get; init; }
+
+    public static RuntimeFlags Declare(RecipeCommand cmd) => new()
+    {
+        Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: Checks.AtLeast(0)),
+    };
+
+    /// <summary>Sets torch's thread count when --threads was given a positive value.</summary>
+    public void Apply(Recipe r) { if (r.Get(Threads) > 0) torch.set_num_threads(r.Get(Threads)); }
+}
+
+/// <summary>The built-in review corpus: --corpus-size and --corpus-seed.</summary>
+internal sealed class CorpusFlags
+{
+    public required Option<int> Size { get; init; }
+    public required Option<int> Seed { get; init; }
+
+    public static CorpusFlags Declare(RecipeCommand cmd, string sizeDescription, int defaultSize = 4000, int minSize = 10) => new()
+    {
+        Size = cmd.Declare("--corpus-size", defaultSize, sizeDescription, check: Checks.AtLeast(minSize)),
+        Seed = cmd.Declare("--corpus-seed", ReviewCorpus.DefaultSeed, "Seed of the built-in corpus (kept apart from --seed so runs with different seeds see the same data)."),
+    };
+}
+
+/// <summary>Sampling of responses: --max-new-tokens, --temperature, --top-p.</summary>
+internal sealed class SamplingFlags
+{
+    public required Option<int> MaxNewTokens { get; init; }
+    public required Option<double> Temperature { get; init; }
+    public required Option<double> TopP { get; init; }
+
+    public static SamplingFlags Declare(RecipeCommand cmd, int defaultMaxNewTokens = 64) => new()
+    {
+        MaxNewTokens = cmd.Declare("--max-new-tokens", defaultMaxNewTokens, "Response length limit (tokens).", check: Checks.AtLeast(1)),
+        Temperature = cmd.Declare("--temperature", 1.0, "Sampling temperature (log-probs use the same).", check: Checks.Positive),
+        TopP = cmd.Declare("--top-p", 1.0, "Nucleus sampling.", check: v => v is > 0 and <= 1 ? null : "must be in (0, 1]"),
+    };
+}
+
+/// <summary>Reward sources: --reward SPEC (repeatable) and the options of the token-level sources.</summary>
+internal sealed class RewardFlags
+{
+    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC, each optionally @WEIGHT (several = weighted sum, each logged)";
+
+    public required Option<string[]> Specs { get; init; }
+    public required Option<bool> Retokenize { get; init; }
+    public required Option<TlcrMapping> Mapping { get; init; }
+    public required Option<int> PivotWindow { get; init; }
+    public required Option<int> PivotMinLength { get; init; }
+
+    public static RewardFlags Declare(RecipeCommand cmd) => new()
+    {
+        Specs = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec (repeatable): " + SpecHelp + "."),
+        Retokenize = cmd.Declare("--retokenize", false, "Allow a sequence reward model with another tokenizer: decode responses and re-tokenise (with a warning)."),
+        Mapping = cmd.Declare("--tlcr-mapping", TlcrMapping.Paper, "TLCR probability → reward: paper (2p−1), code (tanh(p−½)) or discrete."),
+        PivotWindow = cmd.Declare("--pivot-window", 1, "Smoothing window before pivot detection (pivot rewards).", check: Checks.AtLeast(1)),
+        PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),
+    };
+
+    /// <summary>The weighted sum of <paramref name="specs"/> (the --reward values when null).</summary>
+    public RewardSource Build(Recipe r, TextTokenizer tokenizer, IReadOnlyList<string>? specs = null) =>
+        RewardSpecs.Build(specs ?? r.Get(Specs), tokenizer, r.Get(Retokenize), m => r.Error.WriteLine("warning: " + m),
+            new TlcrOptions { Mapping = r.Get(Mapping) },
+            new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) });
+}
+
+/// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>
+internal sealed class OutputFlags
+{
+    public required Option<string> Out { get; init; }
+    public required Option<int> SaveSteps { get; init; }
+    public required Option<int?> SaveTotalLimit { get; init; }
+    public required Option<bool> Resume { get; init; }
+
+    public static OutputFlags Declare(RecipeCommand cmd, string defaultOut, string unit) => new()
+    {
+        Out = cmd.Declare("--out", defaultOut, "Output folder: checkpoints, metrics.jsonl, TensorBoard runs/ and the final model in model/.", alias: "-o"),
+        SaveSteps = cmd.Declare("--save-steps", 0, $"Checkpoint every N {unit} (and at the end).", check: Checks.AtLeast(0)),
+        SaveTotalLimit = cmd.Declare<int?>("--save-total-limit", 2, "Keep at most this many checkpoints (oldest removed).", check: v => v is null or >= 1 ? null : "must be at least 1"),
+        Resume = cmd.Declare("--resume", false, "Continue from the latest checkpoint in --out."),
+    };
+}

@@ -1,0 +1,65 @@
+using System.Security.Cryptography;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FineAlign.Models;
+
+/// <summary>Copying weights between modules by parameter name, without gradient (the one loop every trainer used to write).</summary>
+public static class WeightCopy
+{
+    /// <summary>
+    /// Copies every tensor of <paramref name="to"/>'s state dict from the same name in <paramref name="source"/>.
+    /// A name <paramref name="skip"/> accepts is left alone; a name missing from the source is an error naming
+    /// <paramref name="origin"/> unless <paramref name="allowMissing"/>.
+    /// </summary>
+    public static void Copy(IReadOnlyDictionary<string, Tensor> source, nn.Module to, string origin,
+        Func<string, bool>? skip = null, bool allowMissing = false)
+    {
+        using var _ = no_grad();
+        foreach (var (name, t) in to.state_dict())
+        {
+            if (skip?.Invoke(name) == true) continue;
+            if (source.TryGetValue(name, out var s))
+            {
+                if (!s.shape.SequenceEqual(t.shape))
+                    throw new FineAlignException($"{origin}: tensor '{name}' has shape [{string.Join(", ", s.shape)}], expected [{string.Join(", ", t.shape)}]");
+                t.copy_(s);
+            }
+            else if (!allowMissing) throw new FineAlignException($"{origin}: tensor '{name}' is missing");
+        }
+    }
+
+    /// <summary>Copies <paramref name="from"/>'s state into <paramref name="to"/> (same architecture).</summary>
+    public static void Copy(nn.Module from, nn.Module to, Func<string, bool>? skip = null, bool allowMissing = false) =>
+        Copy(from.state_dict(), to, from.GetName(), skip, allowMissing);
+
+    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights.</summary>
+    public static CausalLM FrozenCopy(CausalLM model)
+    {
+        var copy = ModelFactory.Construct(model.Config, model.parameters().First().dtype);
+        Copy(model, copy);
+        Freeze(copy);
+        return copy;
+    }
+
+    /// <summary>Eval mode and requires_grad = false on every parameter.</summary>
+    public static void Freeze(nn.Module model)
+    {
+        foreach (var p in model.parameters()) p.requires_grad = false;
+        model.eval();
+    }
+
+    /// <summary>A short hex fingerprint of a model's weights (keys reference-log-prob caches).</summary>
+    public static string Fingerprint(nn.Module model)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var (name, t) in model.state_dict())
+        {
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
+            using var f = t.detach().to(ScalarType.Float32).contiguous();
+            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.data<float>().ToArray().AsSpan()));
+        }
+        return Convert.ToHexString(sha.GetHashAndReset())[..16].ToLowerInvariant();
+    }
+
+}
