@@ -36,6 +36,7 @@ public static class CliApp
         root.Add(EvalPrefCommand.Create());
         root.Add(CorpusCommand.Create());
         root.Add(GenerateCommand.Create());
+        root.Add(TemplateCommand.Create());
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
         root.Add(VersionCommand.Create());

@@ -38,6 +38,7 @@ public static class OnlineRlCommand
             var options = flags.Options(r);
             options.Validate(); // before loading anything: bad settings are a one-line error
             var (train, heldOut, corpus) = flags.LoadPrompts(r);
+            options = flags.WithChatStop(options);
             if (!corpus && r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");
             var (policy, reference, value, tokenizer) = flags.LoadModels(r, options);
             using var p = policy; using var rf = reference; using var v = value;

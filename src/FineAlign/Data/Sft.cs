@@ -22,33 +22,39 @@ public sealed record SftOptions
     /// </summary>
     public bool CompletionOnlyLoss { get; init; } = true;
     public OverLengthPolicy OverLength { get; init; } = OverLengthPolicy.Truncate;
-    /// <summary>Chat format name (chatml, llama2, zephyr); null = recognise the tokenizer's chat_template.</summary>
+    /// <summary>
+    /// --chat-template: a preset (chatml, llama2, zephyr), a template file, or one of the model's named templates;
+    /// null = the model's own template (see <see cref="ChatTemplates.Resolve"/>).
+    /// </summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>The model folder, where chat_template.jinja and named templates are looked up (null: only the tokenizer's template).</summary>
+    public string? TemplateFolder { get; init; }
+    /// <summary>Extra template variables (transformers' apply_chat_template kwargs: enable_thinking, tools, ...).</summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateKwargs { get; init; }
 }
 
 /// <summary>
 /// Tokenizes SFT examples. Prompt-completion: [BOS] prompt completion EOS, BOS per tokenizer.AddBos,
-/// targets = completion + EOS. Text: [BOS] text EOS, all targets. Chats: rendered by <see cref="ChatTemplates"/>
-/// segment by segment; targets = assistant replies and their end marker (for conversational
+/// targets = completion + EOS. Text: [BOS] text EOS, all targets. Chats: rendered by the model's Jinja chat template
+/// (<see cref="ChatTemplate"/>); targets = assistant replies and their end-of-turn token (for conversational
 /// prompt-completion only those in the completion). The first token is never a target.
 /// </summary>
 public sealed class SftEncoder
 {
     private readonly TextTokenizer _tok;
-    private ChatFormat? _format;
+    private ChatTemplate? _chat;
 
     public SftEncoder(TextTokenizer tokenizer, SftOptions options)
     {
         if (options.MaxLength < 2) throw new FineAlignException($"max length must be at least 2 (got {options.MaxLength})");
         _tok = tokenizer;
         Options = options;
-        if (!string.IsNullOrWhiteSpace(options.ChatTemplate)) _format = ChatTemplates.Parse(options.ChatTemplate);
     }
 
     public SftOptions Options { get; }
 
-    /// <summary>The chat format in use (resolved on first use from the options or the tokenizer).</summary>
-    public ChatFormat ChatFormat => _format ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok.ChatTemplate);
+    /// <summary>The chat template in use (resolved on first use from the options or the tokenizer).</summary>
+    public ChatTemplate Chat => _chat ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok, Options.TemplateFolder, Options.ChatTemplateKwargs);
 
     /// <summary>The whole example, without applying the length limit.</summary>
     public TokenizedExample EncodeFull(SftExample example, string file = "<input>")
@@ -77,15 +83,12 @@ public sealed class SftEncoder
             }
             case ChatExample c:
             {
-                var format = ChatFormat;  // outside the try: an unknown template is not a data error
-                List<ChatSegment> segs;
-                try { segs = ChatTemplates.RenderSegments(format, c.Messages, addGenerationPrompt: false, _tok); }
-                catch (FineAlignException e) when (e is not DataFormatException)
+                var chat = Chat;  // outside the try: a missing or broken template is not this line's error
+                try { return chat.EncodeConversation(c.Messages, c.PromptCount, all); }
+                catch (FineAlignException e) when (ChatTemplateRefusal.Is(e))
                 {
                     throw new DataFormatException(file, c.Line, c.PromptCount == 0 ? "messages" : "prompt/completion", e.Message);
                 }
-                return ChatTemplates.Tokenize(_tok, segs,
-                    s => all || (s.IsAssistantContent && s.MessageIndex >= c.PromptCount));
             }
             default:
                 throw new ArgumentException($"unknown example type {example.GetType().Name}");
@@ -101,8 +104,8 @@ public sealed class SftEncoder
         return ids.ToArray();
     }
 
-    /// <summary>A chat prompt with the generation prompt, in this encoder's chat format.</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => ChatTemplates.EncodePrompt(_tok, ChatFormat, messages);
+    /// <summary>A chat prompt with the generation prompt, in this encoder's chat template.</summary>
+    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => Chat.EncodePrompt(messages);
 
     /// <summary>
     /// The example with the length policy applied; <paramref name="truncated"/> tells whether it was cut.

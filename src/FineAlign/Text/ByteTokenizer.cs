@@ -17,10 +17,8 @@ public sealed class ByteTokenizer : TextTokenizer
     /// <summary>Special tokens in id order, starting at 256.</summary>
     public static readonly string[] Specials = [Bos, Eos, Pad, ImStart, ImEnd];
 
-    /// <summary>The ChatML template (Jinja, as Hugging Face writes it) stored in tokenizer_config.json.</summary>
-    public const string ChatMLJinja =
-        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    /// <summary>The ChatML template stored in tokenizer_config.json: the ChatML preset, with {% generation %} blocks.</summary>
+    public const string ChatMLJinja = ChatTemplates.ChatMLJinja;
 
     /// <summary>Marker key in tokenizer_config.json that lets <see cref="TokenizerLoader"/> recognise the folder.</summary>
     public const string ConfigMarkerKey = "finealign_tokenizer";
