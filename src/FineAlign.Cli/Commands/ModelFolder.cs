@@ -15,8 +15,18 @@ public static class ModelFolder
     /// <summary>Names accepted by --dtype.</summary>
     public const string DTypeNames = "float32, float16, bfloat16";
 
-    /// <summary>The model folder a --model value names (see <see cref="ModelLocator.Resolve"/>: folder, checkpoint, or org/name from the hub cache).</summary>
-    public static string Resolve(string folder) => ModelLocator.Resolve(folder);
+    /// <summary>
+    /// The model folder a --model value names (see <see cref="ModelLocator.Resolve"/>: folder, checkpoint, or org/name
+    /// from the hub cache); a missing folder is named by the flag that gave it (<paramref name="option"/>).
+    /// </summary>
+    public static string Resolve(string folder, string option = "--model")
+    {
+        try { return ModelLocator.Resolve(folder); }
+        catch (FineAlignException e) when (e.Message == $"{folder}: model folder not found.")
+        {
+            throw new FineAlignException($"{option} {folder}: model folder not found.", e);
+        }
+    }
 
     /// <summary>Loads the model of <paramref name="folder"/> (see <see cref="Resolve"/>) in <paramref name="dtype"/>, in eval mode.</summary>
     public static CausalLM LoadModel(string folder, ScalarType dtype, out string resolved)

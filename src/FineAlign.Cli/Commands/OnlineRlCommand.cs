@@ -42,6 +42,8 @@ public static class OnlineRlCommand
             if (!corpus && r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");
             var (policy, reference, value, tokenizer) = flags.LoadModels(r, options);
             using var p = policy; using var rf = reference; using var v = value;
+            if (r.Get(flags.Prompts) is string promptFile && r.Get(flags.MaxPromptLength) is null)
+                FineAlign.Data.PromptReader.CheckFit(promptFile, tokenizer, policy.Config.MaxPositionEmbeddings, r.Get(flags.MaxNewTokens), flags.Chat is { } chat ? () => chat : null);
             train = flags.FitPrompts(r, train, tokenizer);
             var source = flags.Reward.Build(r, tokenizer);
             var inv = CultureInfo.InvariantCulture;

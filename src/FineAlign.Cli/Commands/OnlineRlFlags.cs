@@ -22,6 +22,8 @@ internal sealed class OnlineRlFlags
     public required Option<string?> Prompts { get; init; }
     public required Option<string?> ChatTemplate { get; init; }
     private ChatTemplate? _chat;   // set by LoadPrompts when a prompt was a conversation
+    /// <summary>The chat template conversational prompts were rendered with (null for text prompts).</summary>
+    public ChatTemplate? Chat => _chat;
     public required Option<int?> MaxPromptLength { get; init; }
     public required CorpusFlags Corpus { get; init; }
     public required Option<int> Seed { get; init; }

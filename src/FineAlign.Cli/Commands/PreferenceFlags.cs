@@ -117,7 +117,7 @@ internal sealed class PreferenceFlags
     public static CausalLM? LoadReference(string? folder, CausalLM policy)
     {
         if (folder is null) return null;
-        var reference = ModelIO.Load(ModelFolder.Resolve(folder));
+        var reference = ModelIO.Load(ModelFolder.Resolve(folder, "--ref-model"));
         if (reference.Config.VocabSize != policy.Config.VocabSize)
         {
             reference.Dispose();

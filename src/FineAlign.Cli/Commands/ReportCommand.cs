@@ -65,7 +65,7 @@ public static class ReportCommand
         }
         if (todo.Count > 0)
         {
-            string b = ModelFolder.Resolve(baseDir!);
+            string b = ModelFolder.Resolve(baseDir!, "--base");
             var tokenizer = TokenizerLoader.Load(b);
             using var baseModel = ModelIO.Load(b);
             EvalPoint? basePoint = null;

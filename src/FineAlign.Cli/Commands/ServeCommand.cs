@@ -5,7 +5,7 @@ namespace FineAlign.Cli.Commands;
 
 /// <summary>
 /// <c>finealign serve</c>: parses the options and runs <see cref="OpenAiServer"/> (src/FineAlign.Serving) until
-/// SIGTERM or Ctrl+C, which finish in-flight requests before the process exits.
+/// SIGTERM or Ctrl+C (the CLI's cancellation token), which finish in-flight requests before the process exits 0.
 /// </summary>
 public static class ServeCommand
 {
@@ -48,7 +48,7 @@ public static class ServeCommand
                 BatchWindow = TimeSpan.FromMilliseconds(recipe.Get(window)),
                 ChatTemplate = recipe.Get(chatTemplate),
                 DType = ModelFolder.ParseDType(recipe.Get(dtype))!.Value,
-                HandleSignals = true,
+                HandleSignals = false,   // CliApp.RunProcessAsync turns SIGTERM/Ctrl+C into ct, which drains the server
             };
             await OpenAiServer.RunAsync(options, recipe.Out, ct);
             return 0;

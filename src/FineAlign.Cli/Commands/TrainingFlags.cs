@@ -107,7 +107,7 @@ internal sealed class TrainingFlags
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
-        if (r.Get(Model) is string given && ModelLocator.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name
+        if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
             var tokenizer = TokenizerLoader.Load(dir);
             var model = ModelIO.Load(dir);

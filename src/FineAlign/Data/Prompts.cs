@@ -38,8 +38,34 @@ public static class PromptReader
     /// <summary>As <see cref="Read(string, Func{ChatTemplate}?)"/>, also saying whether any prompt was a chat (generation then stops at the end-of-turn token).</summary>
     public static (IReadOnlyList<string> Prompts, bool AnyChat) ReadDetailed(string path, Func<ChatTemplate>? chat)
     {
+        var (prompts, anyChat) = ReadWithLines(path, chat);
+        return (prompts.Select(p => p.Prompt).ToList(), anyChat);
+    }
+
+    /// <summary>
+    /// Refuses, naming file:line, the first prompt that leaves no room for <paramref name="maxNewTokens"/> in the
+    /// model's <paramref name="context"/> (BOS included), before any rollout or output exists. Without the check the
+    /// run would start, write its folder and fail in the first generation with no line to fix.
+    /// </summary>
+    public static void CheckFit(string path, TextTokenizer tokenizer, int context, int maxNewTokens, Func<ChatTemplate>? chat = null)
+    {
+        int budget = context - maxNewTokens, bos = tokenizer.AddBos && tokenizer.BosId is not null ? 1 : 0;
+        if (budget < 1)
+            throw new FineAlignException($"--max-new-tokens {maxNewTokens} leaves no room for a prompt in the model's context of {context} tokens");
+        foreach (var (prompt, line) in ReadWithLines(path, chat).Prompts)
+        {
+            int n = tokenizer.Encode(prompt).Length + bos;
+            if (n > budget)
+                throw new DataFormatException(path, line, "prompt",
+                    $"{n} tokens + --max-new-tokens {maxNewTokens} exceed the model's context of {context}; " +
+                    $"set --max-prompt-length {budget} to keep each prompt's end, or lower --max-new-tokens");
+        }
+    }
+
+    private static (List<(string Prompt, long Line)> Prompts, bool AnyChat) ReadWithLines(string path, Func<ChatTemplate>? chat)
+    {
         var single = new SingleFormat<PromptFormat>(path, Describe);
-        var prompts = new List<string>();
+        var prompts = new List<(string, long)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         ChatTemplate? template = null;
         bool anyChat = false;
@@ -84,7 +110,7 @@ public static class PromptReader
             single.Check(format, line.LineNumber);
             // Feedback files repeat a prompt once per rated completion; sample each prompt once.
             if (format == PromptFormat.Feedback && !seen.Add(prompt)) continue;
-            prompts.Add(prompt);
+            prompts.Add((prompt, line.LineNumber));
         }
         return (prompts, anyChat);
     }

@@ -57,38 +57,30 @@ public sealed class SftEncoder
     public ChatTemplate Chat => _chat ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok, Options.TemplateFolder, Options.ChatTemplateKwargs);
 
     /// <summary>The whole example, without applying the length limit.</summary>
-    public TokenizedExample EncodeFull(SftExample example, string file = "<input>")
+    public TokenizedExample EncodeFull(SftExample example, string file = "<input>") => EncodeUpTo(example, file, int.MaxValue, out _);
+
+    // The first `limit` tokens of the example and its full length. Prompt/completion and text examples are assembled
+    // straight into arrays of the kept length, so a very long document costs its token ids once, not again in lists.
+    private TokenizedExample EncodeUpTo(SftExample example, string file, int limit, out int fullLength)
     {
         bool all = !Options.CompletionOnlyLoss;
         switch (example)
         {
             case PromptCompletionExample pc:
-            {
-                var ids = new List<int>();
-                var mask = new List<bool>();
-                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, _tok.Encode(pc.Prompt), all);
-                Append(ids, mask, _tok.EncodeContinuation(pc.Completion), true);
-                ids.Add(RequireEos()); mask.Add(true);
-                return Finish(ids, mask);
-            }
+                return Assemble(_tok.Encode(pc.Prompt), all, _tok.EncodeContinuation(pc.Completion), limit, out fullLength);
             case TextExample t:
-            {
-                var ids = new List<int>();
-                var mask = new List<bool>();
-                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, _tok.Encode(t.Text), true);
-                ids.Add(RequireEos()); mask.Add(true);
-                return Finish(ids, mask);
-            }
+                return Assemble([], false, _tok.Encode(t.Text), limit, out fullLength);
             case ChatExample c:
             {
                 var chat = Chat;  // outside the try: a missing or broken template is not this line's error
-                try { return chat.EncodeConversation(c.Messages, c.PromptCount, all); }
+                TokenizedExample encoded;
+                try { encoded = chat.EncodeConversation(c.Messages, c.PromptCount, all); }
                 catch (FineAlignException e) when (ChatTemplateRefusal.Is(e))
                 {
                     throw new DataFormatException(file, c.Line, c.PromptCount == 0 ? "messages" : "prompt/completion", e.Message);
                 }
+                fullLength = encoded.Length;
+                return encoded;
             }
             default:
                 throw new ArgumentException($"unknown example type {example.GetType().Name}");
@@ -113,33 +105,46 @@ public sealed class SftEncoder
     /// </summary>
     public TokenizedExample? Encode(SftExample example, string file, out bool truncated)
     {
-        var full = EncodeFull(example, file);
+        var full = EncodeUpTo(example, file, Options.MaxLength, out int length);
         truncated = false;
-        if (full.Length > Options.MaxLength)
+        if (length > Options.MaxLength)
         {
             if (Options.OverLength == OverLengthPolicy.Error)
                 throw new DataFormatException(file, example.Line, null,
-                    $"example is {full.Length} tokens, longer than the maximum length {Options.MaxLength} (raise the max length or choose truncation)");
+                    $"example is {length} tokens, longer than the maximum length {Options.MaxLength} (raise the max length or choose truncation)");
             truncated = true;
-            full = new TokenizedExample(full.InputIds[..Options.MaxLength], full.LossMask[..Options.MaxLength]);
+            if (full.Length > Options.MaxLength)
+                full = new TokenizedExample(full.InputIds[..Options.MaxLength], full.LossMask[..Options.MaxLength]);
         }
         return full.LossMask.Contains(true) ? full : null;
+    }
+
+    // [BOS] prompt completion EOS, cut to `limit`; the first token is never a target.
+    private TokenizedExample Assemble(int[] prompt, bool promptTargets, int[] completion, int limit, out int fullLength)
+    {
+        int bos = _tok.AddBos && _tok.BosId is int b ? b : -1;
+        int eos = RequireEos();
+        fullLength = (bos >= 0 ? 1 : 0) + prompt.Length + completion.Length + 1;
+        int n = Math.Min(fullLength, limit);
+        var ids = new int[n];
+        var mask = new bool[n];
+        int at = 0;
+        if (bos >= 0 && at < n) ids[at++] = bos;
+        foreach (var (part, target) in new[] { (prompt, promptTargets), (completion, true) })
+        {
+            int take = Math.Min(part.Length, n - at);
+            Array.Copy(part, 0, ids, at, take);
+            mask.AsSpan(at, take).Fill(target);
+            at += take;
+        }
+        if (at < n) { ids[at] = eos; mask[at] = true; }
+        if (n > 0) mask[0] = false;
+        return new TokenizedExample(ids, mask);
     }
 
     private int RequireEos() =>
         _tok.EosId ?? throw new FineAlignException("the tokenizer has no EOS token; SFT needs one to end completions");
 
-    private static void Append(List<int> ids, List<bool> mask, int[] part, bool target)
-    {
-        ids.AddRange(part);
-        for (int i = 0; i < part.Length; i++) mask.Add(target);
-    }
-
-    private static TokenizedExample Finish(List<int> ids, List<bool> mask)
-    {
-        if (mask.Count > 0) mask[0] = false;
-        return new TokenizedExample(ids.ToArray(), mask.ToArray());
-    }
 }
 
 /// <summary>A tokenized SFT file.</summary>

@@ -36,6 +36,26 @@ public sealed class ByteTokenizer : TextTokenizer
 
     public override int[] Encode(string text)
     {
+        // No special token can occur without "<|": one UTF-8 pass into the result (a long document costs its ids,
+        // not also a list, a substring and a byte copy).
+        if (!text.Contains("<|", StringComparison.Ordinal))
+        {
+            int count = Encoding.UTF8.GetByteCount(text);
+            var bytes = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Clamp(count, 4096, 1 << 20));
+            var result = new int[count];
+            int at = 0;
+            // In chunks, so the byte buffer stays small; chunk ends never split a surrogate pair.
+            for (int i = 0; i < text.Length;)
+            {
+                int len = Math.Min(text.Length - i, bytes.Length / 3);
+                if (len < text.Length - i && char.IsHighSurrogate(text[i + len - 1])) len--;
+                int n = Encoding.UTF8.GetBytes(text.AsSpan(i, len), bytes);
+                for (int k = 0; k < n; k++) result[at++] = bytes[k];
+                i += len;
+            }
+            System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
+            return result;
+        }
         var ids = new List<int>(text.Length + 8);
         int start = 0;
         while (start < text.Length)
@@ -49,7 +69,7 @@ public sealed class ByteTokenizer : TextTokenizer
                 { best = i; bestIdx = s; }
             }
             int end = best < 0 ? text.Length : best;
-            foreach (byte b in Encoding.UTF8.GetBytes(text.AsSpan(start, end - start).ToString())) ids.Add(b);
+            foreach (byte b in Encoding.UTF8.GetBytes(text.Substring(start, end - start))) ids.Add(b);
             if (best < 0) break;
             ids.Add(256 + bestIdx);
             start = best + Specials[bestIdx].Length;
