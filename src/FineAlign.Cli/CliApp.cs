@@ -52,6 +52,8 @@ public static class CliApp
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
         root.Add(TokenizeCommand.Create());
+        root.Add(TokenizerTrainCommand.CreateGroup());
+        root.Add(EvalPolicyCommand.Create());
         root.Add(ServeCommand.Create());
         // Every training command claims its --out before any work (lock, same-command check, resume checks).
         foreach (var cmd in root.Subcommands.OfType<RecipeCommand>())

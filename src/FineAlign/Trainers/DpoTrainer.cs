@@ -165,6 +165,7 @@ public static class DpoTrainer
         string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         trainer = new Trainer<PairBatch>(policy, options, b => Run(b, trainRef), trainSource, evalSource, b => Run(b, evalRef))
         {
+            LossUnit = Training.LossUnits.NatsPerPair,
             Progress = progress,
             SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
             LoadModelWeights = dir => ModelIO.LoadInto(policy, Folder(dir)),

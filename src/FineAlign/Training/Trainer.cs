@@ -99,6 +99,8 @@ public sealed class Trainer<TBatch> : IDisposable
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Write loss.png into the output folder at the end.</summary>
     public bool WriteLossCurve { get; init; } = true;
+    /// <summary>Unit of the objective on the loss curve's y axis (see <see cref="LossUnits"/>).</summary>
+    public string LossUnit { get; init; } = LossUnits.NatsPerToken;
 
     /// <summary>Trains to <see cref="TotalSteps"/> (resuming first if the options ask for it).
     /// Cancellation stops after the current step and saves a checkpoint.</summary>
@@ -230,7 +232,7 @@ public sealed class Trainer<TBatch> : IDisposable
         if (WriteLossCurve && State.LogHistory.Count > 0)
         {
             png = Path.Combine(o.OutputDir, "loss.png");
-            Plots.LossCurve(State.LogHistory, png, $"Training loss ({State.GlobalStep} steps)");
+            Plots.LossCurve(State.LogHistory, png, $"Training loss ({State.GlobalStep} steps)", lossUnit: LossUnit);
         }
         return new TrainingResult(State.GlobalStep, State.LogHistory, lastCheckpoint, png, State.GlobalStep >= TotalSteps);
     }
