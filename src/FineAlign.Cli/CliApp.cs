@@ -48,6 +48,7 @@ public static class CliApp
         root.Add(AlolCommand.Create());
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
+        root.Add(ServeCommand.Create());
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
@@ -75,6 +76,9 @@ public static class CliApp
             Error = error,
             EnableDefaultExceptionHandler = false,   // we print one line instead of a stack trace
         };
+        // serve drains in-flight requests on SIGTERM/Ctrl+C itself (ASP.NET Core's console lifetime), which can take
+        // longer than System.CommandLine's 2-second termination grace.
+        if (parseResult.CommandResult.Command.Name == ServeCommand.Name) configuration.ProcessTerminationTimeout = null;
         try
         {
             return await parseResult.InvokeAsync(configuration, cancellationToken);
