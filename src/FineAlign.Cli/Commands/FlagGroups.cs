@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FineAlign.Data.Corpus;
+using FineAlign.Generation;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using TorchSharp;
@@ -105,4 +106,55 @@ internal sealed class OutputFlags
         SaveTotalLimit = cmd.Declare<int?>("--save-total-limit", 2, "Keep at most this many checkpoints (oldest removed).", check: v => v is null or >= 1 ? null : "must be at least 1"),
         Resume = cmd.Declare("--resume", false, "Continue from the latest checkpoint in --out."),
     };
+}
+
+/// <summary>
+/// Generation on OpenAI-compatible servers: --rollout-endpoint URL (repeatable), --rollout-model, --rollout-api-key-env,
+/// --rollout-sync full|none, --rollout-sync-dir, --rollout-timeout, --rollout-concurrency.
+/// </summary>
+internal sealed class RolloutFlags
+{
+    public required Option<string[]> Endpoints { get; init; }
+    public required Option<string?> Model { get; init; }
+    public required Option<string?> ApiKeyEnv { get; init; }
+    public required Option<string> Sync { get; init; }
+    public required Option<string?> SyncDir { get; init; }
+    public required Option<double> Timeout { get; init; }
+    public required Option<int> Concurrency { get; init; }
+
+    public static RolloutFlags Declare(RecipeCommand cmd) => new()
+    {
+        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). See docs/SCALING.md."),
+        Model = cmd.Declare<string?>("--rollout-model", null, "The model name the rollout servers serve (their --served-model-name)."),
+        ApiKeyEnv = cmd.Declare<string?>("--rollout-api-key-env", null, "Environment variable holding the rollout servers' API key (sent as a Bearer token)."),
+        Sync = cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) or none (servers keep their weights; the importance ratio corrects the lag).",
+            check: v => v is "full" or "none" ? null : "must be full or none"),
+        SyncDir = cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
+        Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
+        Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
+    };
+
+    /// <summary>The remote engine, or null when no --rollout-endpoint was given.</summary>
+    public RemoteRolloutEngine? Build(Recipe r, string outputDir)
+    {
+        var urls = r.Get(Endpoints);
+        if (urls.Length == 0)
+        {
+            if (r.Get(Sync) == "full") throw new FineAlignException("--rollout-sync full needs --rollout-endpoint");
+            return null;
+        }
+        string model = r.Get(Model) ?? throw new FineAlignException("--rollout-endpoint needs --rollout-model (the servers' model name)");
+        string? key = null;
+        if (r.Get(ApiKeyEnv) is string env)
+            key = Environment.GetEnvironmentVariable(env) is { Length: > 0 } k ? k
+                : throw new FineAlignException($"--rollout-api-key-env {env}: the environment variable is not set");
+        var uris = urls.Select(u => Uri.TryCreate(u, UriKind.Absolute, out var x) ? x : throw new FineAlignException($"--rollout-endpoint '{u}' is not a URL")).ToList();
+        return new RemoteRolloutEngine(new RemoteRolloutOptions
+        {
+            Endpoints = uris, Model = model, ApiKey = key, Timeout = TimeSpan.FromSeconds(r.Get(Timeout)), MaxConcurrency = r.Get(Concurrency),
+            SyncDir = r.Get(SyncDir) ?? Path.Combine(outputDir, "rollout-weights"),
+        }, m => r.Error.WriteLine("warning: " + m));
+    }
+
+    public bool SyncFull(Recipe r) => r.Get(Sync) == "full";
 }

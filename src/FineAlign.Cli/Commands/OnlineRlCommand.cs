@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using FineAlign.Data.Corpus;
 using FineAlign.Evaluation;
+using FineAlign.Generation;
 using FineAlign.Trainers;
 
 namespace FineAlign.Cli.Commands;
@@ -57,11 +58,15 @@ public static class OnlineRlCommand
                 r.Out.WriteLine(string.Create(inv, $"{name}: before: true reward {before.TrueReward:F4}, KL {before.KlToInitial:F4} on {evalSet.Count} held-out prompts"));
             }
 
+            using var remote = flags.Rollout.Build(r, options.OutputDir);
+            if (remote is not null) r.Out.WriteLine($"{name}: rollouts on {string.Join(", ", remote.LiveEndpoints)} (weight sync: {(flags.Rollout.SyncFull(r) ? "full" : "none")})");
             var result = CliProgress.Run(r.Out, progress =>
             {
                 using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                 {
                     Progress = progress,
+                    Rollouts = remote ?? (IRolloutEngine)new LocalRolloutEngine(policy, tokenizer),
+                    SyncRolloutWeights = remote is not null && flags.Rollout.SyncFull(r),
                     TrueReward = corpus ? (_, resp) => Lexicon.TrueReward(resp) : null,
                 };
                 return trainer.Train(ct);
