@@ -91,8 +91,16 @@ public static class RewardSpecs
                 var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used);
                 return new PivotSegmentRewardSource(Name("pivot_" + inner.Name), inner, pivot);
             }
+            case "http" or "https" or "http-token":
+            {
+                // http:URL keeps the URL's own scheme: "http://host/score" is read as kind "http", arg "//host/score".
+                string url = kind == "http-token" || arg.StartsWith("http", StringComparison.OrdinalIgnoreCase) ? arg : kind + ":" + arg;
+                if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || arg == "")
+                    throw new FineAlignException($"reward '{spec}': '{url}' is not a URL (e.g. --reward http://127.0.0.1:5000/get_reward)");
+                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token");
+            }
             default:
-                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH or pivot:SPEC, optionally @WEIGHT)");
+                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL or http-token:http://URL, optionally @WEIGHT)");
         }
     }
 
