@@ -67,13 +67,15 @@ internal sealed class SamplingFlags
 /// <summary>Reward sources: --reward SPEC (repeatable) and the options of the token-level sources.</summary>
 internal sealed class RewardFlags
 {
-    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards), each optionally @WEIGHT (several = weighted sum, each logged)";
+    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric), each optionally @WEIGHT (several = weighted sum, each logged)";
 
     public required Option<string[]> Specs { get; init; }
     public required Option<bool> Retokenize { get; init; }
     public required Option<TlcrMapping> Mapping { get; init; }
     public required Option<int> PivotWindow { get; init; }
     public required Option<int> PivotMinLength { get; init; }
+    public required Option<string?> JudgeRubric { get; init; }
+    public required Option<string> JudgeModel { get; init; }
 
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
@@ -82,13 +84,16 @@ internal sealed class RewardFlags
         Mapping = cmd.Declare("--tlcr-mapping", TlcrMapping.Paper, "TLCR probability → reward: paper (2p−1), code (tanh(p−½)) or discrete."),
         PivotWindow = cmd.Declare("--pivot-window", 1, "Smoothing window before pivot detection (pivot rewards).", check: Checks.AtLeast(1)),
         PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),
+        JudgeRubric = cmd.Declare<string?>("--judge-rubric", null, "judge:URL rewards: a text file with {prompt} and {response}, asking for 'Score: N'."),
+        JudgeModel = cmd.Declare("--judge-model", "", "judge:URL rewards: the judge server's model name (empty: its only model)."),
     };
 
     /// <summary>The weighted sum of <paramref name="specs"/> (the --reward values when null).</summary>
     public RewardSource Build(Recipe r, TextTokenizer tokenizer, IReadOnlyList<string>? specs = null) =>
         RewardSpecs.Build(specs ?? r.Get(Specs), tokenizer, r.Get(Retokenize), m => r.Error.WriteLine("warning: " + m),
             new TlcrOptions { Mapping = r.Get(Mapping) },
-            new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) });
+            new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) },
+            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) });
 }
 
 /// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>
