@@ -14,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -37,6 +37,7 @@ var argsMap = ParseArgs(args);
 int threads = int.Parse(argsMap.GetValueOrDefault("threads", "2"));
 int reps = int.Parse(argsMap.GetValueOrDefault("reps", "5"));
 string workload = argsMap.GetValueOrDefault("workload", "all");
+if (workload is "decode-peer" or "export-gguf") return DecodePeer.Run(workload, argsMap);   // FineAlign vs llama.cpp (DecodePeer.cs)
 
 if (workload == "all")
 {
@@ -47,6 +48,9 @@ if (workload == "all")
         rc |= RunChild(w, reps, threads);
     return rc;
 }
+
+// Tokenizer speed needs no model and no GEMM figure (see TokenizerBench.cs).
+if (workload == "tokenize") return TokenizerBench.Run(reps);
 
 torch.set_num_threads(threads);
 torch.manual_seed(0);

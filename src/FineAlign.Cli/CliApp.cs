@@ -14,6 +14,7 @@ namespace FineAlign.Cli;
 public static class CliApp
 {
     public const string DebugEnvironmentVariable = "FINEALIGN_DEBUG";
+    private const string MaxLineBytesOption = "--max-line-bytes";
 
     public static RootCommand BuildRootCommand()
     {
@@ -36,8 +37,10 @@ public static class CliApp
         root.Add(EvalPrefCommand.Create());
         root.Add(CorpusCommand.Create());
         root.Add(GenerateCommand.Create());
+        root.Add(TemplateCommand.Create());
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
+        root.Add(ExportGgufCommand.Create());
         root.Add(VersionCommand.Create());
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());
@@ -49,9 +52,54 @@ public static class CliApp
         root.Add(BonCommand.Create());
         root.Add(ReportCommand.Create());
         root.Add(ServeCommand.Create());
+        root.Add(TokenizeCommand.Create());
+        root.Add(TokenizerTrainCommand.CreateGroup());
+        root.Add(EvalPolicyCommand.Create());
+        // Every training command claims its --out before any work (lock, same-command check, resume checks).
+        foreach (var cmd in root.Subcommands.OfType<RecipeCommand>())
+            if (cmd.Options.Any(o => o.Name == "--out") && cmd.Options.Any(o => o.Name == "--resume"))
+                RunFolderGuard.Attach(cmd);
+        root.Add(new Option<long?>(MaxLineBytesOption)
+        {
+            Description = $"Longest accepted JSONL line in bytes (default {FineAlign.Data.JsonlReader.DefaultMaxLineBytes >> 20} MiB; " +
+                          $"also {FineAlign.Data.JsonlReader.MaxLineBytesVariable}).",
+            Recursive = true,
+            HelpName = "bytes",
+        });
         // Bare `finealign` shows help, like `dotnet`.
         root.SetAction(parseResult => root.Parse(["--help"]).Invoke(parseResult.InvocationConfiguration));
         return root;
+    }
+
+    /// <summary>
+    /// The process entry point: <see cref="RunAsync"/> with our own SIGINT/SIGTERM handling. The first signal asks the
+    /// command to stop (a training run finishes its step and saves a checkpoint); a second one only repeats the note
+    /// (it must not crash or cut a checkpoint in half); a third ends the process at once. Exit codes as a shell reports
+    /// a signal: 130 for SIGINT, 143 for SIGTERM (128 + the signal number).
+    /// </summary>
+    public static async Task<int> RunProcessAsync(string[] args)
+    {
+        using var cts = new CancellationTokenSource();
+        int signals = 0, exitCode = 130;
+        void OnSignal(System.Runtime.InteropServices.PosixSignalContext context)
+        {
+            context.Cancel = true;   // no default termination: we stop cleanly
+            int n = Interlocked.Increment(ref signals);
+            string name = context.Signal == System.Runtime.InteropServices.PosixSignal.SIGTERM ? "SIGTERM" : "Ctrl+C";
+            if (n == 1)
+            {
+                exitCode = context.Signal == System.Runtime.InteropServices.PosixSignal.SIGTERM ? 143 : 130;
+                Console.Error.WriteLine($"{name}: stopping after the current step (a training run saves a checkpoint first); signal twice more to abort at once.");
+                try { cts.Cancel(); } catch (ObjectDisposedException) { }
+            }
+            else if (n == 2) Console.Error.WriteLine($"{name}: already stopping; one more to abort without saving.");
+            else Environment.Exit(exitCode);
+        }
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
+        int code = await RunAsync(args, cancellationToken: cts.Token);
+        // A cancelled command returns 130 (or throws OperationCanceledException → 130): report the signal that stopped it.
+        return cts.IsCancellationRequested && code == 130 ? exitCode : code;
     }
 
     /// <summary>Runs the CLI in-process; <paramref name="output"/>/<paramref name="error"/> default to the console.</summary>
@@ -75,12 +123,13 @@ public static class CliApp
             Output = output,
             Error = error,
             EnableDefaultExceptionHandler = false,   // we print one line instead of a stack trace
+            // Signals are ours (RunProcessAsync): System.CommandLine's handler crashed on a second Ctrl+C, exits 130 for
+            // SIGTERM too, and would end the process 2 s after a signal, possibly in the middle of writing a checkpoint.
+            ProcessTerminationTimeout = null,
         };
-        // serve drains in-flight requests on SIGTERM/Ctrl+C itself (ASP.NET Core's console lifetime), which can take
-        // longer than System.CommandLine's 2-second termination grace.
-        if (parseResult.CommandResult.Command.Name == ServeCommand.Name) configuration.ProcessTerminationTimeout = null;
         try
         {
+            FineAlign.Data.JsonlReader.MaxLineBytesOverride = parseResult.GetValue<long?>(MaxLineBytesOption);
             return await parseResult.InvokeAsync(configuration, cancellationToken);
         }
         catch (Exception ex)
@@ -119,8 +168,24 @@ public static class CliApp
 
     private static int ReportUsageErrors(ParseResult parseResult, RootCommand root, TextWriter error)
     {
-        foreach (var e in parseResult.Errors)
-            WriteError(error, e.Message);
+        // One typo produces several parse errors ("unrecognized '--lerning-rate'", then "unrecognized '1e-4'" for its
+        // value): the first names what the user typed; the rest would only repeat it.
+        var first = parseResult.Errors[0];
+        string message = first.Message;
+        var command = parseResult.CommandResult.Command;
+        if (parseResult.UnmatchedTokens.FirstOrDefault(t => t.StartsWith('-')) is { } flag && command != root &&
+            Recipe.Suggest(flag.TrimStart('-'), command.Options.SelectMany(o => o.Aliases.Append(o.Name)).Select(n => n.TrimStart('-'))) is { } nearFlag)
+            message = $"unknown option '{flag}' (did you mean '--{nearFlag}'?)";
+        else if (parseResult.UnmatchedTokens.FirstOrDefault(t => t.StartsWith('-')) is { } unknown)
+            message = $"unknown option '{unknown}'";
+        else if (first.SymbolResult is System.CommandLine.Parsing.OptionResult { Option: var option } &&
+                 (Nullable.GetUnderlyingType(option.ValueType) ?? option.ValueType) is { IsEnum: true } enumType)
+        {
+            // "Cannot parse argument 'foo' … as expected type 'FineAlign.Training.LrSchedulerType'" → the values as typed.
+            string given = parseResult.GetResult(option)?.Tokens.LastOrDefault()?.Value ?? "";
+            message = $"option {option.Name}: '{given}' is not one of {string.Join(", ", Enum.GetNames(enumType).Select(Recipe.EnumName))}";
+        }
+        WriteError(error, message);
         // Suggest a command for a mistyped first word ("finealign corpsu").
         if (parseResult.CommandResult.Command == root && parseResult.UnmatchedTokens.Count > 0 &&
             Recipe.Suggest(parseResult.UnmatchedTokens[0], root.Subcommands.Select(c => c.Name)) is { } near)

@@ -36,3 +36,53 @@ public static class OutputFolder
         }
     }
 }
+
+/// <summary>
+/// Claims a training command's --out before its action runs (<see cref="FineAlign.Training.RunFolder"/>: lock, same-command
+/// check, resume checks) and releases it when the action ends. Attached by <see cref="CliApp"/> to every command that
+/// has both --out and --resume, which also gain --overwrite-output-dir (TRL's name) and --allow-thread-change.
+/// </summary>
+internal static class RunFolderGuard
+{
+    public static void Attach(RecipeCommand cmd)
+    {
+        cmd.Declare("--overwrite-output-dir", false,
+            "Start fresh in an --out that holds files: delete an earlier run's outputs (checkpoints, model, metrics, TensorBoard logs) " +
+            "and write over files of a run's names. Without it a non-empty folder that is not this command's run is refused.");
+        cmd.Declare("--allow-thread-change", false,
+            "Resume even though --threads differs from the checkpoint's (the continued curve is then not bit-identical to an uninterrupted run).");
+        var inner = cmd.Action ?? throw new InvalidOperationException($"{cmd.Name}: set the action before attaching the run-folder guard");
+        cmd.Action = new Guarded(cmd, inner);
+    }
+
+    private sealed class Guarded(RecipeCommand cmd, System.CommandLine.Invocation.CommandLineAction inner)
+        : System.CommandLine.Invocation.AsynchronousCommandLineAction
+    {
+        public override async Task<int> InvokeAsync(System.CommandLine.ParseResult parseResult, CancellationToken ct = default)
+        {
+            var recipe = Recipe.Load(cmd, parseResult);
+            var v = recipe.Values;
+            T? Get<T>(string key) => v.TryGetValue(key, out var o) && o is T t ? t : default;
+            int threads = Get<int>("threads");
+            var request = new FineAlign.Training.RunFolderRequest
+            {
+                Folder = Get<string>("out") ?? throw new UsageException("--out is required"),
+                Command = cmd.Name,
+                Resume = Get<bool>("resume"),
+                ResumeFrom = Get<string>("resume-from"),
+                OverwriteOutputDir = Get<bool>("overwrite-output-dir"),
+                AllowThreadChange = Get<bool>("allow-thread-change"),
+                TorchThreads = v.ContainsKey("threads") ? (threads > 0 ? threads : TorchSharp.torch.get_num_threads()) : null,
+                MaxSteps = v.TryGetValue("max-steps", out var ms) && ms is int m ? m : v.TryGetValue("steps", out var st) && st is int n ? n : null,
+            };
+            using var claim = FineAlign.Training.RunFolder.Claim(request);
+            foreach (var notice in claim.Notices) recipe.Error.WriteLine(notice);
+            return inner switch
+            {
+                System.CommandLine.Invocation.AsynchronousCommandLineAction a => await a.InvokeAsync(parseResult, ct),
+                System.CommandLine.Invocation.SynchronousCommandLineAction s => s.Invoke(parseResult),
+                _ => throw new InvalidOperationException($"unsupported action type {inner.GetType().Name}"),
+            };
+        }
+    }
+}

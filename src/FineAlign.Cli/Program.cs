@@ -1,1 +1,1 @@
-return await FineAlign.Cli.CliApp.RunAsync(args);
+return await FineAlign.Cli.CliApp.RunProcessAsync(args);

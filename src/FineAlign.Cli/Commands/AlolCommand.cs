@@ -23,7 +23,7 @@ public static class AlolCommand
     {
         var cmd = new RecipeCommand("alol",
             "A-LoL (Baheti et al. 2024): offline policy gradient on a fixed set of (prompt, completion|response, reward). A value head on the " +
-            "frozen reference is fit to the rewards, A = R − V(x), examples with A ≤ 0 are dropped (reported), and the policy is trained with the " +
+            "frozen reference estimates V(x) (--value-estimator), A = R − V(x), examples with A ≤ 0 are dropped (reported), and the policy is trained with the " +
             "chosen --variant. Without --data: built-in corpus reviews rewarded with their true sentiment (--noise-fraction mislabels negatives).");
         var flags = TrainingFlags.Declare(cmd, defaultOut: "runs/alol", defaultLr: 1e-4, defaultMaxSteps: 200);
         var data = cmd.Declare<string?>("--data", null, "Offline JSONL: prompt + completion (or response) + reward. Omitted: the built-in corpus.");
@@ -48,7 +48,12 @@ public static class AlolCommand
             check: v => v >= 0 ? null : "must be ≥ 0");
         var evalSamples = cmd.Declare("--eval-samples", 4, "Samples per held-out prompt in that evaluation (the corpus has few distinct held-out openings).",
             check: v => v >= 1 ? null : "must be at least 1");
-        var maxNew = cmd.Declare("--max-new-tokens", 64, "Response length of the evaluation.", check: v => v >= 1 ? null : "must be at least 1");
+        var maxNew = cmd.Declare("--max-new-tokens", 64, "Response length of the evaluation and of the reference's responses for the paper's value estimate.", check: v => v >= 1 ? null : "must be at least 1");
+        var estimator = cmd.Declare("--value-estimator", "paper", "V_ref(x): paper (attention + MLP head trained on the reward of the reference's own greedy responses " +
+            "to --value-prompts validation prompts; needs a reward function: --reward, or the built-in corpus's) or linear (a linear head fitted to the data's rewards). " +
+            "By default paper falls back to linear, with a note, when there is no reward function.", check: v => v is "paper" or "linear" ? null : "must be paper or linear");
+        var valuePrompts = cmd.Declare("--value-prompts", 128, "Paper estimator: distinct prompts of the validation split.", check: v => v >= 2 ? null : "must be at least 2");
+        var valueEpochs = cmd.Declare("--value-epochs", 10, "Paper estimator: epochs of the head (the best by MSE is kept; reference code: 10).", check: v => v >= 1 ? null : "must be at least 1");
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -75,15 +80,27 @@ public static class AlolCommand
                 r.Out.WriteLine($"alol: {train.Examples.Count} built-in examples (true sentiment reward); {built.Mislabelled} of {built.Negative} negative responses " +
                                 $"relabelled with reward {r.Get(noiseReward)}");
             }
+            ResponseScorer? scorer = r.Get(data) is null ? (_, responses) => responses.Select(x => (double)Lexicon.TrueReward(x.Text)).ToArray() : null;
             if (specs.Length > 0)
             {
                 var source = RewardSpecs.Build(specs, tokenizer, false, warn);
                 train = AlolTrainer.Rescore(train, source, tokenizer);
+                scorer = AlolPaperValue.FromRewardSource(source, tokenizer);
                 r.Out.WriteLine($"alol: rewards from {string.Join(" + ", specs)}");
+            }
+            var valueEstimator = r.Get(estimator) == "linear" ? AlolValueEstimator.Linear : AlolValueEstimator.Paper;
+            if (valueEstimator == AlolValueEstimator.Paper && scorer is null)
+            {
+                if (r.SourceOf(estimator) != ValueSource.Default)
+                    throw new FineAlignException("--value-estimator paper: the reference's own responses need a reward: pass --reward SPEC, or use --value-estimator linear.");
+                r.Out.WriteLine("alol: no reward function for the reference's own responses (--reward), so V(x) is the linear head fitted to the data's rewards (--value-estimator linear)");
+                valueEstimator = AlolValueEstimator.Linear;
             }
             var alol = new AlolTrainerOptions
             {
                 Variant = Variants[r.Get(variant)], PrioritySampling = r.Get(priority), ValueSteps = r.Get(valueSteps), ValueLearningRate = r.Get(valueLr),
+                ValueEstimator = valueEstimator, ReferenceResponseScorer = scorer,
+                PaperValue = new AlolPaperValueOptions { ValidationPrompts = r.Get(valuePrompts), Epochs = r.Get(valueEpochs), MaxNewTokens = r.Get(maxNew) },
                 Objective = new AlolOptions { Epsilon = r.Get(epsilon), KlBeta = r.Get(klBeta) },
             };
             var reference = PreferenceFlags.LoadReference(r.Get(refModel), policy);

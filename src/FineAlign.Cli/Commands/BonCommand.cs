@@ -34,6 +34,7 @@ public static class BonCommand
         var topP = cmd.Declare("--top-p", 1.0, "Nucleus sampling.", check: v => v is > 0 and <= 1 ? null : "must be in (0, 1]");
         var seed = cmd.Declare("--seed", 42, "Sampling seed.");
         var outPath = cmd.Declare<string?>("--out", null, "Write the chosen responses as JSONL (prompt, completion, reward, candidate_rewards).", alias: "-o");
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Sampling then also stops at its end-of-turn token.");
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0");
 
         cmd.SetRecipeAction((r, ct) =>
@@ -44,11 +45,16 @@ public static class BonCommand
             using var lm = Models.ModelIO.Load(dir);
             var source = RewardSpecs.Build(r.Get(reward), tokenizer, false, m => r.Error.WriteLine("warning: " + m));
             bool corpus = r.Get(prompts) is null;
+            ChatTemplate? chat = null;
             var list = (r.Get(prompts) is string p
-                ? PromptReader.Read(p).ToList()
+                ? PromptReader.Read(p, () => chat = ChatTemplates.Resolve(r.Get(chatTemplate), tokenizer, dir)).ToList()
                 : ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.ToList()).Take(r.Get(numPrompts)).ToList();
             if (list.Count == 0) throw new FineAlignException($"{r.Get(prompts)}: no prompts");
-            var gen = new GenerationOptions { MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed) };
+            var gen = new GenerationOptions
+            {
+                MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed),
+                EosTokenIds = chat?.EndOfTurn.Id is int eot ? lm.Config.EosTokenIds.Append(eot).Distinct().ToArray() : null,
+            };
             var plain = BestOfN.Generate(lm, tokenizer, list, source, 1, gen);
             var chosen = r.Get(mode) == "guided"
                 ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen)

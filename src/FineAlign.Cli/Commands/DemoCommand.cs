@@ -21,13 +21,16 @@ public static class DemoCommand
     /// <summary>One step of the pipeline: a finealign command line, or (Args empty) work done by the demo itself.</summary>
     internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
 
-    /// <summary>Sizes of a demo run. <see cref="Full"/> takes about 7.5 minutes on 2 cores; <see cref="Quick"/> well under 1.</summary>
-    internal sealed record Budget(string Preset, int Context, int PretrainSteps, int SftSteps, int RmSteps, int TlcrSteps,
+    /// <summary>
+    /// Sizes of a demo run. <see cref="Full"/>: estimated 9–10 minutes on 2 quiet cores (build included; DEMO.md); <see cref="Quick"/> about 1.
+    /// With the BPE tokenizer the full budget gives an SFT base with 99.9 % corpus words and 88 % well-formed responses of ~22 words (DEMO.md).
+    /// </summary>
+    internal sealed record Budget(string Preset, int Context, int VocabSize, int PretrainSteps, double PretrainLr, int SftSteps, int RmSteps, int TlcrSteps,
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 160, 200, 60, 50, 20, 16, 8, 40, 16, 40, 64, 1, [1, 2, 4, 8], 4000, 4);
-        public static readonly Budget Quick = new("tiny", 256, 30, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
+        public static readonly Budget Full = new("small", 256, 1024, 400, 2e-3, 200, 60, 50, 20, 16, 8, 40, 16, 64, 64, 1, [1, 2, 4, 8], 4000, 4);
+        public static readonly Budget Quick = new("tiny", 128, 400, 30, 1e-3, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
     public static RecipeCommand Create()
@@ -35,93 +38,117 @@ public static class DemoCommand
         var cmd = new RecipeCommand("demo",
             "From nothing to a comparison of alignment methods, on the built-in review corpus (no downloads): pretrain + SFT a small model, " +
             "train a sequence reward model and a TLCR token discriminator, align with PPO (sequence reward), PPO (TLCR token reward), DPO, " +
-            "BCO, A-LoL and best-of-n, evaluate every policy on held-out prompts (true reward, KL to the SFT model, distinct-1/2, length) and " +
-            "write a report (report.md, self-contained report.html, plots) plus TensorBoard logs. About 7.5 minutes on 2 CPU cores; --quick: under 1.");
+            "BCO, A-LoL and best-of-n, evaluate every policy on held-out prompts (true reward, KL to the SFT model, equal-KL reward, fluency, distinct-1/2, length) and " +
+            "write a report (report.md, self-contained report.html, plots) plus TensorBoard logs. About 9 minutes on 2 CPU cores; --quick: about 1.");
         var outDir = cmd.Declare("--out", "runs/demo", "Output folder: runs/ (one folder per stage, TensorBoard logs inside) and report/.", alias: "-o");
         var quick = cmd.Declare("--quick", false, "A 1-minute version with a tiny model and a few steps per stage (a smoke test of the whole pipeline).");
         var seed = cmd.Declare("--seed", 42, "Seed of every stage (initialisation, data order, sampling) and of the evaluation: same seed, same table.");
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads for every stage (0 = one per core). Part of the determinism contract.", check: v => v >= 0 ? null : "must be ≥ 0");
+        var seeds = cmd.Declare("--seeds", 1, "Repeat the whole pipeline with seeds --seed, --seed + 1, …: the report gives each method's mean ± 95 % interval over them (runs in runs/seed-S/).",
+            check: v => v is >= 1 and <= 20 ? null : "must be between 1 and 20");
         cmd.SetRecipeAction(async (r, ct) =>
         {
             var budget = r.Get(quick) ? Budget.Quick : Budget.Full;
-            string root = r.Get(outDir), runs = Path.Combine(root, "runs"), reportDir = Path.Combine(root, "report");
-            int s = r.Get(seed), t = r.Get(threads);
-            Directory.CreateDirectory(runs);
-            var stages = Plan(budget, runs, s, t);
-            string reproduce = $"finealign demo --out {ReportCommand.Quote(root)} --seed {s}" + (r.Get(quick) ? " --quick" : "") + (t > 0 ? $" --threads {t}" : "");
-            r.Out.WriteLine($"demo: {stages.Count} stages into {root} ({(r.Get(quick) ? "quick" : "full")} budget, seed {s}); reproduce with: {reproduce}");
-
+            string root = r.Get(outDir), reportDir = Path.Combine(root, "report");
+            int s0 = r.Get(seed), t = r.Get(threads), n = r.Get(seeds);
+            string reproduce = $"finealign demo --out {ReportCommand.Quote(root)} --seed {s0}" + (n > 1 ? $" --seeds {n}" : "") +
+                               (r.Get(quick) ? " --quick" : "") + (t > 0 ? $" --threads {t}" : "");
             var clock = Stopwatch.StartNew();
-            double expectedDone = 0, actualDone = 0;
-            double expectedAll = stages.Sum(x => x.ExpectedSeconds), evaluateSeconds = 0;
-            var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
-            List<RunEvaluation> evaluations = [];
-            var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
-                Path.Combine(runs, "sft", "model"));
-            for (int i = 0; i < stages.Count; i++)
+            var evaluations = new List<RunEvaluation>();
+            var allRuns = new List<string>();
+            var evaluateTimes = new List<(string, double)>();
+            for (int k = 0; k < n; k++)
             {
-                ct.ThrowIfCancellationRequested();
-                var st = stages[i];
-                // ETA: the remaining planned time, scaled by how fast this machine has been so far.
-                double speed = expectedDone > 0 ? actualDone / expectedDone : 1;
-                double left = (expectedAll - expectedDone) * speed;
-                Header(r.Out, $"demo {i + 1}/{stages.Count}: {st.Name}", st.What,
-                       $"elapsed {Clock(clock.Elapsed.TotalSeconds)}, about {Clock(left)} left");
-                var stageClock = Stopwatch.StartNew();
-                string dir = Path.Combine(runs, st.Name);
-                string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote)) : BonCommandLine(budget, runs, s);
-                if (RunEvaluation.ReadInfo(dir) is { Command.Length: > 0 } done && done.Command == command)
-                {
-                    r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
-                    expectedDone += st.ExpectedSeconds; actualDone += st.ExpectedSeconds * speed;
-                    continue;
-                }
-                if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
-                if (st.Args.Length > 0)
-                {
-                    int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
-                    if (code == 130) throw new OperationCanceledException();
-                    if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
-                }
-                else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
-                else if (st.Name == "evaluate")
-                {
-                    // The same evaluation as `finealign report --base`: cached per run, best-of-n evaluated by its stage.
-                    evaluations = ReportCommand.EvaluateRuns(r, policyRuns, settings.BaseModel, settings, ct);
-                    foreach (var e in evaluations)
-                        r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                            $"evaluate: {e.Name}: true reward {e.Final.TrueReward:F3} ± {e.Final.TrueRewardSe:F3}, KL {e.Final.Kl:F2}, distinct-2 {e.Final.Distinct2:F3}"));
-                    evaluateSeconds = stageClock.Elapsed.TotalSeconds;
-                }
-                if (st.Name != "evaluate")
-                    RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1)));
-                expectedDone += st.ExpectedSeconds;
-                actualDone += stageClock.Elapsed.TotalSeconds;
+                int s = s0 + k;
+                // One seed: runs/<stage> (as before); several: runs/seed-S/<stage>, one report over all of them.
+                string runs = n == 1 ? Path.Combine(root, "runs") : Path.Combine(root, "runs", $"seed-{s}");
+                Directory.CreateDirectory(runs);
+                var stages = Plan(budget, runs, s, t);
+                r.Out.WriteLine($"demo: {stages.Count} stages into {runs} ({(r.Get(quick) ? "quick" : "full")} budget, seed {s}" +
+                                (n > 1 ? $", {k + 1} of {n} seeds" : "") + $"); reproduce with: {reproduce}");
+                var (evals, evaluateSeconds) = await RunSeed(r, budget, stages, runs, s, n - k - 1, clock, ct);
+                evaluations.AddRange(evals);
+                allRuns.AddRange(Stages(stages).Select(x => Path.Combine(runs, x)));
+                evaluateTimes.Add((n == 1 ? "evaluate" : $"evaluate (seed {s})", Math.Round(evaluateSeconds, 1)));
             }
 
-            var allRuns = Stages(stages).Select(n => Path.Combine(runs, n)).ToList();
             var fromRuns = ReportCommand.Context("FineAlign demo: alignment methods side by side on the built-in review corpus", reproduce, allRuns);
             var context = fromRuns with
             {
-                TensorBoardDir = runs,
-                Timings = [.. fromRuns.Timings, ("evaluate", Math.Round(evaluateSeconds, 1))],
+                TensorBoardDir = Path.Combine(root, "runs"),
+                Timings = [.. fromRuns.Timings, .. evaluateTimes],
                 Notes =
                 [
-                    $"Base: `{budget.Preset}` Llama preset, pretrained {budget.PretrainSteps} steps and SFT {budget.SftSteps} steps on the corpus; " +
-                    "every method starts from the SFT model, which is also its KL reference.",
+                    $"Base: `{budget.Preset}` Llama preset with a {budget.VocabSize}-token byte-level BPE tokenizer trained on the corpus, pretrained " +
+                    $"{budget.PretrainSteps} steps and SFT {budget.SftSteps} steps on the corpus; every method starts from the SFT model, which is also its KL reference.",
                     "Learned signals: `rm` = sequence reward model (Bradley–Terry on the corpus's preference pairs), `tlcr` = TLCR token discriminator " +
                     "(labels from the generator's revisions). DPO and BCO read the same pairs (BCO as unpaired thumbs-up/down); A-LoL and best-of-n use `rm`.",
-                    "One seed: differences within about two standard errors are noise.",
+                    n == 1 ? "One seed: differences within about two standard errors are noise."
+                           : $"{n} seeds (each a full pipeline, pretraining included): ± is the 95 % interval of the mean over seeds (Student's t).",
                 ],
             };
             string md = ComparisonReport.Write(evaluations, reportDir, context);
             r.Out.WriteLine();
             r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
             r.Out.WriteLine($"demo: done in {Clock(clock.Elapsed.TotalSeconds)}. Report: {md} and {Path.Combine(reportDir, ComparisonReport.HtmlFile)}; " +
-                            $"TensorBoard: tensorboard --logdir {runs}");
+                            $"TensorBoard: tensorboard --logdir {Path.Combine(root, "runs")}");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Runs (or skips, when done) the stages of one seed; returns its evaluations and the evaluate stage's seconds.</summary>
+    private static async Task<(List<RunEvaluation>, double)> RunSeed(Recipe r, Budget budget, List<Stage> stages, string runs, int s,
+        int seedsAfter, Stopwatch clock, CancellationToken ct)
+    {
+        double expectedDone = 0, actualDone = 0;
+        double expectedAll = stages.Sum(x => x.ExpectedSeconds), evaluateSeconds = 0;
+        var policyRuns = PolicyRuns.Select(n => Path.Combine(runs, n)).ToList();
+        List<RunEvaluation> evaluations = [];
+        var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
+            Path.Combine(runs, "sft", "model"));
+        for (int i = 0; i < stages.Count; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var st = stages[i];
+            // ETA: the remaining planned time (this seed's and the seeds after it), scaled by how fast this machine has been so far.
+            double speed = expectedDone > 0 ? actualDone / expectedDone : 1;
+            double left = (expectedAll - expectedDone + seedsAfter * expectedAll) * speed;
+            Header(r.Out, $"demo {i + 1}/{stages.Count}: {st.Name}", st.What,
+                   $"elapsed {Clock(clock.Elapsed.TotalSeconds)}, about {Clock(left)} left");
+            var stageClock = Stopwatch.StartNew();
+            string dir = Path.Combine(runs, st.Name);
+            string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote)) : BonCommandLine(budget, runs, s);
+            if (RunEvaluation.ReadInfo(dir) is { Command.Length: > 0 } done && done.Command == command)
+            {
+                r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
+                expectedDone += st.ExpectedSeconds; actualDone += st.ExpectedSeconds * speed;
+                continue;
+            }
+            if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
+            if (st.Args.Length > 0)
+            {
+                int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
+                if (code == 130) throw new OperationCanceledException();
+                if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
+            }
+            else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
+            else if (st.Name == "evaluate")
+            {
+                // The same evaluation as `finealign report --base`: cached per run, best-of-n evaluated by its stage.
+                evaluations = ReportCommand.EvaluateRuns(r, policyRuns, settings.BaseModel, settings, assumeBuiltin: true, ct);
+                foreach (var e in evaluations)
+                    r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"evaluate: {e.Name}: true reward {e.Final.Reward:F3} ± {e.Final.RewardSe:F3}, KL {e.Final.Kl:F2}, corpus words {e.Final.CorpusWordShare:P1}, " +
+                        $"well-formed {e.Final.WellFormedShare:P1}, base log-prob/token {e.Final.BaseLogProb:F2}, distinct-2 {e.Final.Distinct2:F3}"));
+                evaluateSeconds = stageClock.Elapsed.TotalSeconds;
+            }
+            if (st.Name != "evaluate")
+                RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), RunInfo.BuiltinData, s));
+            expectedDone += st.ExpectedSeconds;
+            actualDone += stageClock.Elapsed.TotalSeconds;
+        }
+        return (evaluations, evaluateSeconds);
     }
 
     /// <summary>The runs that appear in the table, in order (the SFT model first: the base row).</summary>
@@ -149,8 +176,11 @@ public static class DemoCommand
         bool q = b == Budget.Quick;
         return
         [
+            new("tokenizer", $"byte-level BPE tokenizer ({b.VocabSize} tokens) trained on the corpus text", ["tokenizer", "train", "--out", R("tokenizer"),
+                "--vocab-size", Inv(b.VocabSize), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000))], 1),
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
-                .. Train(b.PretrainSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000)), "--samples", "0", "--save-steps", "0"], q ? 5 : 94),
+                "--tokenizer", R("tokenizer"), .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--corpus-size", Inv(Math.Max(5 * b.CorpusSize, 2000)),
+                "--samples", "0", "--save-steps", "0"], q ? 5 : 240),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
                 .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 101, "SFT", "—"),
             new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 5e-4),
@@ -188,11 +218,14 @@ public static class DemoCommand
         var tokenizer = TokenizerLoader.Load(sft);
         using var model = ModelIO.Load(sft);
         var reward = RewardSpecs.Build(["rm:" + Path.Combine(runs, "rm", "model")], tokenizer);
-        var eval = RunEvaluator.BestOfNCurve("bon", model, tokenizer, reward, settings, b.BonN) with { Signal = "rm (sequence)" };
+        var eval = RunEvaluator.BestOfNCurve("bon", model, tokenizer, reward, settings, EvalReward.CorpusTruth(), b.BonN) with
+        {
+            Signal = "rm (sequence)", TrainedOnBuiltinCorpus = true,
+        };
         Directory.CreateDirectory(Path.Combine(runs, "bon"));
         eval.Save(Path.Combine(runs, "bon"));
         r.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.TrueReward:F3}"))}"));
+            $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.Reward:F3}"))}"));
     }
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.

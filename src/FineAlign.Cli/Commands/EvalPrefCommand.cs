@@ -63,12 +63,17 @@ public static class EvalPrefCommand
         r.Out.WriteLine(string.Create(inv,
             $"{command}: {what} accuracy {acc.Accuracy:P1} ± {acc.ConfidenceHalfWidth:P1} (95%) on {acc.Pairs} pairs of {pairs.Source} (chance 50%); " +
             $"mean margin {acc.MeanMargin:F4} (chosen {acc.MeanChosen:F4}, rejected {acc.MeanRejected:F4})"));
+        var length = PreferenceEval.Length(pairs.Pairs);
+        r.Out.WriteLine(string.Create(inv,
+            $"{command}: length baseline on the same pairs: the shorter reply wins {length.ShorterWins:P1}, the longer reply wins {length.LongerWins:P1} " +
+            $"(equal length {length.Ties:P1}); the {what} beats it by {acc.Accuracy - length.Best:+0.0%;-0.0%;0.0%}"));
         if (output is not null)
         {
             var json = new Dictionary<string, object>
             {
                 ["data"] = pairs.Source, ["score"] = what, ["pairs"] = acc.Pairs, ["accuracy"] = acc.Accuracy, ["accuracy_ci95"] = acc.ConfidenceHalfWidth,
                 ["mean_margin"] = acc.MeanMargin, ["mean_chosen"] = acc.MeanChosen, ["mean_rejected"] = acc.MeanRejected,
+                ["length_shorter_wins"] = length.ShorterWins, ["length_longer_wins"] = length.LongerWins,
             };
             File.WriteAllText(output, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
         }

@@ -40,8 +40,8 @@ public static class GenerateCommand
         var stop = cmd.Declare("--stop", Array.Empty<string>(), "Stop a completion at this string (cut before it); repeatable.");
         var batchSize = cmd.Declare("--batch-size", 8, "Prompts generated together (left-padded).",
             check: v => v >= 1 ? null : "must be at least 1");
-        var chatTemplate = cmd.Declare<string?>("--chat-template", null,
-            $"Chat format for 'messages' prompts ({string.Join(", ", ChatTemplates.Names)}); default: recognised from the tokenizer's chat_template.");
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, ChatTemplateHelp);
+        var chatKwargs = cmd.Declare<string?>("--chat-template-kwargs", null, "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}'.");
         var output = cmd.Declare<string?>("--output", null, "Write JSON lines to this file (atomically: all or nothing) instead of printing the completions.", alias: "-o");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
 
@@ -56,7 +56,6 @@ public static class GenerateCommand
             if (prompts.Length == 0 && inputPath is null) throw new UsageException("no prompts: give --prompt TEXT (repeatable) or --input prompts.jsonl");
             if (inputPath is not null && !File.Exists(inputPath))
                 throw new FineAlignException(Directory.Exists(inputPath) ? $"{inputPath}: is a folder, expected a JSONL file" : $"{inputPath}: file not found");
-            if (recipe.Get(chatTemplate) is { } name) ChatTemplates.Parse(name);   // fail early on a typo
 
             var options = new GenerationOptions
             {
@@ -73,7 +72,8 @@ public static class GenerateCommand
             var tokenizer = ModelFolder.TryLoadTokenizer(resolved);
             if (options.StopStrings is not null && tokenizer is null)
                 throw new FineAlignException($"{resolved}: --stop needs a tokenizer, but the model folder has no tokenizer files");
-            var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), options, recipe.Get(batchSize), recipe.Get(seed));
+            if (recipe.Get(chatTemplate) is { } name && tokenizer is not null) ChatTemplates.Resolve(name, tokenizer, resolved);   // fail early on a typo
+            var job = new Job(lm, tokenizer, resolved, recipe.Get(chatTemplate), TemplateCommand.ParseKwargs(recipe.Get(chatKwargs)), options, recipe.Get(batchSize), recipe.Get(seed));
 
             IEnumerable<GenerationPrompt> source = inputPath is null ? job.FromCommandLine(prompts) : job.FromFile(inputPath);
             string? outPath = recipe.Get(output);
@@ -96,10 +96,10 @@ public static class GenerateCommand
     }
 
     private sealed class Job(CausalLM model, TextTokenizer? tokenizer, string folder, string? chatTemplate,
-                             GenerationOptions options, int batchSize, long seed)
+                             IReadOnlyDictionary<string, object?>? chatKwargs, GenerationOptions options, int batchSize, long seed)
     {
         private readonly GenerationPromptReader _reader = new(tokenizer, folder, chatTemplate, model.Config.VocabSize,
-            model.Config.MaxPositionEmbeddings, options.MaxNewTokens);
+            model.Config.MaxPositionEmbeddings, options.MaxNewTokens) { ChatTemplateKwargs = chatKwargs };
 
         public IEnumerable<GenerationPrompt> FromCommandLine(string[] prompts)
         {
@@ -149,6 +149,11 @@ public static class GenerateCommand
             }
         }
     }
+
+    /// <summary>The --chat-template help shared by the commands that render chats.</summary>
+    public const string ChatTemplateHelp =
+        "Chat template for message data: a preset (chatml, llama2, zephyr), a Jinja template file, or the name of one of the model's " +
+        "named templates. Default: the model's own (chat_template.jinja, else tokenizer_config.json's chat_template).";
 
     public static string FinishName(FinishReason r) => r switch
     {

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 namespace FineAlign.Cli.Commands;
 
 /// <summary>
-/// What the model-reading commands share: finding the Hugging Face folder (also inside a FineAlign training
-/// checkpoint), loading model and tokenizer, and parsing --dtype / --max-shard-size values.
+/// What the model-reading commands share: finding the Hugging Face folder (<see cref="ModelLocator"/> in the
+/// library: a folder, a FineAlign training checkpoint, or org/name from the hub cache), loading model and
+/// tokenizer, and parsing --dtype / --max-shard-size values.
 /// </summary>
 public static class ModelFolder
 {
@@ -15,24 +16,16 @@ public static class ModelFolder
     public const string DTypeNames = "float32, float16, bfloat16";
 
     /// <summary>
-    /// The Hugging Face model folder for <paramref name="folder"/>: the folder itself when it holds config.json,
-    /// else its <c>model/</c> subfolder (a FineAlign training checkpoint). Anything else is a one-line error that
-    /// says what the folder is (missing, a checkpoint without an exported model, pickle-only weights, no config).
+    /// The model folder a --model value names (see <see cref="ModelLocator.Resolve"/>: folder, checkpoint, or org/name
+    /// from the hub cache); a missing folder is named by the flag that gave it (<paramref name="option"/>).
     /// </summary>
-    public static string Resolve(string folder)
+    public static string Resolve(string folder, string option = "--model")
     {
-        if (File.Exists(folder)) throw new FineAlignException($"{folder}: is a file; --model expects a Hugging Face model folder (config.json + model.safetensors).");
-        if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
-        if (File.Exists(Path.Combine(folder, "config.json"))) return folder;
-        string inner = Path.Combine(folder, "model");
-        if (File.Exists(Path.Combine(inner, "config.json"))) return inner;
-        if (File.Exists(Path.Combine(folder, "trainer_state.json")))
-            throw new FineAlignException($"{folder}: a FineAlign training checkpoint without a Hugging Face model in its 'model/' subfolder; " +
-                                         "it cannot be read as a model (use the run's final output folder instead).");
-        bool hasSafetensors = File.Exists(Path.Combine(folder, SafeTensors.SingleFileName)) || File.Exists(Path.Combine(folder, SafeTensors.IndexFileName));
-        if (!hasSafetensors)
-            using (SafeTensorsCheckpoint.Open(folder)) { }   // throws the pickle-safety or "no weights" message
-        return folder;                                        // ModelIO.Load reports the missing config.json
+        try { return ModelLocator.Resolve(folder); }
+        catch (FineAlignException e) when (e.Message == $"{folder}: model folder not found.")
+        {
+            throw new FineAlignException($"{option} {folder}: model folder not found.", e);
+        }
     }
 
     /// <summary>Loads the model of <paramref name="folder"/> (see <see cref="Resolve"/>) in <paramref name="dtype"/>, in eval mode.</summary>

@@ -39,9 +39,12 @@ public static class OnlineRlCommand
             var options = flags.Options(r);
             options.Validate(); // before loading anything: bad settings are a one-line error
             var (train, heldOut, corpus) = flags.LoadPrompts(r);
+            options = flags.WithChatStop(options);
             if (!corpus && r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");
             var (policy, reference, value, tokenizer) = flags.LoadModels(r, options);
             using var p = policy; using var rf = reference; using var v = value;
+            if (r.Get(flags.Prompts) is string promptFile && r.Get(flags.MaxPromptLength) is null)
+                FineAlign.Data.PromptReader.CheckFit(promptFile, tokenizer, policy.Config.MaxPositionEmbeddings, r.Get(flags.MaxNewTokens), flags.Chat is { } chat ? () => chat : null);
             train = flags.FitPrompts(r, train, tokenizer);
             var source = flags.Reward.Build(r, tokenizer);
             var inv = CultureInfo.InvariantCulture;

@@ -20,6 +20,10 @@ internal sealed class OnlineRlFlags
     public required Option<string?> ValueModel { get; init; }
     public required Option<bool> SharedTrunk { get; init; }
     public required Option<string?> Prompts { get; init; }
+    public required Option<string?> ChatTemplate { get; init; }
+    private ChatTemplate? _chat;   // set by LoadPrompts when a prompt was a conversation
+    /// <summary>The chat template conversational prompts were rendered with (null for text prompts).</summary>
+    public ChatTemplate? Chat => _chat;
     public required Option<int?> MaxPromptLength { get; init; }
     public required CorpusFlags Corpus { get; init; }
     public required Option<int> Seed { get; init; }
@@ -65,6 +69,7 @@ internal sealed class OnlineRlFlags
             SharedTrunk = cmd.Declare("--shared-trunk", false, "GAE only: put the value head on the policy's own trunk (one forward pass; value gradients reach the policy)."),
             Reward = RewardFlags.Declare(cmd),
             Prompts = cmd.Declare<string?>("--prompts", null, "JSONL of prompts: a 'prompt' field per line, or a preference file (prompt + chosen + rejected, or HH-RLHF chosen + rejected transcripts with an implicit prompt) or a feedback file (prompt + completion + label), whose prompts are used. Omitted: the built-in corpus's training prompts."),
+            ChatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Rollouts then also stop at its end-of-turn token."),
             MaxPromptLength = cmd.Declare<int?>("--max-prompt-length", null,
                 "Keep only the end of longer prompts: the last N tokens (BOS included), starting at a '\\n\\nHuman:' turn when one fits. Default: no cut (prompt + --max-new-tokens must fit the model's context).",
                 check: v => v is null or >= 1 ? null : "must be at least 1"),
@@ -114,6 +119,9 @@ internal sealed class OnlineRlFlags
         Resume = r.Get(Output.Resume),
     };
 
+    /// <summary>After <see cref="LoadPrompts"/>: conversational prompts also stop rollouts at the template's end-of-turn token.</summary>
+    public OnlineRlOptions WithChatStop(OnlineRlOptions o) => _chat?.EndOfTurn.Id is int eot ? o with { StopTokenIds = [eot] } : o;
+
     public void ApplyThreads(Recipe r) => Runtime.Apply(r);
 
     /// <summary>(train prompts, held-out prompts, from the built-in corpus?): --prompts (no held-out split) or the corpus.</summary>
@@ -121,7 +129,9 @@ internal sealed class OnlineRlFlags
     {
         if (r.Get(Prompts) is string path)
         {
-            var list = PromptReader.Read(path);
+            string dir = r.Get(Policy);
+            var (list, anyChat) = PromptReader.ReadDetailed(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
+            if (!anyChat) _chat = null;
             if (list.Count == 0) throw new FineAlignException($"{path}: no prompts");
             return (list, [], false);
         }
@@ -142,7 +152,7 @@ internal sealed class OnlineRlFlags
     /// <summary>Policy, frozen reference and (for GAE) the value model, from --policy (and --value-model).</summary>
     public (CausalLM Policy, CausalLM Reference, ValueModel? Value, TextTokenizer Tokenizer) LoadModels(Recipe r, OnlineRlOptions options)
     {
-        string dir = r.Get(Policy);
+        string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
         var policy = ModelIO.Load(dir);
         var reference = ModelIO.Load(dir);

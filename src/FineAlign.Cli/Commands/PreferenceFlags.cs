@@ -39,7 +39,7 @@ internal sealed class PreferenceFlags
                 check: v => v is null or >= 2 ? null : "must be at least 2"),
             MaxPromptLength = cmd.Declare<int?>("--max-prompt-length", null, "Keep only the last N prompt tokens (default: no limit; pairs whose prompt leaves no " +
                                                                              "completion token are skipped and counted).", check: v => v is null or >= 1 ? null : "must be at least 1"),
-            ChatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for message data: chatml, llama2 or zephyr (default: from tokenizer_config.json)."),
+            ChatTemplate = cmd.Declare<string?>("--chat-template", null, GenerateCommand.ChatTemplateHelp),
             CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews generated for the built-in preference pairs.", check: v => v >= 10 ? null : "must be at least 10"),
             CorpusSeed = cmd.Declare("--corpus-seed", ReviewCorpus.DefaultSeed, "Seed of the built-in corpus (kept apart from --seed so runs with different seeds see the same data)."),
             HoldoutLast = cmd.Declare("--holdout-last", 0, evalData
@@ -117,7 +117,7 @@ internal sealed class PreferenceFlags
     public static CausalLM? LoadReference(string? folder, CausalLM policy)
     {
         if (folder is null) return null;
-        var reference = ModelIO.Load(ModelFolder.Resolve(folder));
+        var reference = ModelIO.Load(ModelFolder.Resolve(folder, "--ref-model"));
         if (reference.Config.VocabSize != policy.Config.VocabSize)
         {
             reference.Dispose();

@@ -17,9 +17,12 @@ public static class ReportCommand
     {
         var cmd = new RecipeCommand("report",
             "Writes the comparison page (report.md, report.html, reward_vs_step.png, reward_vs_kl.png, results.json) of finished policy runs " +
-            "(folders of sft, dpo, kto, bco, alol, ppo, grpo, rloo or finealign demo). A run is evaluated once on the built-in corpus's held-out " +
-            "prompts — its checkpoints and final model: true reward, KL to --base, distinct-1/2, length — and the numbers are cached in its " +
-            "evaluation.json, so a second report is instant. Folders that hold no policy (reward models, discriminators) are skipped.");
+            "(folders of sft, dpo, kto, bco, alol, ppo, grpo, rloo or finealign demo). A run is evaluated once — its checkpoints and final model: " +
+            "reward ± s.e., KL to --base, reward at equal KL (1, 2, 5 nats), the fluency proxy (base-model log-prob per token), distinct-1/2, length; " +
+            "on the built-in corpus also the share of corpus words and of well-formed responses — and the numbers are cached in its evaluation.json, " +
+            "so a second report is instant. Runs trained on your own data: give --prompts FILE and --reward SPEC (the built-in corpus's ground truth " +
+            "is refused for runs not marked as trained on it). Several runs of one method (same folder name under different seed folders) are " +
+            "averaged with a 95 % interval. Folders that hold no policy (reward models, discriminators) are skipped.");
         var runs = new Argument<string[]>("runs") { Arity = ArgumentArity.OneOrMore, Description = "Run folders, e.g. runs/demo/runs/sft runs/demo/runs/dpo runs/my-dpo (the base model's own run first gives the Δ reference row)." };
         cmd.Add(runs);
         var outDir = cmd.Declare("--out", "report", "Folder for the report files.", alias: "-o");
@@ -31,8 +34,10 @@ public static class ReportCommand
             var dirs = r.ParseResult.GetValue(runs) ?? [];
             string? baseDir = r.Get(flags.Base);
             var settings = flags.Settings(r, baseDir ?? "");
-            var evaluations = EvaluateRuns(r, dirs, baseDir, settings, ct);
+            var evaluations = EvaluateRuns(r, dirs, baseDir, settings, r.Get(flags.BuiltinCorpus), ct);
             string reproduce = "finealign report " + string.Join(' ', dirs.Select(Quote)) + (baseDir is null ? "" : $" --base {Quote(baseDir)}") +
+                               (r.Get(flags.PromptsFile) is string pf ? $" --prompts {Quote(pf)}" : "") +
+                               (settings.UsesCorpusTruth ? "" : string.Concat(EvalReward.Split(settings.Reward).Select(x => $" --reward {Quote(x)}"))) +
                                $" --out {Quote(r.Get(outDir))}";
             string md = ComparisonReport.Write(evaluations, r.Get(outDir), Context(r.Get(title), reproduce, dirs));
             r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
@@ -42,44 +47,12 @@ public static class ReportCommand
         return cmd;
     }
 
-    /// <summary>Loads or computes the evaluation of each run; the base model is loaded only when something must be evaluated.</summary>
-    internal static List<RunEvaluation> EvaluateRuns(Recipe r, IReadOnlyList<string> dirs, string? baseDir, EvalSettings settings, CancellationToken ct)
+    /// <summary>The library's <see cref="RunEvaluator.EvaluateRuns"/> with the CLI's model resolution, warnings and progress.</summary>
+    internal static List<RunEvaluation> EvaluateRuns(Recipe r, IReadOnlyList<string> dirs, string? baseDir, EvalSettings settings, bool assumeBuiltin, CancellationToken ct)
     {
-        var todo = new List<string>();
-        var found = new Dictionary<string, RunEvaluation>();
-        foreach (var d in dirs)
-        {
-            if (!Directory.Exists(d)) throw new FineAlignException($"{d}: no such run folder");
-            var cached = RunEvaluation.TryLoad(d);
-            // Without --base any cached evaluation is used (ComparisonReport refuses mixed settings); best-of-n has no model to re-evaluate.
-            bool usable = cached is not null && (baseDir is null || cached.Settings == settings || cached.AnalyticKl);
-            if (usable) { found[d] = cached!; continue; }
-            if (RunEvaluator.PolicyFolder(d) is null && RunEvaluator.Snapshots(d).Count == 0)
-            {
-                r.Error.WriteLine($"warning: skipped {d}: no policy model (model/ or policy/ holding a causal LM) and no {RunEvaluation.FileName}");
-                continue;
-            }
-            if (baseDir is null)
-                throw new FineAlignException($"{d}: not evaluated yet ({RunEvaluation.FileName} missing); pass --base MODEL (the model the runs started from) to evaluate it");
-            todo.Add(d);
-        }
-        if (todo.Count > 0)
-        {
-            string b = ModelFolder.Resolve(baseDir!);
-            var tokenizer = TokenizerLoader.Load(b);
-            using var baseModel = ModelIO.Load(b);
-            EvalPoint? basePoint = null;
-            CliProgress.Run(r.Out, progress =>
-            {
-                basePoint = RunEvaluator.EvaluateBase(baseModel, tokenizer, settings);
-                foreach (var d in todo)
-                    found[d] = RunEvaluator.Evaluate(d, baseModel, tokenizer, settings, basePoint, progress: progress, ct: ct);
-                return 0;
-            });
-        }
-        var list = dirs.Where(found.ContainsKey).Select(d => found[d]).ToList();
-        if (list.Count == 0) throw new FineAlignException("none of the given folders holds a policy run to report");
-        return list;
+        string? b = baseDir is null ? null : ModelFolder.Resolve(baseDir, "--base");
+        return CliProgress.Run(r.Out, progress =>
+            RunEvaluator.EvaluateRuns(dirs, b, settings, assumeBuiltin, w => r.Error.WriteLine("warning: " + w), progress, ct));
     }
 
     internal static ReportContext Context(string title, string reproduce, IReadOnlyList<string> dirs)
@@ -109,11 +82,17 @@ internal sealed class EvalFlags
     public required Option<int> CorpusSize { get; init; }
     public required Option<int> CorpusSeed { get; init; }
     public required Option<int> Threads { get; init; }
+    public required Option<string?> PromptsFile { get; init; }
+    public required Option<string[]> Reward { get; init; }
+    public required Option<bool> BuiltinCorpus { get; init; }
 
     public static EvalFlags Declare(RecipeCommand cmd, int prompts = 64, int samples = 1) => new()
     {
         Base = cmd.Declare<string?>("--base", null, "The model the runs started from: KL is measured to it and it is the Δ reference. Needed only for runs not evaluated yet."),
-        Prompts = cmd.Declare("--eval-prompts", prompts, "Held-out prompts of the built-in corpus used for evaluation.", check: v => v >= 1 ? null : "must be at least 1"),
+        Prompts = cmd.Declare("--eval-prompts", prompts, "How many evaluation prompts: the first N of --prompts, or of the built-in corpus's held-out prompts.", check: v => v >= 1 ? null : "must be at least 1"),
+        PromptsFile = cmd.Declare<string?>("--prompts", null, "JSONL of evaluation prompts ('prompt' per line, or a preference/feedback file's prompts), for runs trained on your data. Omitted: the built-in corpus's held-out prompts."),
+        Reward = cmd.Declare<string[]>("--reward", [], "Reward spec(s) the responses are scored with: rm:PATH, tlcr:PATH, discrete:PATH, lexicon, SPEC@WEIGHT (several = weighted sum). Omitted: the built-in corpus's ground truth (only for runs trained on that corpus)."),
+        BuiltinCorpus = cmd.Declare("--builtin-corpus", false, "The runs were trained on the built-in corpus (finealign demo marks its runs; say so for runs you trained without --data): allows its ground truth."),
         Samples = cmd.Declare("--eval-samples", samples, "Samples per held-out prompt (T = 1).", check: v => v >= 1 ? null : "must be at least 1"),
         MaxNewTokens = cmd.Declare("--max-new-tokens", 40, "Response length of the evaluation (tokens).", check: v => v >= 1 ? null : "must be at least 1"),
         EvalSeed = cmd.Declare("--eval-seed", 7819L, "Sampling seed of the evaluation (finealign demo uses 7777 + its --seed, 7819 by default)."),
@@ -122,8 +101,17 @@ internal sealed class EvalFlags
         Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0"),
     };
 
-    public EvalSettings Settings(Recipe r, string baseModel) =>
-        new(r.Get(Prompts), r.Get(Samples), r.Get(MaxNewTokens), r.Get(EvalSeed), r.Get(CorpusSize), r.Get(CorpusSeed), baseModel);
+    public EvalSettings Settings(Recipe r, string baseModel)
+    {
+        var specs = r.Get(Reward) ?? [];
+        if (r.Get(PromptsFile) is not null && specs.Length == 0)
+            throw new UsageException("--prompts (your data) needs --reward SPEC: the built-in corpus's ground truth means nothing for other prompts");
+        return new(r.Get(Prompts), r.Get(Samples), r.Get(MaxNewTokens), r.Get(EvalSeed), r.Get(CorpusSize), r.Get(CorpusSeed), baseModel)
+        {
+            PromptsFile = r.Get(PromptsFile),
+            Reward = specs.Length == 0 ? EvalReward.CorpusTruthSpec : string.Join(EvalReward.Separator, specs),
+        };
+    }
 
     public void ApplyThreads(Recipe r) { if (r.Get(Threads) > 0) torch.set_num_threads(r.Get(Threads)); }
 }

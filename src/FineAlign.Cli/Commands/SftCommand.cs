@@ -29,7 +29,8 @@ public static class SftCommand
         var overLength = cmd.Declare("--over-length", OverLengthPolicy.Truncate, "Examples longer than --max-length: truncate (with a warning and a count) or error.");
         var completionOnly = cmd.Declare("--completion-only-loss", true, "Train on completion/assistant tokens only (false: every token).");
         var packing = cmd.Declare("--packing", false, "Pack examples into full --max-length blocks (EOS-separated) instead of padding.");
-        var chatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for messages data: chatml, llama2 or zephyr (default: detected from tokenizer_config.json).");
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, GenerateCommand.ChatTemplateHelp + " Assistant-only loss uses its {% generation %} blocks, else the replies found by rendering message prefixes.");
+        var chatKwargs = cmd.Declare<string?>("--chat-template-kwargs", null, "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}'.");
         var samples = cmd.Declare("--samples", 4, "Sample generations from held-out prompts written after training (samples.jsonl).", check: v => v >= 0 ? null : "must be ≥ 0");
 
         cmd.SetRecipeAction((r, ct) =>
@@ -47,6 +48,7 @@ public static class SftCommand
             var sftOptions = new SftOptions
             {
                 MaxLength = maxLen, OverLength = r.Get(overLength), CompletionOnlyLoss = r.Get(completionOnly), ChatTemplate = r.Get(chatTemplate),
+                TemplateFolder = r.Get(flags.Model), ChatTemplateKwargs = TemplateCommand.ParseKwargs(r.Get(chatKwargs)),
             };
             Action<string> warn = m => r.Error.WriteLine("warning: " + m);
 

@@ -34,8 +34,8 @@ public static class TlcrTrainCommand
             List<LabelledResponse> train, eval;
             if (r.Get(data) is string path)
             {
-                train = TlcrLabeller.ReadLabelled(path);
-                eval = r.Get(evalData) is string ep ? TlcrLabeller.ReadLabelled(ep) : [];
+                train = TlcrLabeller.ReadLabelled(path, trunk.Config.VocabSize);
+                eval = r.Get(evalData) is string ep ? TlcrLabeller.ReadLabelled(ep, trunk.Config.VocabSize) : [];
             }
             else
             {

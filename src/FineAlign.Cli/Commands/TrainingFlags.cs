@@ -15,6 +15,7 @@ internal sealed class TrainingFlags
     public required Option<string> Out { get; init; }
     public required Option<string?> Model { get; init; }
     public required Option<string> Init { get; init; }
+    public required Option<string?> Tokenizer { get; init; }
     public required Option<int> ContextLength { get; init; }
     public required Option<double?> LearningRate { get; init; }
     public required Option<double> WeightDecay { get; init; }
@@ -52,6 +53,7 @@ internal sealed class TrainingFlags
                                                           "Omitted: a fresh model of the --init preset with the built-in byte tokenizer."),
             Init = cmd.Declare("--init", "small", $"Preset shape for a model trained from scratch ({string.Join(", ", ModelPresets.Names)}).",
                 check: v => ModelPresets.Names.Contains(v) ? null : $"must be one of {string.Join(", ", ModelPresets.Names)}"),
+            Tokenizer = cmd.Declare<string?>("--tokenizer", null, "Tokenizer folder for a model trained from scratch (e.g. made by finealign tokenizer train). Omitted: the built-in byte tokenizer. Ignored with --model."),
             ContextLength = cmd.Declare("--context-length", 384, "Context length of a model trained from scratch (tokens; the byte tokenizer uses one per byte).", check: AtLeast(8)),
             LearningRate = cmd.Declare<double?>("--learning-rate", null, $"Peak learning rate of AdamW (default {defaultLr:G} for a model trained from scratch, {FineTuneLr:G} with --model).",
                 check: v => v is null || (v > 0 && double.IsFinite(v.Value)) ? null : "must be a positive number", alias: "--lr"),
@@ -107,16 +109,17 @@ internal sealed class TrainingFlags
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
-        if (r.Get(Model) is string dir)
+        if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
             var tokenizer = TokenizerLoader.Load(dir);
             var model = ModelIO.Load(dir);
             return (model, tokenizer, $"{model.Config.ModelType} model from {dir}");
         }
-        var byteTokenizer = new ByteTokenizer();
-        var config = ModelPresets.Create(r.Get(Init), byteTokenizer, r.Get(ContextLength));
+        TextTokenizer scratchTokenizer = r.Get(Tokenizer) is string tokDir ? TokenizerLoader.Load(tokDir) : new ByteTokenizer();
+        var config = ModelPresets.Create(r.Get(Init), scratchTokenizer, r.Get(ContextLength));
         var fresh = ModelFactory.Create(config, r.Get(Seed));
         long n = fresh.parameters().Sum(p => p.numel());
-        return (fresh, byteTokenizer, $"fresh '{r.Get(Init)}' model ({n / 1e6:F2}M parameters, byte tokenizer, context {config.MaxPositionEmbeddings})");
+        string tokName = r.Get(Tokenizer) is string td ? $"tokenizer {td}, {scratchTokenizer.VocabSize} tokens" : "byte tokenizer";
+        return (fresh, scratchTokenizer, $"fresh '{r.Get(Init)}' model ({n / 1e6:F2}M parameters, {tokName}, context {config.MaxPositionEmbeddings})");
     }
 }

@@ -116,6 +116,12 @@ public sealed record FeedbackDataset(string Source, FeedbackFormat Format, IRead
         {
             format = ex.Format;
             report.Read++;
+            if (ex.Example is null)
+            {
+                JsonlReader.CheckTokenIds(ex.PromptIds, encoder.VocabSize, source, ex.Line, "prompt_input_ids");
+                string field = ex.Format == FeedbackFormat.UnpairedPreferences ? (ex.Label ? "chosen_input_ids" : "rejected_input_ids") : "completion_input_ids";
+                JsonlReader.CheckTokenIds(ex.CompletionIds, encoder.VocabSize, source, ex.Line, field);
+            }
             bool blank = ex.Example is null ? ex.CompletionIds!.Length == 0 : PreferenceExample.IsBlank(ex.Example);
             if (blank)
             {

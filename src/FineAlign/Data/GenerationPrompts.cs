@@ -17,6 +17,9 @@ public sealed record GenerationPrompt(long? Line, JsonNode? Echo, int[] Ids, boo
 /// <param name="folder">The model folder (named in errors).</param>
 public sealed class GenerationPromptReader(TextTokenizer? tokenizer, string folder, string? chatTemplate, int vocabSize, int context, int maxNewTokens)
 {
+    /// <summary>Extra chat-template variables (enable_thinking, tools ...).</summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateKwargs { get; init; }
+
     private SftEncoder? _encoder;
     private int? _chatEnd;
     private bool _chatEndResolved;
@@ -24,7 +27,7 @@ public sealed class GenerationPromptReader(TextTokenizer? tokenizer, string fold
     private SftEncoder Encoder(Func<string, Exception> fail) =>
         _encoder ??= new SftEncoder(tokenizer ?? throw fail(
             $"needs a tokenizer, but the model folder '{folder}' has no tokenizer files (give prompt_input_ids instead)"),
-            new SftOptions { ChatTemplate = chatTemplate });
+            new SftOptions { ChatTemplate = chatTemplate, TemplateFolder = folder, ChatTemplateKwargs = ChatTemplateKwargs });
 
     /// <summary>Text prompts given directly; <paramref name="where"/> names prompt i in errors (e.g. "--prompt #1").</summary>
     public IEnumerable<GenerationPrompt> FromTexts(IReadOnlyList<string> prompts, Func<int, string>? where = null)
@@ -63,10 +66,10 @@ public sealed class GenerationPromptReader(TextTokenizer? tokenizer, string fold
             {
                 var messages = ParseMessages(o[field], Fail);
                 var encoder = Encoder(m => Fail("chat prompts " + m));
-                _ = encoder.ChatFormat;   // an unknown/unrecognised template is a setup error, not this line's
+                _ = encoder.Chat;   // a missing or broken template is a setup error, not this line's
                 int[] ids;
                 try { ids = encoder.EncodePrompt(messages); }
-                catch (FineAlignException e) when (e is not DataFormatException) { throw Fail(e.Message); }
+                catch (FineAlignException e) when (ChatTemplateRefusal.Is(e)) { throw Fail(e.Message); }
                 p = new GenerationPrompt(line.LineNumber, o[field]!.DeepClone(), ids, true);
             }
             else
@@ -101,20 +104,20 @@ public sealed class GenerationPromptReader(TextTokenizer? tokenizer, string fold
             if (arr[i] is not JsonObject m || m["role"] is not JsonValue r || r.GetValueKind() != JsonValueKind.String
                 || m["content"] is not JsonValue c || c.GetValueKind() != JsonValueKind.String)
                 throw fail($"message {i}: expected an object with string 'role' and 'content'");
-            list.Add(new ChatMessage(r.GetValue<string>(), c.GetValue<string>()));
+            list.Add(new ChatMessage(r.GetValue<string>(), c.GetValue<string>()) { Fields = (JsonObject)m.DeepClone() });
         }
         return list;
     }
 
-    /// <summary>The chat template's end-of-turn token when it is one token (ChatML's &lt;|im_end|&gt;), else null.</summary>
-    // Chat prompts also end at the template's end-of-turn token (ChatML's <|im_end|>) when it is one token,
-    // as a chat model's generation_config usually lists it beside EOS.
+    /// <summary>
+    /// The chat template's end-of-turn token (&lt;|im_end|&gt;, &lt;|eot_id|&gt;, &lt;end_of_turn&gt; ...) when it is one token, else null:
+    /// chat prompts also end there, as a chat model's generation_config usually lists it beside EOS.
+    /// </summary>
     public int? ChatEnd()
     {
         if (_chatEndResolved) return _chatEnd;
         _chatEndResolved = true;
-        if (tokenizer is not null && _encoder?.ChatFormat == ChatFormat.ChatML && tokenizer.Encode("<|im_end|>") is [int id])
-            _chatEnd = id;
+        _chatEnd = _encoder?.Chat.EndOfTurn.Id;
         return _chatEnd;
     }
 }

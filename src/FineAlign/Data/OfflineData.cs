@@ -34,7 +34,7 @@ public static class OfflineReader
             if (!rewardOptional)
                 throw new DataFormatException(file, line.LineNumber, "reward", "missing (expected a finite number, or pass --reward to score the responses)");
         }
-        else reward = line.RequireNumber(file, "reward");
+        else reward = line.RequireFloat32(file, "reward");
         return new OfflineExample(line.LineNumber, new PromptCompletionExample(line.LineNumber, p, c), reward);
     }
 }

@@ -165,9 +165,10 @@ public static class PreferenceReader
     private static double? ReadMargin(JsonlLine line, string file)
     {
         var o = line.Object;
-        if (o.ContainsKey("margin") && o["margin"] is not null) return line.RequireNumber(file, "margin");
+        if (o.ContainsKey("margin") && o["margin"] is not null) return line.RequireFloat32(file, "margin");
         if (o.ContainsKey("score_chosen") || o.ContainsKey("score_rejected"))
-            return line.RequireNumber(file, "score_chosen") - line.RequireNumber(file, "score_rejected");
+            return JsonlReader.CheckFloat32(line.RequireNumber(file, "score_chosen") - line.RequireNumber(file, "score_rejected"),
+                file, line.LineNumber, "score_chosen − score_rejected");
         return null;
     }
 
@@ -260,10 +261,15 @@ public sealed class PreferenceEncoder
         if (options.MaxLength < 2) throw new FineAlignException($"max length must be at least 2 (got {options.MaxLength})");
         if (options.MaxPromptLength is < 1) throw new FineAlignException($"max prompt length must be at least 1 (got {options.MaxPromptLength})");
         Options = options;
+        _vocab = tokenizer.VocabSize;
         _sft = new SftEncoder(tokenizer, new SftOptions { MaxLength = options.MaxLength, CompletionOnlyLoss = true, ChatTemplate = options.ChatTemplate });
     }
 
     public PreferenceEncoding Options { get; }
+
+    /// <summary>Ids accepted in pre-tokenised data: [0, VocabSize) of the tokenizer.</summary>
+    public int VocabSize => _vocab;
+    private readonly int _vocab;
 
     /// <summary>An SFT example split at its first scored token into prompt and completion (no length limit).</summary>
     public EncodedSequence EncodeFull(SftExample example, string file)
@@ -297,6 +303,12 @@ public sealed class PreferenceEncoder
     public EncodedPair? Encode(PreferenceExample ex, string file, EncodingReport report)
     {
         report.Read++;
+        if (ex.Format == PreferenceFormat.Tokenized)
+        {
+            JsonlReader.CheckTokenIds(ex.PromptIds, _vocab, file, ex.Line, "prompt_input_ids");
+            JsonlReader.CheckTokenIds(ex.ChosenIds, _vocab, file, ex.Line, "chosen_input_ids");
+            JsonlReader.CheckTokenIds(ex.RejectedIds, _vocab, file, ex.Line, "rejected_input_ids");
+        }
         if (ex.NoSignalReason() is not null)
         {
             if (report.SkippedNoSignal++ == 0) report.FirstNoSignalLine = ex.Line;

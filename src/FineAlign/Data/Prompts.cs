@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using FineAlign.Text;
 
 namespace FineAlign.Data;
@@ -7,6 +8,8 @@ public enum PromptFormat
 {
     /// <summary><c>{"prompt": "..."}</c> (other fields ignored).</summary>
     Prompt,
+    /// <summary>Conversational: <c>{"prompt": [messages]}</c> (TRL) or <c>{"messages": [...]}</c>, rendered with the chat template.</summary>
+    Conversational,
     /// <summary>A paired-preference file (explicit <c>prompt</c> or HH-RLHF implicit prompt): its prompts.</summary>
     PreferencePairs,
     /// <summary>A binary-feedback file (<c>prompt</c> + <c>completion</c> + <c>label</c>): its distinct prompts.</summary>
@@ -14,32 +17,90 @@ public enum PromptFormat
 }
 
 /// <summary>
-/// Reads text prompts for online RL. Besides prompt-only lines it takes the prompts of preference and feedback
+/// Reads prompts for online RL and generation. Besides prompt-only lines it takes the prompts of preference and feedback
 /// files, so the data of an rm/dpo/kto run can drive PPO unchanged; the line is validated by
-/// <see cref="PreferenceReader"/> / <see cref="FeedbackReader"/>. One file must use one layout. Prompts must be
-/// text: message lists and pre-tokenised ids are errors (they would need a chat template / have no text).
+/// <see cref="PreferenceReader"/> / <see cref="FeedbackReader"/>. Conversational prompts (TRL's <c>prompt</c> as a
+/// message list, or <c>messages</c>, whose trailing assistant replies are dropped) are rendered by the chat template with
+/// its generation prompt, so the text ends where the model's reply starts. One file must use one layout.
+/// Pre-tokenised ids are an error (they have no text).
 /// </summary>
 public static class PromptReader
 {
-    public static IReadOnlyList<string> Read(string path)
+    /// <summary>Text prompts only (a message list is an error).</summary>
+    public static IReadOnlyList<string> Read(string path) => Read(path, null);
+
+    /// <summary>
+    /// Prompts as text; <paramref name="chat"/> gives the chat template for conversational lines (asked for only when
+    /// one is met, so text-only files need none).
+    /// </summary>
+    public static IReadOnlyList<string> Read(string path, Func<ChatTemplate>? chat) => ReadDetailed(path, chat).Prompts;
+
+    /// <summary>As <see cref="Read(string, Func{ChatTemplate}?)"/>, also saying whether any prompt was a chat (generation then stops at the end-of-turn token).</summary>
+    public static (IReadOnlyList<string> Prompts, bool AnyChat) ReadDetailed(string path, Func<ChatTemplate>? chat)
+    {
+        var (prompts, anyChat) = ReadWithLines(path, chat);
+        return (prompts.Select(p => p.Prompt).ToList(), anyChat);
+    }
+
+    /// <summary>
+    /// Refuses, naming file:line, the first prompt that leaves no room for <paramref name="maxNewTokens"/> in the
+    /// model's <paramref name="context"/> (BOS included), before any rollout or output exists. Without the check the
+    /// run would start, write its folder and fail in the first generation with no line to fix.
+    /// </summary>
+    public static void CheckFit(string path, TextTokenizer tokenizer, int context, int maxNewTokens, Func<ChatTemplate>? chat = null)
+    {
+        int budget = context - maxNewTokens, bos = tokenizer.AddBos && tokenizer.BosId is not null ? 1 : 0;
+        if (budget < 1)
+            throw new FineAlignException($"--max-new-tokens {maxNewTokens} leaves no room for a prompt in the model's context of {context} tokens");
+        foreach (var (prompt, line) in ReadWithLines(path, chat).Prompts)
+        {
+            int n = tokenizer.Encode(prompt).Length + bos;
+            if (n > budget)
+                throw new DataFormatException(path, line, "prompt",
+                    $"{n} tokens + --max-new-tokens {maxNewTokens} exceed the model's context of {context}; " +
+                    $"set --max-prompt-length {budget} to keep each prompt's end, or lower --max-new-tokens");
+        }
+    }
+
+    private static (List<(string Prompt, long Line)> Prompts, bool AnyChat) ReadWithLines(string path, Func<ChatTemplate>? chat)
     {
         var single = new SingleFormat<PromptFormat>(path, Describe);
-        var prompts = new List<string>();
+        var prompts = new List<(string, long)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
+        ChatTemplate? template = null;
+        bool anyChat = false;
         foreach (var line in JsonlReader.Read(path))
         {
             var o = line.Object;
             PromptFormat format;
             string prompt;
+            string Render(IReadOnlyList<ChatMessage> messages, string field)
+            {
+                if (chat is null)
+                    throw new DataFormatException(path, line.LineNumber, field, "message lists need a chat template; give text prompts or use a command that takes --chat-template");
+                template ??= chat();
+                anyChat = true;
+                try { return template.PromptText(messages); }
+                catch (FineAlignException e) when (ChatTemplateRefusal.Is(e)) { throw new DataFormatException(path, line.LineNumber, field, e.Message); }
+            }
             if (o.ContainsKey("chosen") || o.ContainsKey("rejected") || o.ContainsKey("chosen_input_ids") || o.ContainsKey("rejected_input_ids"))
             {
                 format = PromptFormat.PreferencePairs;
-                prompt = TextPrompt(PreferenceReader.Parse(line, path).Chosen, path, line.LineNumber);
+                prompt = PromptOf(PreferenceReader.Parse(line, path).Chosen, path, line.LineNumber, Render);
             }
             else if (o.ContainsKey("completion") || o.ContainsKey("label") || o.ContainsKey("completion_input_ids"))
             {
                 format = PromptFormat.Feedback;
-                prompt = TextPrompt(FeedbackReader.Parse(line, path).Example, path, line.LineNumber);
+                prompt = PromptOf(FeedbackReader.Parse(line, path).Example, path, line.LineNumber, Render);
+            }
+            else if (o["prompt"] is JsonArray || (!o.ContainsKey("prompt") && o.ContainsKey("messages")))
+            {
+                format = PromptFormat.Conversational;
+                string field = o.ContainsKey("prompt") ? "prompt" : "messages";
+                var messages = SftReader.ParseMessages(line, path, field);
+                var head = WithoutTrailingReplies(messages);
+                if (head.Count == 0) throw new DataFormatException(path, line.LineNumber, field, "has only assistant messages: no prompt to reply to");
+                prompt = Render(head, field);
             }
             else
             {
@@ -49,23 +110,30 @@ public static class PromptReader
             single.Check(format, line.LineNumber);
             // Feedback files repeat a prompt once per rated completion; sample each prompt once.
             if (format == PromptFormat.Feedback && !seen.Add(prompt)) continue;
-            prompts.Add(prompt);
+            prompts.Add((prompt, line.LineNumber));
         }
-        return prompts;
+        return (prompts, anyChat);
+    }
+
+    private static List<ChatMessage> WithoutTrailingReplies(IReadOnlyList<ChatMessage> messages)
+    {
+        int n = messages.Count;
+        while (n > 0 && messages[n - 1].Role == "assistant") n--;
+        return messages.Take(n).ToList();
     }
 
     public static string Describe(PromptFormat f) => f switch
     {
         PromptFormat.Prompt => "'prompt' only",
+        PromptFormat.Conversational => "conversational ('prompt' or 'messages' as message lists)",
         PromptFormat.PreferencePairs => "preference pairs ('chosen'+'rejected')",
         _ => "binary feedback ('prompt'+'completion'+'label')",
     };
 
-    private static string TextPrompt(SftExample? example, string path, long line) => example switch
+    private static string PromptOf(SftExample? example, string path, long line, Func<IReadOnlyList<ChatMessage>, string, string> render) => example switch
     {
         PromptCompletionExample pc => pc.Prompt,
-        ChatExample => throw new DataFormatException(path, line, "prompt",
-            "message lists are not supported as PPO prompts (they need a chat template); give text prompts"),
+        ChatExample c => render(c.PromptCount > 0 ? c.Messages.Take(c.PromptCount).ToList() : WithoutTrailingReplies(c.Messages), "prompt"),
         _ => throw new DataFormatException(path, line, "prompt_input_ids", "pre-tokenised prompts are not supported as PPO prompts; give text prompts"),
     };
 

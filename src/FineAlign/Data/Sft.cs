@@ -22,70 +22,65 @@ public sealed record SftOptions
     /// </summary>
     public bool CompletionOnlyLoss { get; init; } = true;
     public OverLengthPolicy OverLength { get; init; } = OverLengthPolicy.Truncate;
-    /// <summary>Chat format name (chatml, llama2, zephyr); null = recognise the tokenizer's chat_template.</summary>
+    /// <summary>
+    /// --chat-template: a preset (chatml, llama2, zephyr), a template file, or one of the model's named templates;
+    /// null = the model's own template (see <see cref="ChatTemplates.Resolve"/>).
+    /// </summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>The model folder, where chat_template.jinja and named templates are looked up (null: only the tokenizer's template).</summary>
+    public string? TemplateFolder { get; init; }
+    /// <summary>Extra template variables (transformers' apply_chat_template kwargs: enable_thinking, tools, ...).</summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateKwargs { get; init; }
 }
 
 /// <summary>
 /// Tokenizes SFT examples. Prompt-completion: [BOS] prompt completion EOS, BOS per tokenizer.AddBos,
-/// targets = completion + EOS. Text: [BOS] text EOS, all targets. Chats: rendered by <see cref="ChatTemplates"/>
-/// segment by segment; targets = assistant replies and their end marker (for conversational
+/// targets = completion + EOS. Text: [BOS] text EOS, all targets. Chats: rendered by the model's Jinja chat template
+/// (<see cref="ChatTemplate"/>); targets = assistant replies and their end-of-turn token (for conversational
 /// prompt-completion only those in the completion). The first token is never a target.
 /// </summary>
 public sealed class SftEncoder
 {
     private readonly TextTokenizer _tok;
-    private ChatFormat? _format;
+    private ChatTemplate? _chat;
 
     public SftEncoder(TextTokenizer tokenizer, SftOptions options)
     {
         if (options.MaxLength < 2) throw new FineAlignException($"max length must be at least 2 (got {options.MaxLength})");
         _tok = tokenizer;
         Options = options;
-        if (!string.IsNullOrWhiteSpace(options.ChatTemplate)) _format = ChatTemplates.Parse(options.ChatTemplate);
     }
 
     public SftOptions Options { get; }
 
-    /// <summary>The chat format in use (resolved on first use from the options or the tokenizer).</summary>
-    public ChatFormat ChatFormat => _format ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok.ChatTemplate);
+    /// <summary>The chat template in use (resolved on first use from the options or the tokenizer).</summary>
+    public ChatTemplate Chat => _chat ??= ChatTemplates.Resolve(Options.ChatTemplate, _tok, Options.TemplateFolder, Options.ChatTemplateKwargs);
 
     /// <summary>The whole example, without applying the length limit.</summary>
-    public TokenizedExample EncodeFull(SftExample example, string file = "<input>")
+    public TokenizedExample EncodeFull(SftExample example, string file = "<input>") => EncodeUpTo(example, file, int.MaxValue, out _);
+
+    // The first `limit` tokens of the example and its full length. Prompt/completion and text examples are assembled
+    // straight into arrays of the kept length, so a very long document costs its token ids once, not again in lists.
+    private TokenizedExample EncodeUpTo(SftExample example, string file, int limit, out int fullLength)
     {
         bool all = !Options.CompletionOnlyLoss;
         switch (example)
         {
             case PromptCompletionExample pc:
-            {
-                var ids = new List<int>();
-                var mask = new List<bool>();
-                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, _tok.Encode(pc.Prompt), all);
-                Append(ids, mask, _tok.EncodeContinuation(pc.Completion), true);
-                ids.Add(RequireEos()); mask.Add(true);
-                return Finish(ids, mask);
-            }
+                return Assemble(_tok.Encode(pc.Prompt), all, _tok.EncodeContinuation(pc.Completion), limit, out fullLength);
             case TextExample t:
-            {
-                var ids = new List<int>();
-                var mask = new List<bool>();
-                if (_tok.AddBos && _tok.BosId is int bos) { ids.Add(bos); mask.Add(false); }
-                Append(ids, mask, _tok.Encode(t.Text), true);
-                ids.Add(RequireEos()); mask.Add(true);
-                return Finish(ids, mask);
-            }
+                return Assemble([], false, _tok.Encode(t.Text), limit, out fullLength);
             case ChatExample c:
             {
-                var format = ChatFormat;  // outside the try: an unknown template is not a data error
-                List<ChatSegment> segs;
-                try { segs = ChatTemplates.RenderSegments(format, c.Messages, addGenerationPrompt: false, _tok); }
-                catch (FineAlignException e) when (e is not DataFormatException)
+                var chat = Chat;  // outside the try: a missing or broken template is not this line's error
+                TokenizedExample encoded;
+                try { encoded = chat.EncodeConversation(c.Messages, c.PromptCount, all); }
+                catch (FineAlignException e) when (ChatTemplateRefusal.Is(e))
                 {
                     throw new DataFormatException(file, c.Line, c.PromptCount == 0 ? "messages" : "prompt/completion", e.Message);
                 }
-                return ChatTemplates.Tokenize(_tok, segs,
-                    s => all || (s.IsAssistantContent && s.MessageIndex >= c.PromptCount));
+                fullLength = encoded.Length;
+                return encoded;
             }
             default:
                 throw new ArgumentException($"unknown example type {example.GetType().Name}");
@@ -101,8 +96,8 @@ public sealed class SftEncoder
         return ids.ToArray();
     }
 
-    /// <summary>A chat prompt with the generation prompt, in this encoder's chat format.</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => ChatTemplates.EncodePrompt(_tok, ChatFormat, messages);
+    /// <summary>A chat prompt with the generation prompt, in this encoder's chat template.</summary>
+    public int[] EncodePrompt(IReadOnlyList<ChatMessage> messages) => Chat.EncodePrompt(messages);
 
     /// <summary>
     /// The example with the length policy applied; <paramref name="truncated"/> tells whether it was cut.
@@ -110,33 +105,46 @@ public sealed class SftEncoder
     /// </summary>
     public TokenizedExample? Encode(SftExample example, string file, out bool truncated)
     {
-        var full = EncodeFull(example, file);
+        var full = EncodeUpTo(example, file, Options.MaxLength, out int length);
         truncated = false;
-        if (full.Length > Options.MaxLength)
+        if (length > Options.MaxLength)
         {
             if (Options.OverLength == OverLengthPolicy.Error)
                 throw new DataFormatException(file, example.Line, null,
-                    $"example is {full.Length} tokens, longer than the maximum length {Options.MaxLength} (raise the max length or choose truncation)");
+                    $"example is {length} tokens, longer than the maximum length {Options.MaxLength} (raise the max length or choose truncation)");
             truncated = true;
-            full = new TokenizedExample(full.InputIds[..Options.MaxLength], full.LossMask[..Options.MaxLength]);
+            if (full.Length > Options.MaxLength)
+                full = new TokenizedExample(full.InputIds[..Options.MaxLength], full.LossMask[..Options.MaxLength]);
         }
         return full.LossMask.Contains(true) ? full : null;
+    }
+
+    // [BOS] prompt completion EOS, cut to `limit`; the first token is never a target.
+    private TokenizedExample Assemble(int[] prompt, bool promptTargets, int[] completion, int limit, out int fullLength)
+    {
+        int bos = _tok.AddBos && _tok.BosId is int b ? b : -1;
+        int eos = RequireEos();
+        fullLength = (bos >= 0 ? 1 : 0) + prompt.Length + completion.Length + 1;
+        int n = Math.Min(fullLength, limit);
+        var ids = new int[n];
+        var mask = new bool[n];
+        int at = 0;
+        if (bos >= 0 && at < n) ids[at++] = bos;
+        foreach (var (part, target) in new[] { (prompt, promptTargets), (completion, true) })
+        {
+            int take = Math.Min(part.Length, n - at);
+            Array.Copy(part, 0, ids, at, take);
+            mask.AsSpan(at, take).Fill(target);
+            at += take;
+        }
+        if (at < n) { ids[at] = eos; mask[at] = true; }
+        if (n > 0) mask[0] = false;
+        return new TokenizedExample(ids, mask);
     }
 
     private int RequireEos() =>
         _tok.EosId ?? throw new FineAlignException("the tokenizer has no EOS token; SFT needs one to end completions");
 
-    private static void Append(List<int> ids, List<bool> mask, int[] part, bool target)
-    {
-        ids.AddRange(part);
-        for (int i = 0; i < part.Length; i++) mask.Add(target);
-    }
-
-    private static TokenizedExample Finish(List<int> ids, List<bool> mask)
-    {
-        if (mask.Count > 0) mask[0] = false;
-        return new TokenizedExample(ids.ToArray(), mask.ToArray());
-    }
 }
 
 /// <summary>A tokenized SFT file.</summary>

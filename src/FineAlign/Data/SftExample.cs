@@ -110,7 +110,15 @@ public static class SftReader
             "no SFT fields: expected 'prompt'+'completion', 'messages' or 'text'");
     }
 
-    private static List<ChatMessage> ParseMessages(JsonlLine line, string file, string field)
+    /// <summary>Roles a message may have (tool: a tool's response, as Qwen3's and other templates with tools render it).</summary>
+    public static readonly string[] Roles = ["system", "user", "assistant", "tool"];
+
+    /// <summary>
+    /// A non-empty list of messages: string 'role' (system, user, assistant or tool) and non-empty string 'content'
+    /// (an assistant message with 'tool_calls' may have none). The whole message object is kept for the chat template
+    /// (tool_calls, reasoning_content, name ...).
+    /// </summary>
+    public static List<ChatMessage> ParseMessages(JsonlLine line, string file, string field)
     {
         if (line.Object[field] is not JsonArray arr) throw JsonlReader.Wrong(line, file, field, "a list of messages");
         if (arr.Count == 0) throw new DataFormatException(file, line.LineNumber, field, "is an empty list");
@@ -120,12 +128,14 @@ public static class SftReader
             string where = $"{field}[{i}]";
             if (arr[i] is not JsonObject m)
                 throw new DataFormatException(file, line.LineNumber, where, $"expected an object with 'role' and 'content', got {JsonlReader.Kind(arr[i])}");
-            string role = Str(m, "role"), content = Str(m, "content");
-            if (role is not ("system" or "user" or "assistant"))
-                throw new DataFormatException(file, line.LineNumber, where + ".role", $"'{role}' is not system, user or assistant");
-            if (content.Length == 0)
+            string role = Str(m, "role");
+            if (!Roles.Contains(role))
+                throw new DataFormatException(file, line.LineNumber, where + ".role", $"'{role}' is not system, user, assistant or tool");
+            bool toolCall = role == "assistant" && m["tool_calls"] is JsonArray { Count: > 0 };
+            string content = toolCall && m["content"] is null ? "" : Str(m, "content");
+            if (content.Length == 0 && !toolCall)
                 throw new DataFormatException(file, line.LineNumber, where + ".content", "is empty");
-            result.Add(new ChatMessage(role, content));
+            result.Add(new ChatMessage(role, content) { Fields = (JsonObject)m.DeepClone() });
 
             string Str(JsonObject obj, string key) =>
                 obj[key] is JsonValue v && v.GetValueKind() == JsonValueKind.String

@@ -15,8 +15,28 @@ public sealed record PreferenceAccuracy(int Pairs, double Accuracy, double MeanM
     public double ConfidenceHalfWidth => 1.96 * Math.Sqrt(Accuracy * (1 - Accuracy) / Math.Max(1, Pairs));
 }
 
+/// <summary>
+/// The length baseline of a preference set — the first thing a reviewer asks: the accuracy of "the shorter reply
+/// wins" and of "the longer reply wins" (completion tokens; equal lengths count as wrong for both, like ties above).
+/// A learned score that does not beat the better of the two may have learned length.
+/// </summary>
+public sealed record LengthBaseline(int Pairs, double ShorterWins, double LongerWins)
+{
+    public double Ties => 1 - ShorterWins - LongerWins;
+    public double Best => Math.Max(ShorterWins, LongerWins);
+}
+
 public static class PreferenceEval
 {
+    /// <summary>"Shorter wins" and "longer wins" accuracies over <paramref name="pairs"/>.</summary>
+    public static LengthBaseline Length(IReadOnlyList<EncodedPair> pairs)
+    {
+        if (pairs.Count == 0) throw new FineAlignException("no preference pairs to evaluate");
+        int shorter = pairs.Count(p => p.Chosen.Completion.Length < p.Rejected.Completion.Length);
+        int longer = pairs.Count(p => p.Chosen.Completion.Length > p.Rejected.Completion.Length);
+        return new LengthBaseline(pairs.Count, (double)shorter / pairs.Count, (double)longer / pairs.Count);
+    }
+
     /// <summary>Scores of a sequence reward model: r(x, y_w) vs r(x, y_l).</summary>
     public static PreferenceAccuracy RewardModel(ScoredLM rewardModel, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize = 32)
         => Run(pairs, padId, batchSize, rewardModel, b => rewardModel.SequenceScores(b.Tokens.InputIds, b.Tokens.AttentionMask));

@@ -12,13 +12,17 @@ namespace FineAlign.Evaluation;
 
 /// <summary>
 /// One evaluated snapshot of a policy on held-out prompts. <see cref="X"/> is the training step (or n for best-of-n);
-/// <see cref="TrueReward"/> is the built-in corpus's ground-truth sentiment (mean word valence), <see cref="TrueRewardSe"/>
-/// its standard error over the samples; <see cref="Kl"/> is KL(π ‖ π_base) per response in nats.
+/// <see cref="Reward"/> is the evaluation's reward (the built-in corpus's ground truth, or the reward spec the
+/// evaluation names), <see cref="RewardSe"/> its standard error over the samples; <see cref="Kl"/> is KL(π ‖ π_base)
+/// per response in nats; <see cref="BaseLogProb"/> the fluency proxy (mean log π_base per response token). The corpus
+/// fluency fields are set only on the built-in corpus.
 /// </summary>
-public sealed record EvalPoint(double X, double TrueReward, double TrueRewardSe, double Kl, double Distinct1, double Distinct2, double MeanLength)
+public sealed record EvalPoint(double X, double Reward, double RewardSe, double Kl, double Distinct1, double Distinct2, double MeanLength,
+    double BaseLogProb = 0, double? CorpusWordShare = null, double? WellFormedShare = null, double? RewardWellFormed = null)
 {
-    public static EvalPoint From(double x, SentimentEvalResult r) =>
-        new(x, r.TrueReward, StandardError(r.Rewards), r.KlToInitial, r.Distinct1, r.Distinct2, r.MeanLength);
+    public static EvalPoint From(double x, PolicyEvalResult r, double? kl = null) =>
+        new(x, r.Reward, r.RewardSe, kl ?? r.Kl, r.Distinct1, r.Distinct2, r.MeanLength, r.BaseLogProbPerToken,
+            r.CorpusWordShare, r.WellFormedShare, r.RewardWellFormed);
 
     public static double StandardError(IReadOnlyList<double> values)
     {
@@ -29,22 +33,55 @@ public sealed record EvalPoint(double X, double TrueReward, double TrueRewardSe,
     }
 }
 
-/// <summary>How a run was made, left in its folder by a pipeline such as <c>finealign demo</c> (<c>run_info.json</c>).</summary>
-public sealed record RunInfo(string Method, string Signal, string Command, double Seconds);
+/// <summary>
+/// How a run was made, left in its folder by a pipeline such as <c>finealign demo</c> (<c>run_info.json</c>).
+/// <paramref name="Data"/> is <see cref="BuiltinData"/> for runs trained on the built-in corpus: only those may be
+/// scored with its ground truth.
+/// </summary>
+public sealed record RunInfo(string Method, string Signal, string Command, double Seconds, string Data = "", int? Seed = null)
+{
+    public const string BuiltinData = "builtin";
+    public bool TrainedOnBuiltinCorpus => Data == BuiltinData;
+}
 
 /// <summary>A held-out response shown in the report.</summary>
-public sealed record EvalSample(string Prompt, string Response, double TrueReward);
+public sealed record EvalSample(string Prompt, string Response, double Reward);
 
-/// <summary>How a set of runs was evaluated; two evaluations are comparable (and a cached one reusable) only when equal.</summary>
+/// <summary>
+/// How a set of runs was evaluated; two evaluations are comparable (and a cached one reusable) only when equal.
+/// <see cref="PromptsFile"/> null: the held-out prompts of the built-in corpus (size, seed); otherwise the first
+/// <see cref="Prompts"/> prompts of that file. <see cref="Reward"/>: <see cref="EvalReward.CorpusTruthSpec"/> or a reward spec.
+/// </summary>
 public sealed record EvalSettings(int Prompts, int SamplesPerPrompt, int MaxNewTokens, long Seed, int CorpusSize, int CorpusSeed, string BaseModel)
 {
-    /// <summary>The held-out prompts of the built-in corpus, each repeated <see cref="SamplesPerPrompt"/> times (prompt-major).</summary>
+    public string Reward { get; init; } = EvalReward.CorpusTruthSpec;
+    public string? PromptsFile { get; init; }
+
+    /// <summary>Prompts from the built-in corpus: corpus fluency is measured too.</summary>
+    [JsonIgnore] public bool OnBuiltinCorpus => PromptsFile is null;
+    [JsonIgnore] public bool UsesCorpusTruth => Reward == EvalReward.CorpusTruthSpec;
+
+    /// <summary>The evaluation prompts, each repeated <see cref="SamplesPerPrompt"/> times (prompt-major).</summary>
     public IReadOnlyList<string> PromptList()
     {
-        var eval = ReviewCorpus.Prompts(CorpusSeed, CorpusSize).Eval.Take(Prompts).ToList();
-        if (eval.Count == 0) throw new FineAlignException($"the built-in corpus (size {CorpusSize}, seed {CorpusSeed}) has no held-out prompts");
+        List<string> eval;
+        if (PromptsFile is string file)
+        {
+            eval = Data.PromptReader.Read(file).Take(Prompts).ToList();
+            if (eval.Count == 0) throw new FineAlignException($"{file}: no prompts to evaluate on");
+        }
+        else
+        {
+            eval = ReviewCorpus.Prompts(CorpusSeed, CorpusSize).Eval.Take(Prompts).ToList();
+            if (eval.Count == 0) throw new FineAlignException($"the built-in corpus (size {CorpusSize}, seed {CorpusSeed}) has no held-out prompts");
+        }
         return Enumerable.Range(0, SamplesPerPrompt).SelectMany(_ => eval).ToList();
     }
+
+    public PolicyEvalOptions Options() => new() { MaxNewTokens = MaxNewTokens, Seed = Seed, CorpusFluency = OnBuiltinCorpus };
+
+    /// <summary>Equal up to what differs between seeds of one experiment (sampling seed, base model).</summary>
+    public bool ComparableTo(EvalSettings other) => this with { Seed = 0, BaseModel = "" } == other with { Seed = 0, BaseModel = "" };
 }
 
 /// <summary>
@@ -56,6 +93,16 @@ public sealed record RunEvaluation
     public const string FileName = "evaluation.json";
     /// <summary>Optional description a pipeline (e.g. <c>finealign demo</c>) leaves in a run folder: method, signal, command.</summary>
     public const string InfoFileName = "run_info.json";
+    /// <summary>Version of the cached format; older caches are re-evaluated (they lack the fluency fields).</summary>
+    public const int CurrentVersion = 2;
+
+    public int Version { get; init; }
+    /// <summary>The reward's label in tables ("true reward" or the reward spec).</summary>
+    public string RewardLabel { get; init; } = "true reward";
+    /// <summary>The run was trained on the built-in corpus (see <see cref="RunInfo.Data"/>).</summary>
+    public bool TrainedOnBuiltinCorpus { get; init; }
+    /// <summary>Seed of the experiment the run belongs to (several seeds of one method are averaged).</summary>
+    public int? Seed { get; init; }
 
     public required string Name { get; init; }
     public string Method { get; init; } = "";
@@ -84,7 +131,11 @@ public sealed record RunEvaluation
     {
         string path = Path.Combine(runDir, FileName);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize<RunEvaluation>(File.ReadAllText(path), Json); }
+        try
+        {
+            var e = JsonSerializer.Deserialize<RunEvaluation>(File.ReadAllText(path), Json);
+            return e is null || e.Version < CurrentVersion ? null : e;
+        }
         catch (JsonException ex) { throw new FineAlignException($"{path}: not a FineAlign evaluation ({ex.Message})", ex); }
     }
 
@@ -153,8 +204,9 @@ public static class RunEvaluator
     /// Evaluates every snapshot of <paramref name="runDir"/> (a cached <c>evaluation.json</c> with equal settings is
     /// reused) and saves the result. <paramref name="baseEval"/> is the base model's own point, used as x = 0.
     /// </summary>
-    public static RunEvaluation Evaluate(string runDir, CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings,
-        EvalPoint? baseEval, int samplesShown = 6, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default)
+    public static RunEvaluation Evaluate(string runDir, CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings, EvalReward reward,
+        EvalPoint? baseEval, int samplesShown = 6, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default,
+        PolicyEvalResult? baseResult = null)
     {
         var cached = RunEvaluation.TryLoad(runDir);
         if (cached is not null && cached.Settings == settings) return cached;
@@ -174,19 +226,26 @@ public static class RunEvaluator
         {
             ct.ThrowIfCancellationRequested();
             progress?.Report(new ProgressUpdate(stage, i, snaps.Count));
-            using var policy = ModelIO.Load(snaps[i].Folder);
-            if (policy.Config.VocabSize != baseModel.Config.VocabSize)
-                throw new FineAlignException($"{snaps[i].Folder}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
-            var r = SentimentEval.Run(policy, baseModel, tokenizer, prompts, settings.MaxNewTokens, settings.Seed);
+            PolicyEvalResult r;
+            // The base row: the base model itself (already evaluated when the caller passes its result).
+            if (isBase) r = baseResult ?? PolicyEval.Run(baseModel, baseModel, tokenizer, prompts, reward, settings.Options());
+            else
+            {
+                using var policy = ModelIO.Load(snaps[i].Folder);
+                if (policy.Config.VocabSize != baseModel.Config.VocabSize)
+                    throw new FineAlignException($"{snaps[i].Folder}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
+                r = PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options());
+            }
             curve.Add(EvalPoint.From(snaps[i].Step, r));
-            if (i == snaps.Count - 1) samples = Samples(prompts, r, samplesShown);
+            if (i == snaps.Count - 1) samples = Samples(r, samplesShown);
         }
         progress?.Report(new ProgressUpdate(stage, snaps.Count, snaps.Count));
         var info = RunEvaluation.ReadInfo(runDir);
         var result = new RunEvaluation
         {
-            Name = Path.GetFileName(Path.GetFullPath(runDir)), Method = info.Method, Signal = info.Signal, Command = info.Command,
-            IsBase = isBase, Settings = settings, Curve = curve, Samples = samples,
+            Version = RunEvaluation.CurrentVersion, Name = Path.GetFileName(Path.GetFullPath(runDir)), Method = info.Method, Signal = info.Signal,
+            Command = info.Command, IsBase = isBase, Settings = settings, Curve = curve, Samples = samples, RewardLabel = reward.Label,
+            TrainedOnBuiltinCorpus = info.TrainedOnBuiltinCorpus, Seed = info.Seed,
         };
         result.Save(runDir);
         WriteTensorBoard(runDir, curve);
@@ -199,28 +258,81 @@ public static class RunEvaluator
         var tb = TorchSharp.torch.utils.tensorboard.SummaryWriter(Path.Combine(runDir, MetricsLogger.TensorBoardFolder, "heldout"));
         foreach (var p in curve)
         {
-            tb.add_scalar("heldout/true_reward", (float)p.TrueReward, (int)p.X);
+            tb.add_scalar("heldout/reward", (float)p.Reward, (int)p.X);
             tb.add_scalar("heldout/kl_to_base", (float)p.Kl, (int)p.X);
+            tb.add_scalar("heldout/base_logprob_per_token", (float)p.BaseLogProb, (int)p.X);
             tb.add_scalar("heldout/distinct_2", (float)p.Distinct2, (int)p.X);
             tb.add_scalar("heldout/mean_length", (float)p.MeanLength, (int)p.X);
+            if (p.CorpusWordShare is double c) tb.add_scalar("heldout/corpus_word_share", (float)c, (int)p.X);
+            if (p.WellFormedShare is double w) tb.add_scalar("heldout/well_formed_share", (float)w, (int)p.X);
         }
     }
 
     /// <summary>The base model's own point (KL 0) — x = 0 of every curve and the Δ reference.</summary>
-    public static EvalPoint EvaluateBase(CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings) =>
-        EvalPoint.From(0, SentimentEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), settings.MaxNewTokens, settings.Seed));
+    public static EvalPoint EvaluateBase(CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings, EvalReward reward) =>
+        EvalPoint.From(0, PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options()));
+
+    /// <summary>
+    /// Loads or computes the evaluation of each run folder (what <c>finealign report</c> and <c>demo</c> do). Cached
+    /// evaluations are used as they are when <paramref name="baseFolder"/> is null (the report refuses mixed settings),
+    /// else only when their settings equal <paramref name="settings"/>; folders holding no policy are skipped with a
+    /// warning. The built-in corpus's ground truth is refused for runs not known to be trained on that corpus
+    /// (<see cref="RunInfo.Data"/>) unless <paramref name="assumeBuiltinCorpus"/>.
+    /// </summary>
+    public static List<RunEvaluation> EvaluateRuns(IReadOnlyList<string> dirs, string? baseFolder, EvalSettings settings, bool assumeBuiltinCorpus,
+        Action<string> warn, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default)
+    {
+        var todo = new List<string>();
+        var found = new Dictionary<string, RunEvaluation>();
+        foreach (var d in dirs)
+        {
+            if (!Directory.Exists(d)) throw new FineAlignException($"{d}: no such run folder");
+            var cached = RunEvaluation.TryLoad(d);
+            // Best-of-n has no model to re-evaluate: its cached curve is used whatever the settings.
+            bool usable = cached is not null && (baseFolder is null || cached.Settings == settings || cached.AnalyticKl);
+            if (!usable && PolicyFolder(d) is null && Snapshots(d).Count == 0)
+            {
+                warn($"skipped {d}: no policy model (model/ or policy/ holding a causal LM) and no {RunEvaluation.FileName}");
+                continue;
+            }
+            var evalSettings = usable ? cached!.Settings : settings;
+            if (evalSettings.UsesCorpusTruth && !assumeBuiltinCorpus && !RunEvaluation.ReadInfo(d).TrainedOnBuiltinCorpus)
+                throw new FineAlignException(
+                    $"{d}: not marked as trained on the built-in corpus ({RunEvaluation.InfoFileName} data: {RunInfo.BuiltinData}), so the corpus's " +
+                    "ground truth says nothing about it; evaluate it on your data with --prompts FILE --reward SPEC (e.g. rm:PATH), " +
+                    "or pass --builtin-corpus if it was trained on the built-in corpus");
+            if (usable) { found[d] = cached!; continue; }
+            if (baseFolder is null)
+                throw new FineAlignException($"{d}: not evaluated yet ({RunEvaluation.FileName} missing or from an older version); pass --base MODEL (the model the runs started from) to evaluate it");
+            todo.Add(d);
+        }
+        if (todo.Count > 0)
+        {
+            var tokenizer = TokenizerLoader.Load(baseFolder!);
+            using var baseModel = ModelIO.Load(baseFolder!);
+            var reward = EvalReward.Build(settings.Reward, tokenizer, warn);
+            var baseResult = PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options());
+            var basePoint = EvalPoint.From(0, baseResult);
+            foreach (var d in todo)
+                found[d] = Evaluate(d, baseModel, tokenizer, settings, reward, basePoint, progress: progress, ct: ct, baseResult: baseResult);
+        }
+        var list = dirs.Where(found.ContainsKey).Select(d => found[d]).ToList();
+        if (list.Count == 0) throw new FineAlignException("none of the given folders holds a policy run to report");
+        return list;
+    }
 
     /// <summary>
     /// Best-of-n with a reward source on the base model (no training), for n in <paramref name="ns"/>: the best of the
-    /// first n of max(ns) candidates per prompt. KL is the analytic bound log n − (n−1)/n (Stiennon et al. 2020, App. G.3).
+    /// first n of max(ns) candidates per prompt, scored with the evaluation's reward. KL is the analytic bound
+    /// log n − (n−1)/n (Stiennon et al. 2020, App. G.3).
     /// </summary>
-    public static RunEvaluation BestOfNCurve(string name, CausalLM baseModel, TextTokenizer tokenizer, RewardSource reward,
-        EvalSettings settings, IReadOnlyList<int> ns, int samplesShown = 6)
+    public static RunEvaluation BestOfNCurve(string name, CausalLM baseModel, TextTokenizer tokenizer, RewardSource ranking,
+        EvalSettings settings, EvalReward reward, IReadOnlyList<int> ns, int samplesShown = 6)
     {
         if (ns.Count == 0 || ns.Any(n => n < 1)) throw new FineAlignException("best-of-n needs n values ≥ 1");
         var prompts = settings.PromptList();
         int maxN = ns.Max();
-        var ranked = BestOfN.Generate(baseModel, tokenizer, prompts, reward, maxN,
+        var ranked = BestOfN.Generate(baseModel, tokenizer, prompts, ranking, maxN,
             new GenerationOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = 1.0, Seed = settings.Seed });
         var curve = new List<EvalPoint>();
         List<EvalSample> samples = [];
@@ -231,27 +343,31 @@ public static class RunEvaluator
                 var first = r.CandidateRewards.Take(n).ToArray();
                 return r.Candidates[Array.IndexOf(first, first.Max())];
             }).ToList();
-            var texts = picked.Select(p => p.Text).ToList();
-            var rewards = texts.Select(t => (double)Lexicon.TrueReward(t)).ToList();
-            double kl = Math.Log(n) - (n - 1.0) / n;
-            var result = new SentimentEvalResult(rewards.Average(), kl, SentimentEval.DistinctN(texts, 1), SentimentEval.DistinctN(texts, 2),
-                picked.Average(p => p.Tokens.Length), prompts.Count) { Texts = texts, Rewards = rewards };
-            curve.Add(EvalPoint.From(n, result));
-            if (n == ns.Max()) samples = Samples(prompts, result, samplesShown);
+            var scores = new List<ResponseScore>();
+            for (int s = 0; s < prompts.Count; s += 32)
+                scores.AddRange(PolicyEval.Score(null, baseModel, tokenizer, prompts.Skip(s).Take(32).ToList(), picked.Skip(s).Take(32).ToList(),
+                    reward, settings.OnBuiltinCorpus));
+            var result = new PolicyEvalResult(scores, reward.Label);
+            curve.Add(EvalPoint.From(n, result, kl: Math.Log(n) - (n - 1.0) / n));
+            if (n == ns.Max()) samples = Samples(result, samplesShown);
         }
         return new RunEvaluation
         {
-            Name = name, Method = $"best-of-{maxN}", XAxis = "n", AnalyticKl = true, Settings = settings, Curve = curve, Samples = samples,
+            Version = RunEvaluation.CurrentVersion, Name = name, Method = $"best-of-{maxN}", XAxis = "n", AnalyticKl = true, Settings = settings,
+            Curve = curve, Samples = samples, RewardLabel = reward.Label,
         };
     }
 
     // One sample per distinct prompt, in prompt order.
-    private static List<EvalSample> Samples(IReadOnlyList<string> prompts, SentimentEvalResult r, int count)
+    private static List<EvalSample> Samples(PolicyEvalResult r, int count)
     {
         var seen = new HashSet<string>();
         var list = new List<EvalSample>();
-        for (int i = 0; i < prompts.Count && list.Count < count; i++)
-            if (seen.Add(prompts[i])) list.Add(new EvalSample(prompts[i], r.Texts[i], r.Rewards[i]));
+        foreach (var x in r.Responses)
+        {
+            if (list.Count >= count) break;
+            if (seen.Add(x.Prompt)) list.Add(new EvalSample(x.Prompt, x.Response, x.Reward));
+        }
         return list;
     }
 }

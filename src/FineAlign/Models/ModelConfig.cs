@@ -51,12 +51,12 @@ public sealed class ModelConfig
         JsonObject obj;
         try
         {
-            obj = JsonNode.Parse(File.ReadAllText(path), documentOptions: StrictJson.Options) as JsonObject
+            obj = JsonNode.Parse(InputFile.ReadAllText(LinkedFile.Resolve(path), 64L << 20), documentOptions: StrictJson.Options) as JsonObject
                   ?? throw new FineAlignException($"{path}: config.json must be a JSON object.");
         }
         catch (JsonException e)
         {
-            throw new FineAlignException($"{path}: config.json is not valid JSON ({e.Message.ReplaceLineEndings(" ")}).");
+            throw new FineAlignException($"{path}: config.json is not valid JSON ({StrictJson.Describe(e)}).");
         }
         return FromJson(obj, path);
     }
@@ -142,6 +142,12 @@ public sealed class ModelConfig
         Range("num_key_value_heads", NumKvHeads, 1, NumHeads);
         Range("max_position_embeddings", MaxPositionEmbeddings, 1, MaxPositions);
         Range("head_dim", HeadDim, 1, MaxHidden);
+        // A special-token id outside the vocabulary would be accepted and fail (or never match) only during generation.
+        foreach (var eos in EosTokenIds)
+            if (eos < 0 || eos >= VocabSize)
+                throw new FineAlignException($"{source}: 'eos_token_id' = {eos} is outside the vocabulary [0, {VocabSize}).");
+        if (BosTokenId is int bos && (bos < 0 || bos >= VocabSize))
+            throw new FineAlignException($"{source}: 'bos_token_id' = {bos} is outside the vocabulary [0, {VocabSize}).");
         if (NumHeads % NumKvHeads != 0)
             throw new FineAlignException($"{source}: num_attention_heads ({NumHeads}) must be a multiple of num_key_value_heads ({NumKvHeads}).");
         if (IsGpt2 && HiddenSize % NumHeads != 0)

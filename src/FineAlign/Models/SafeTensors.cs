@@ -73,11 +73,13 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         if (!BitConverter.IsLittleEndian) throw new FineAlignException("safetensors reading needs a little-endian machine.");
         if (!File.Exists(path)) throw new FineAlignException($"{path}: safetensors file not found.");
-        long fileLength = new FileInfo(path).Length;
+        // Hub-cache files are symlinks into blobs/: size and data come from the target (checked to stay inside).
+        string real = LinkedFile.Resolve(path);
+        long fileLength = new FileInfo(real).Length;
         if (fileLength < 8) throw new FineAlignException($"{path}: file is too short ({fileLength} bytes) to be safetensors.");
 
         byte[] header;
-        using (var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
+        using (var fs = new FileStream(real, FileMode.Open, FileAccess.Read, FileShare.Read))
         {
             Span<byte> lenBytes = stackalloc byte[8];
             fs.ReadExactly(lenBytes);
@@ -92,7 +94,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long dataLength = fileLength - dataStart;
         var (entries, metadata) = ParseHeader(path, header, dataLength);
 
-        var map = MemoryMappedFile.CreateFromFile(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read),
+        var map = MemoryMappedFile.CreateFromFile(new FileStream(real, FileMode.Open, FileAccess.Read, FileShare.Read),
             null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
         try
         {
@@ -400,9 +402,9 @@ public static class SafeTensors
         JsonDocument doc;
         try
         {
-            var info = new FileInfo(indexPath);
+            var info = new FileInfo(LinkedFile.Resolve(indexPath));
             if (info.Length > SafeTensorsFile.MaxHeaderBytes) throw new FineAlignException($"{indexPath}: index file is larger than {SafeTensorsFile.MaxHeaderBytes} bytes.");
-            byte[] bytes = File.ReadAllBytes(indexPath);
+            byte[] bytes = File.ReadAllBytes(info.FullName);
             if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{indexPath}: not valid UTF-8.");
             doc = JsonDocument.Parse(bytes);
         }

@@ -139,13 +139,15 @@ public static class TlcrLabeller
     }
 
     /// <summary>Reads what <see cref="WriteJsonl"/> wrote (input_ids and labels of equal length, labels in {−1, 0, 1}).</summary>
-    public static List<LabelledResponse> ReadLabelled(string path)
+    /// <param name="vocabSize">When given, every id must lie in [0, vocabSize) (checked at read time, naming file:line:field).</param>
+    public static List<LabelledResponse> ReadLabelled(string path, int? vocabSize = null)
     {
         var list = new List<LabelledResponse>();
         foreach (var line in JsonlReader.Read(path))
         {
             var ids = line.RequireIntArray(path, "input_ids");
             var labels = line.RequireIntArray(path, "labels");
+            if (vocabSize is int v) JsonlReader.CheckTokenIds(ids, v, path, line.LineNumber, "input_ids");
             if (labels.Length != ids.Length)
                 throw new DataFormatException(path, line.LineNumber, "labels", $"has {labels.Length} entries but input_ids has {ids.Length}");
             int bad = Array.FindIndex(labels, l => l is < -1 or > 1);

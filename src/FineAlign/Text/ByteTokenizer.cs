@@ -17,10 +17,8 @@ public sealed class ByteTokenizer : TextTokenizer
     /// <summary>Special tokens in id order, starting at 256.</summary>
     public static readonly string[] Specials = [Bos, Eos, Pad, ImStart, ImEnd];
 
-    /// <summary>The ChatML template (Jinja, as Hugging Face writes it) stored in tokenizer_config.json.</summary>
-    public const string ChatMLJinja =
-        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    /// <summary>The ChatML template stored in tokenizer_config.json: the ChatML preset, with {% generation %} blocks.</summary>
+    public const string ChatMLJinja = ChatTemplates.ChatMLJinja;
 
     /// <summary>Marker key in tokenizer_config.json that lets <see cref="TokenizerLoader"/> recognise the folder.</summary>
     public const string ConfigMarkerKey = "finealign_tokenizer";
@@ -38,6 +36,26 @@ public sealed class ByteTokenizer : TextTokenizer
 
     public override int[] Encode(string text)
     {
+        // No special token can occur without "<|": one UTF-8 pass into the result (a long document costs its ids,
+        // not also a list, a substring and a byte copy).
+        if (!text.Contains("<|", StringComparison.Ordinal))
+        {
+            int count = Encoding.UTF8.GetByteCount(text);
+            var bytes = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Clamp(count, 4096, 1 << 20));
+            var result = new int[count];
+            int at = 0;
+            // In chunks, so the byte buffer stays small; chunk ends never split a surrogate pair.
+            for (int i = 0; i < text.Length;)
+            {
+                int len = Math.Min(text.Length - i, bytes.Length / 3);
+                if (len < text.Length - i && char.IsHighSurrogate(text[i + len - 1])) len--;
+                int n = Encoding.UTF8.GetBytes(text.AsSpan(i, len), bytes);
+                for (int k = 0; k < n; k++) result[at++] = bytes[k];
+                i += len;
+            }
+            System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
+            return result;
+        }
         var ids = new List<int>(text.Length + 8);
         int start = 0;
         while (start < text.Length)
@@ -51,13 +69,18 @@ public sealed class ByteTokenizer : TextTokenizer
                 { best = i; bestIdx = s; }
             }
             int end = best < 0 ? text.Length : best;
-            foreach (byte b in Encoding.UTF8.GetBytes(text.AsSpan(start, end - start).ToString())) ids.Add(b);
+            foreach (byte b in Encoding.UTF8.GetBytes(text.Substring(start, end - start))) ids.Add(b);
             if (best < 0) break;
             ids.Add(256 + bestIdx);
             start = best + Specials[bestIdx].Length;
         }
         return ids.ToArray();
     }
+
+    public override string? IdToToken(int id) =>
+        id is >= 0 and < 256 ? ByteLevel.CharOf((byte)id).ToString() : id >= 256 && id < VocabSize ? Specials[id - 256] : null;
+
+    public override bool IsSpecialToken(int id) => id >= 256 && id < VocabSize;
 
     /// <summary>Invalid UTF-8 byte sequences decode to U+FFFD (never throws).</summary>
     public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)

@@ -12,15 +12,17 @@ public enum HfTokenizerKind
     SentencePiece,
     /// <summary>vocab.json + merges.txt (GPT-2 style byte-level BPE).</summary>
     VocabMerges,
-    /// <summary>tokenizer.json with a byte-level BPE model.</summary>
+    /// <summary>tokenizer.json (any model/normaliser/pre-tokeniser/decoder it supports), run by <see cref="Pipeline.TokenizerJson"/>.</summary>
     TokenizerJson,
 }
 
 /// <summary>
-/// A Hugging Face tokenizer folder read through Microsoft.ML.Tokenizers 2.0.1. Special tokens and
-/// <c>add_bos_token</c>/<c>chat_template</c> come from tokenizer_config.json and special_tokens_map.json.
-/// Every added/special token (bos, eos, pad, unk, added_tokens, additional_special_tokens) is matched as
-/// one unit in text and dropped by <see cref="Decode"/> when skipping special tokens.
+/// A Hugging Face tokenizer folder. tokenizer.json runs through FineAlign's own implementation of the Rust
+/// <c>tokenizers</c> pipeline (<see cref="Pipeline.TokenizerJson"/>: exact ids, non-special added tokens such as
+/// Qwen3's &lt;think&gt; kept when skipping specials); tokenizer.model (SentencePiece) and vocab.json + merges.txt
+/// go through Microsoft.ML.Tokenizers 2.0.1, where every added/special token is matched as one unit and
+/// dropped when skipping special tokens. <c>bos/eos/pad_token</c>, <c>add_bos_token</c> and
+/// <c>chat_template</c> come from tokenizer_config.json and special_tokens_map.json.
 /// </summary>
 public sealed class HfTokenizer : TextTokenizer
 {
@@ -31,7 +33,9 @@ public sealed class HfTokenizer : TextTokenizer
         "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     ];
 
-    private readonly Tokenizer _inner;
+    private readonly Tokenizer? _inner;
+    private readonly Pipeline.TokenizerJson? _json;
+    private readonly bool? _addBosSetting;
     private readonly SentencePieceTokenizer? _sp;
     private readonly Dictionary<int, string>? _pieceById;
     private readonly IReadOnlyDictionary<int, string> _specialById;
@@ -39,7 +43,14 @@ public sealed class HfTokenizer : TextTokenizer
     private readonly bool _nfc;
     private readonly bool _addPrefixSpace;
 
-    private HfTokenizer(HfTokenizerKind kind, string sourceFolder, Tokenizer inner,
+    private HfTokenizer(string sourceFolder, Pipeline.TokenizerJson json, IReadOnlyDictionary<string, int> specials, bool? addBosSetting)
+        : this(HfTokenizerKind.TokenizerJson, sourceFolder, null, specials, json.VocabSize)
+    {
+        _json = json;
+        _addBosSetting = addBosSetting;
+    }
+
+    private HfTokenizer(HfTokenizerKind kind, string sourceFolder, Tokenizer? inner,
         IReadOnlyDictionary<string, int> specials, int vocabSize, bool nfc = false, bool addPrefixSpace = false)
     {
         Kind = kind;
@@ -48,6 +59,8 @@ public sealed class HfTokenizer : TextTokenizer
         _sp = inner as SentencePieceTokenizer;
         if (_sp is not null)
             _pieceById = _sp.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
+        else if (inner is BpeTokenizer bpe)  // for IdToToken ("Ġworld"); decoding does not use it
+            _pieceById = bpe.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         SpecialTokens = specials;
         _specialById = specials.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
         _vocabSize = vocabSize;
@@ -65,15 +78,42 @@ public sealed class HfTokenizer : TextTokenizer
 
     public override int VocabSize => _vocabSize;
 
+    /// <summary>The tokenizer.json pipeline, when this tokenizer was read from tokenizer.json.</summary>
+    public Pipeline.TokenizerJson? TokenizerJson => _json;
+
     public override int[] Encode(string text)
     {
+        if (_json is not null) return _json.Encode(text);
         if (_nfc) text = text.Normalize(NormalizationForm.FormC);
         if (_sp is not null)
             return _sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false,
                 considerPreTokenization: true, considerNormalization: true).ToArray();
         if (_addPrefixSpace && text.Length > 0 && !char.IsWhiteSpace(text[0])) text = " " + text;
-        return _inner.EncodeToIds(text).ToArray();
+        return _inner!.EncodeToIds(text).ToArray();
     }
+
+    /// <summary>
+    /// With a tokenizer.json: the post-processor's output (as the Rust library's <c>encode(text, true)</c>),
+    /// except that an explicit <c>add_bos_token</c> in tokenizer_config.json wins, as transformers rebuilds the
+    /// post-processor from it (false drops the template's BOS, true adds BOS when the template has none).
+    /// </summary>
+    public override int[] Encode(string text, bool addSpecialTokens)
+    {
+        if (_json is null || !addSpecialTokens) return base.Encode(text, addSpecialTokens);
+        int[] ids = _json.Encode(text, addSpecialTokens: true);
+        int[] prefix = _json.BosPrefix;
+        if (_addBosSetting == false && prefix.Length > 0 && ids.AsSpan().StartsWith(prefix)) return ids[prefix.Length..];
+        if (_addBosSetting == true && prefix.Length == 0 && BosId is int bos) return [bos, .. ids];
+        return ids;
+    }
+
+    public override string? IdToToken(int id) =>
+        _json is not null ? _json.IdToToken(id)
+        : _specialById.TryGetValue(id, out string? s) ? s
+        : _pieceById is not null ? _pieceById.GetValueOrDefault(id)
+        : _inner?.Decode([id]);
+
+    public override bool IsSpecialToken(int id) => _json?.IsSpecial(id) ?? _specialById.ContainsKey(id);
 
     /// <summary>
     /// Encodes text that continues earlier text (a later chat segment). SentencePiece normally prefixes
@@ -82,6 +122,7 @@ public sealed class HfTokenizer : TextTokenizer
     /// </summary>
     public int[] EncodeContinuation(string text)
     {
+        if (_json is not null) return _json.Encode(text, continuation: true);
         if (_sp is null || !_sp.AddDummyPrefix) return _sp is null ? EncodeNoPrefixSpace(text) : Encode(text);
         if (_nfc) text = text.Normalize(NormalizationForm.FormC);
         if (_sp.EscapeWhiteSpaces) text = text.Replace(' ', '\u2581');
@@ -91,18 +132,19 @@ public sealed class HfTokenizer : TextTokenizer
     private int[] EncodeNoPrefixSpace(string text)
     {
         if (_nfc) text = text.Normalize(NormalizationForm.FormC);
-        return _inner.EncodeToIds(text).ToArray();
+        return _inner!.EncodeToIds(text).ToArray();
     }
 
     public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
     {
+        if (_json is not null) return _json.Decode(ids, skipSpecialTokens);
         var sb = new StringBuilder();
         var run = new List<int>();
         bool textEmitted = false;  // SentencePiece: the dummy prefix follows leading special tokens too
         void Flush()
         {
             if (run.Count == 0) return;
-            sb.Append(_sp is null ? _inner.Decode(run) : DecodeSentencePiece(run, atStart: !textEmitted));
+            sb.Append(_sp is null ? _inner!.Decode(run) : DecodeSentencePiece(run, atStart: !textEmitted));
             textEmitted = true;
             run.Clear();
         }
@@ -215,74 +257,41 @@ public sealed class HfTokenizer : TextTokenizer
     // ---------------------------------------------------------------- tokenizer.json
 
     /// <summary>
-    /// Loads <c>tokenizer.json</c> when its model is byte-level BPE (GPT-2, Llama-3, Qwen2 style).
-    /// Other models (Unigram, WordPiece, SentencePiece-style BPE with Metaspace/byte_fallback) are refused
-    /// with an error naming the model type and the files that would work instead.
+    /// Loads <c>tokenizer.json</c> (see <see cref="Pipeline.TokenizerJson"/>) plus the config files of <paramref name="folder"/>.
+    /// BOS is the token the post-processor puts first (else tokenizer_config.json's bos_token); AddBos says whether
+    /// sequences start with it (tokenizer_config.json's add_bos_token when given, else the post-processor).
     /// </summary>
     public static HfTokenizer LoadTokenizerJson(string folder)
     {
         string path = Path.Combine(folder, "tokenizer.json");
-        var root = TokenizerSettings.ReadObject(path) ?? throw new FineAlignException($"{path}: file not found");
-        var model = root["model"] as JsonObject ?? throw new FineAlignException($"{path}: no 'model' object");
-        string type = TokenizerSettings.TokenString(model["type"]) ?? (model["merges"] is not null ? "BPE" : "unknown");
-        string instead = "use tokenizer.model (SentencePiece) or vocab.json + merges.txt (GPT-2 BPE) instead";
-        if (type != "BPE")
-            throw new FineAlignException($"{path}: tokenizer.json model type '{type}' is not supported (only byte-level BPE); {instead}");
-        if (!ContainsType(root["pre_tokenizer"], "ByteLevel") && !ContainsType(root["decoder"], "ByteLevel"))
-            throw new FineAlignException($"{path}: tokenizer.json BPE without a ByteLevel pre-tokenizer (SentencePiece-style Metaspace/byte_fallback) is not supported; {instead}");
-
-        bool nfc = false;
-        foreach (string n in NodeTypes(root["normalizer"]))
+        var json = Pipeline.TokenizerJson.Load(path);
+        var settings = TokenizerSettings.Read(folder);
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var t in json.AddedTokens) specials[t.Content] = t.Id;
+        int? Id(string? tok) => tok is null ? null : json.TokenToId(tok);
+        int? bosId = json.BosPrefix.Length == 1 ? json.BosPrefix[0] : Id(settings.BosToken);
+        string? bos = bosId is int b ? json.IdToToken(b) : null;
+        bool addBos = (settings.AddBosToken ?? json.BosPrefix.Length > 0) && bosId is not null;
+        return new HfTokenizer(folder, json, specials, settings.AddBosToken)
         {
-            if (n == "NFC") nfc = true;
-            else if (n != "Sequence")
-                throw new FineAlignException($"{path}: tokenizer.json normalizer '{n}' is not supported; {instead}");
-        }
-
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (model["vocab"] is JsonObject vo)
-            foreach (var (k, v) in vo)
-                if (v is JsonValue jv && jv.TryGetValue(out int id)) vocab[k] = id;
-        var merges = new List<string>();
-        if (model["merges"] is JsonArray ma)
-            foreach (var m in ma)
-                merges.Add(m switch
-                {
-                    JsonValue s when s.TryGetValue(out string? str) => str,
-                    JsonArray pair when pair.Count == 2 => $"{pair[0]} {pair[1]}",
-                    _ => throw new FineAlignException($"{path}: model.merges entry {m?.ToJsonString()} is neither \"a b\" nor [\"a\", \"b\"]"),
-                });
-
-        var added = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (root["added_tokens"] is JsonArray at)
-            foreach (var t in at.OfType<JsonObject>())
-                if (TokenizerSettings.TokenString(t["content"]) is string c && t["id"] is JsonValue iv && iv.TryGetValue(out int id))
-                    added[c] = id;
-
-        // A Split pre-tokenizer carries the model's own regex (Llama-3, Qwen2); else ByteLevel's GPT-2 regex.
-        string pattern = FindSplitRegex(root["pre_tokenizer"]) ?? ByteLevel.Gpt2Pattern;
-        bool addPrefixSpace = FindByteLevel(root["pre_tokenizer"])?["add_prefix_space"] is JsonValue aps && aps.TryGetValue(out bool a) && a;
-        // A TemplateProcessing post-processor starting with a special token adds BOS (Llama-3 has no add_bos_token).
-        string? templateBos = FindTemplateBos(root["post_processor"]);
-        return CreateByteLevelBpe(HfTokenizerKind.TokenizerJson, folder, path, vocab, merges, pattern, nfc, addPrefixSpace, added, templateBos);
-    }
-
-    private static string? FindTemplateBos(JsonNode? post)
-    {
-        if (post is not JsonObject o) return null;
-        if (TokenizerSettings.TokenString(o["type"]) == "TemplateProcessing")
-            return o["single"] is JsonArray single && single.Count > 0
-                ? TokenizerSettings.TokenString(single[0]?["SpecialToken"]?["id"]) : null;
-        return o["processors"] is JsonArray arr ? arr.Select(FindTemplateBos).FirstOrDefault(x => x is not null) : null;
+            BosToken = bos,
+            BosId = bosId,
+            EosToken = Id(settings.EosToken) is null ? null : settings.EosToken,
+            EosId = Id(settings.EosToken),
+            PadToken = Id(settings.PadToken) is null ? null : settings.PadToken,
+            PadId = Id(settings.PadToken),
+            UnkToken = Id(settings.UnkToken) is null ? null : settings.UnkToken,
+            UnkId = Id(settings.UnkToken),
+            AddBos = addBos,
+            ChatTemplate = settings.ChatTemplate,
+        };
     }
 
     private static HfTokenizer CreateByteLevelBpe(HfTokenizerKind kind, string folder, string path,
         Dictionary<string, int> vocab, List<string> merges, string pattern, bool nfc, bool addPrefixSpace,
-        IReadOnlyDictionary<string, int>? extraAdded = null, string? templateBos = null)
+        IReadOnlyDictionary<string, int>? extraAdded = null)
     {
         var settings = TokenizerSettings.Read(folder);
-        if (templateBos is not null)
-            settings = settings with { BosToken = settings.BosToken ?? templateBos, AddBosToken = settings.AddBosToken ?? true };
         if (extraAdded is not null)
         {
             var all = new Dictionary<string, int>(extraAdded, StringComparer.Ordinal);
@@ -350,33 +359,4 @@ public sealed class HfTokenizer : TextTokenizer
             ChatTemplate = s.ChatTemplate,
         };
     }
-
-    private static IEnumerable<string> NodeTypes(JsonNode? node)
-    {
-        if (node is not JsonObject o) yield break;
-        if (TokenizerSettings.TokenString(o["type"]) is string t) yield return t;
-        foreach (string key in new[] { "pretokenizers", "normalizers", "decoders" })
-            if (o[key] is JsonArray arr)
-                foreach (var child in arr)
-                    foreach (string ct in NodeTypes(child)) yield return ct;
-    }
-
-    private static bool ContainsType(JsonNode? node, string type) => NodeTypes(node).Contains(type);
-
-    private static IEnumerable<JsonObject> Flatten(JsonNode? node)
-    {
-        if (node is not JsonObject o) yield break;
-        yield return o;
-        if (o["pretokenizers"] is JsonArray arr)
-            foreach (var child in arr)
-                foreach (var c in Flatten(child)) yield return c;
-    }
-
-    private static JsonObject? FindByteLevel(JsonNode? pre) =>
-        Flatten(pre).FirstOrDefault(o => TokenizerSettings.TokenString(o["type"]) == "ByteLevel");
-
-    private static string? FindSplitRegex(JsonNode? pre) =>
-        Flatten(pre).Where(o => TokenizerSettings.TokenString(o["type"]) == "Split")
-            .Select(o => TokenizerSettings.TokenString(o["pattern"]?["Regex"]))
-            .FirstOrDefault(r => r is not null);
 }

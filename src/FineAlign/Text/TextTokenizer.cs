@@ -24,6 +24,19 @@ public abstract class TextTokenizer
     /// <summary>Token ids of <paramref name="text"/> without BOS/EOS (special-token strings in the text are recognised).</summary>
     public abstract int[] Encode(string text);
 
+    /// <summary>
+    /// Token ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/> the special tokens a sequence
+    /// gets (BOS, and whatever a tokenizer.json post-processor adds), as transformers' <c>encode</c> does.
+    /// </summary>
+    public virtual int[] Encode(string text, bool addSpecialTokens) =>
+        addSpecialTokens && AddBos && BosId is int bos ? [bos, .. Encode(text)] : Encode(text);
+
+    /// <summary>The vocabulary string of <paramref name="id"/> (e.g. "Ġhello", "▁the", "&lt;|im_end|&gt;"), or null when unknown.</summary>
+    public virtual string? IdToToken(int id) => null;
+
+    /// <summary>Whether <paramref name="id"/> is a special token (dropped when decoding with skipSpecialTokens).</summary>
+    public virtual bool IsSpecialToken(int id) => false;
+
     /// <summary>Text of the ids; special tokens are dropped unless <paramref name="skipSpecialTokens"/> is false.</summary>
     public abstract string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true);
 

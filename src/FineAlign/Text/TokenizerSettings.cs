@@ -45,6 +45,18 @@ public sealed record TokenizerSettings
                 foreach (var item in arr)
                     if (TokenString(item) is { Length: > 0 } s && !extra.Contains(s)) extra.Add(s);
 
+        // Wrong-typed fields are errors, not silently ignored (checks kept here, where the values are read).
+        string configPath = Path.Combine(folder, "tokenizer_config.json"), mapPath = Path.Combine(folder, "special_tokens_map.json");
+        foreach (string key in new[] { "bos_token", "eos_token", "pad_token", "unk_token" })
+        {
+            CheckToken(config, configPath, key);
+            CheckToken(map, mapPath, key);
+        }
+        if (config?["add_bos_token"] is { } ab && !(ab is JsonValue abv && abv.GetValueKind() is JsonValueKind.True or JsonValueKind.False))
+            throw new FineAlignException($"{configPath}: field 'add_bos_token': expected true or false, got {ab.ToJsonString()}");
+        if (config?["chat_template"] is { } ct && !(ct is JsonArray || ct is JsonValue ctv && ctv.GetValueKind() == JsonValueKind.String))
+            throw new FineAlignException($"{configPath}: field 'chat_template': expected a string (or a list of {{name, template}}), got {ct.ToJsonString()}");
+
         // An empty bos/eos/pad/unk string means "none", as transformers treats it.
         string? Token(string key) => (TokenString(config?[key]) ?? TokenString(map?[key])) is { Length: > 0 } t ? t : null;
 
@@ -60,6 +72,13 @@ public sealed record TokenizerSettings
             AddedTokens = addedTokens,
             AdditionalSpecialTokens = extra,
         };
+    }
+
+    // null means "none" in transformers; a number, a boolean or an object without string content is a mistake.
+    private static void CheckToken(JsonObject? o, string path, string key)
+    {
+        if (o?[key] is { } node && TokenString(node) is null)
+            throw new FineAlignException($"{path}: field '{key}': expected a string or {{\"content\": \"...\"}}, got {node.ToJsonString()}");
     }
 
     /// <summary>A token given as "text" or {"content": "text", ...}; null otherwise.</summary>
@@ -84,17 +103,47 @@ public sealed record TokenizerSettings
         return null;
     }
 
+    /// <summary>Largest tokenizer JSON file read whole (vocab.json of a 250k vocabulary is ~10 MB).</summary>
+    internal const long MaxConfigBytes = 256L << 20;
+
+    private static void CheckStrings(string path, JsonElement e)
+    {
+        try
+        {
+            switch (e.ValueKind)
+            {
+                case JsonValueKind.String: e.GetString(); break;
+                case JsonValueKind.Array: foreach (var x in e.EnumerateArray()) CheckStrings(path, x); break;
+                case JsonValueKind.Object:
+                    foreach (var p in e.EnumerateObject()) { _ = p.Name; CheckStrings(path, p.Value); }
+                    break;
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            throw new FineAlignException($"{path}: a JSON string is not valid Unicode (a lone UTF-16 surrogate escape such as \\ud800?)");
+        }
+    }
+
     internal static JsonObject? ReadObject(string path)
     {
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: StrictJson.Options) as JsonObject
+            InputFile.RequireRegular(path);
+            if (new FileInfo(LinkedFile.Resolve(path)).Length > MaxConfigBytes)
+                throw new FineAlignException($"{path}: larger than the {MaxConfigBytes:N0} bytes a tokenizer JSON file can sensibly be");
+            byte[] bytes = TokenizerFiles.ReadAllBytes(path);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new FineAlignException($"{path}: is not valid UTF-8 text");
+            // Materialise every string now: a lone surrogate escape ("\ud800") fails here, with the file named,
+            // not later inside whoever reads the field.
+            using (var doc = JsonDocument.Parse(bytes, StrictJson.Options)) CheckStrings(path, doc.RootElement);
+            return JsonNode.Parse(bytes, documentOptions: StrictJson.Options) as JsonObject
                 ?? throw new FineAlignException($"{path}: expected a JSON object");
         }
         catch (JsonException e)
         {
-            throw new FineAlignException($"{path}: invalid JSON: {e.Message.ReplaceLineEndings(" ")}", e);
+            throw new FineAlignException($"{path}: invalid JSON: {StrictJson.Describe(e)}", e);
         }
     }
 }

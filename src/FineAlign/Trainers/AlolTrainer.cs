@@ -23,6 +23,11 @@ public sealed record AlolTrainerOptions
     /// <summary>Rescale rewards to [0, 1] (min–max over the data) for the reward-weighted baselines, so their
     /// example weights are non-negative (a negative weight would turn NLL into unbounded unlikelihood).</summary>
     public bool NormalizeBaselineRewards { get; init; } = true;
+    /// <summary>How V_ref(x) is estimated: the paper's (default; needs <see cref="ReferenceResponseScorer"/>) or the linear head.</summary>
+    public AlolValueEstimator ValueEstimator { get; init; } = AlolValueEstimator.Paper;
+    public AlolPaperValueOptions PaperValue { get; init; } = new();
+    /// <summary>The reward of the reference's own responses (the paper estimator's targets).</summary>
+    public ResponseScorer? ReferenceResponseScorer { get; init; }
 }
 
 /// <summary>What the value/advantage stage found, before policy training.</summary>
@@ -36,8 +41,9 @@ public sealed record OfflineBatch(IReadOnlyList<int> Indices, TokenBatch Tokens,
 }
 
 /// <summary>
-/// Advantage-Leftover-Lunch RL (Baheti et al., ICLR 2024): (1) a value head on the frozen reference model is fit to
-/// the data's rewards from the prompt alone; (2) A = R − V(x), examples with A ≤ 0 are dropped (counted); (3) the
+/// Advantage-Leftover-Lunch RL (Baheti et al., ICLR 2024): (1) V_ref(x) from the frozen reference: the paper's
+/// attention + MLP head trained on the reward of the reference's own responses (<see cref="AlolPaperValue"/>), or a
+/// linear head fitted to the data's rewards (<see cref="AlolValueEstimator.Linear"/>); (2) A = R − V(x), examples with A ≤ 0 are dropped (counted); (3) the
 /// policy is trained offline with <see cref="Alol.Loss"/> of the chosen variant, on shuffled kept examples or with
 /// priority sampling ∝ A⁺. The reward-weighted baselines (weighted BC, R-LoL, R-GOLD) train on all examples.
 /// Output: <c>model/</c> (HF policy), <c>value/</c> (the value head as a sequence-classification folder), <c>alol_data.json</c>.
@@ -45,6 +51,8 @@ public sealed record OfflineBatch(IReadOnlyList<int> Indices, TokenBatch Tokens,
 public static class AlolTrainer
 {
     public const string ValueFolder = "value";
+    /// <summary>The paper estimator's head in <see cref="ValueFolder"/> (TorchSharp format; it reads the reference's states).</summary>
+    public const string PaperHeadFile = "attention_value_head.bin";
 
     public static bool UsesAdvantage(AlolVariant v) => v is AlolVariant.Alol or AlolVariant.AlolSeq or AlolVariant.AlolRefFree or AlolVariant.AlolKl;
 
@@ -152,9 +160,25 @@ public static class AlolTrainer
         var rewards = data.Select(e => e.Reward).ToArray();
         try
         {
-            // (1) value head on the frozen reference, (2) advantages.
-            var valueModel = new ScoredLM(reference, HeadKind.Sequence, 1, options.Seed);
-            var (values, mse) = FitValueHead(valueModel, data, pad, alol.ValueSteps, alol.ValueLearningRate);
+            // (1) value estimate on the frozen reference, (2) advantages.
+            ScoredLM? valueModel = null;
+            AlolPaperValue.Fit? paper = null;
+            double[] values;
+            double mse;
+            if (alol.ValueEstimator == AlolValueEstimator.Paper)
+            {
+                var scorer = alol.ReferenceResponseScorer ?? throw new FineAlignException(
+                    "the paper's value estimate needs a reward for the reference's own responses (--reward); or use --value-estimator linear");
+                paper = AlolPaperValue.Estimate(reference, tokenizer, data, scorer, alol.PaperValue, options.Seed, progress);
+                (values, mse) = (paper.Values, paper.ValidationMse);
+                log?.Invoke($"value (paper): attention + MLP head on {paper.ValidationCount} validation prompts, the reference's own responses scored: " +
+                            $"MSE {mse:F4} (their reward variance {paper.ValidationRewardVariance:F4}); mean V {values.Average():F4}");
+            }
+            else
+            {
+                valueModel = new ScoredLM(reference, HeadKind.Sequence, 1, options.Seed);
+                (values, mse) = FitValueHead(valueModel, data, pad, alol.ValueSteps, alol.ValueLearningRate);
+            }
             var advantages = rewards.Select((r, i) => r - values[i]).ToArray();
             double meanR = rewards.Average(), varR = rewards.Select(r => (r - meanR) * (r - meanR)).Average();
             bool usesA = UsesAdvantage(alol.Variant);
@@ -182,7 +206,13 @@ public static class AlolTrainer
             }
             Directory.CreateDirectory(options.OutputDir);
             File.WriteAllText(Path.Combine(options.OutputDir, "alol_data.json"), JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
-            valueModel.Save(Path.Combine(options.OutputDir, ValueFolder), tokenizer);
+            if (valueModel is not null) valueModel.Save(Path.Combine(options.OutputDir, ValueFolder), tokenizer);
+            else
+            {
+                Directory.CreateDirectory(Path.Combine(options.OutputDir, ValueFolder));
+                paper!.Head.save(Path.Combine(options.OutputDir, ValueFolder, PaperHeadFile));
+                paper.Head.Dispose();
+            }
 
             var source = new BatchSource<OfflineBatch>(order.Length,
                 idx => Batch(data, batchRewards, advantages, idx.Select(k => order[k]).ToList(), pad));

@@ -100,6 +100,7 @@ public static class BcoTrainer
                 trainSource, evalSource,
                 b => { using (b) return Step(policy, reference, b, shift, bco, null, false).Loss; })
             {
+                LossUnit = Training.LossUnits.NatsPerExample,
                 Progress = progress,
                 SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
                 LoadModelWeights = dir => ModelIO.LoadInto(policy, Folder(dir)),

@@ -38,7 +38,8 @@ public sealed record DpoOptions
 public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected)
 {
     /// <summary>Loads <paramref name="path"/> when its key matches (same pairs, same reference weights), else computes and writes it.</summary>
-    public static ReferenceLogps LoadOrCompute(string path, CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, out bool fromCache)
+    public static ReferenceLogps LoadOrCompute(string path, CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, out bool fromCache,
+        IProgress<ProgressUpdate>? progress = null, string stage = "reference log-probs")
     {
         string key = WeightCopy.Fingerprint(reference) + "-" + PreferenceBatching.Fingerprint(pairs);
         if (File.Exists(path))
@@ -54,14 +55,17 @@ public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected
             }
             catch (JsonException) { /* stale or damaged: recompute */ }
         }
-        var result = Compute(reference, pairs, padId, batchSize, key);
+        var result = Compute(reference, pairs, padId, batchSize, key, progress, stage);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(result));
         fromCache = false;
         return result;
     }
 
-    public static ReferenceLogps Compute(CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, string key = "")
+    /// <param name="progress">Reported after every batch (stage <paramref name="stage"/>, pairs done / all): this pass over
+    /// the whole data set can take minutes before the first training step.</param>
+    public static ReferenceLogps Compute(CausalLM reference, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize, string key = "",
+        IProgress<ProgressUpdate>? progress = null, string stage = "reference log-probs")
     {
         var chosen = new float[pairs.Count];
         var rejected = new float[pairs.Count];
@@ -74,6 +78,7 @@ public sealed record ReferenceLogps(string Key, float[] Chosen, float[] Rejected
             using var b = PreferenceBatching.Pairs(pairs, idx, padId);
             var lp = SequenceLogProbs.OfFrozen(reference, b.Tokens).data<float>().ToArray();
             for (int k = 0; k < idx.Length; k++) { chosen[idx[k]] = lp[k]; rejected[idx[k]] = lp[idx.Length + k]; }
+            progress?.Report(new ProgressUpdate(stage, start + idx.Length, pairs.Count));
         }
         if (wasTraining) reference.train();
         return new ReferenceLogps(key, chosen, rejected);
@@ -124,10 +129,12 @@ public static class DpoTrainer
         if (dpo.PrecomputeReference)
         {
             Directory.CreateDirectory(options.OutputDir);
-            trainRef = ReferenceLogps.LoadOrCompute(Path.Combine(options.OutputDir, ReferenceCacheFile), reference, train.Pairs, pad, options.PerDeviceEvalBatchSize, out bool hit);
+            trainRef = ReferenceLogps.LoadOrCompute(Path.Combine(options.OutputDir, ReferenceCacheFile), reference, train.Pairs, pad, options.PerDeviceEvalBatchSize, out bool hit,
+                progress, "reference log-probs (train)");
             log?.Invoke($"reference log-probs of {train.Pairs.Count} training pairs {(hit ? "read from" : "computed and cached in")} {Path.Combine(options.OutputDir, ReferenceCacheFile)}");
             if (hasEval)
-                evalRef = ReferenceLogps.LoadOrCompute(Path.Combine(options.OutputDir, EvalReferenceCacheFile), reference, eval!.Pairs, pad, options.PerDeviceEvalBatchSize, out _);
+                evalRef = ReferenceLogps.LoadOrCompute(Path.Combine(options.OutputDir, EvalReferenceCacheFile), reference, eval!.Pairs, pad, options.PerDeviceEvalBatchSize, out _,
+                    progress, "reference log-probs (eval)");
             reference.Dispose();
             reference = null;
         }
@@ -158,6 +165,7 @@ public static class DpoTrainer
         string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         trainer = new Trainer<PairBatch>(policy, options, b => Run(b, trainRef), trainSource, evalSource, b => Run(b, evalRef))
         {
+            LossUnit = Training.LossUnits.NatsPerPair,
             Progress = progress,
             SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
             LoadModelWeights = dir => ModelIO.LoadInto(policy, Folder(dir)),

@@ -47,6 +47,7 @@ public static class KtoTrainer
         {
             using var trainer = new Trainer<FeedbackBatch>(policy, options, b => { using (b) return Step(policy, reference, b, kto); }, trainSource, evalSource)
             {
+                LossUnit = Training.LossUnits.KtoValue,
                 Progress = progress,
                 SaveModelWeights = dir => ModelIO.Save(policy, Folder(dir), tokenizer),
                 LoadModelWeights = dir => ModelIO.LoadInto(policy, Folder(dir)),

@@ -49,6 +49,8 @@ public sealed record OnlineRlOptions
     /// <summary>Subtracted from the score of responses cut by the length limit (TRL missing_eos_penalty); null = none.</summary>
     public double? MissingEosPenalty { get; init; }
     public int MaxNewTokens { get; init; } = 64;
+    /// <summary>Token ids that also end a response besides the model's EOS (a chat template's end-of-turn token).</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
     public int LoggingSteps { get; init; } = 1;

@@ -151,7 +151,7 @@ public sealed class OnlineRlTrainer : IDisposable
         var request = new RolloutRequest
         {
             PromptIds = groups.Select(i => _promptIds[i]).ToList(), SamplesPerPrompt = o.NumGenerations, MaxNewTokens = o.MaxNewTokens,
-            Temperature = o.Temperature, TopP = o.TopP, Seed = unchecked(o.Seed * 1_000_003L + step), StopTokenIds = _policy.Config.EosTokenIds,
+            Temperature = o.Temperature, TopP = o.TopP, Seed = unchecked(o.Seed * 1_000_003L + step), StopTokenIds = o.StopTokenIds is { Count: > 0 } stop ? _policy.Config.EosTokenIds.Concat(stop).Distinct().ToArray() : _policy.Config.EosTokenIds,
         };
         var samples = Rollouts.Generate(request);
         _lastSamples = samples;

@@ -48,6 +48,7 @@ public static class RewardModelTrainer
         string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
         using var trainer = new Trainer<PairBatch>(model, options, b => { using (b) return Step(model, b, rm); }, trainSource, evalSource)
         {
+            LossUnit = Training.LossUnits.NatsPerPair,
             Progress = progress,
             SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
             LoadModelWeights = dir => ScoredLM.LoadInto(model, Folder(dir)),

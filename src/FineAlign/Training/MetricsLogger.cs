@@ -1,20 +1,20 @@
 using System.Globalization;
 using System.Text.Json;
-using TorchSharp;
 
 namespace FineAlign.Training;
 
 /// <summary>
 /// Writes one JSON object per logging step to metrics.jsonl (keys as in TRL: "step", "epoch",
 /// "loss", "learning_rate", "grad_norm", "eval/loss", ...) and the same scalars to TensorBoard
-/// event files under runs/ (train keys as "train/loss", keys with a slash unchanged).
+/// event files under runs/ (train keys as "train/loss", keys with a slash unchanged; <see cref="TensorBoardWriter"/>,
+/// wall time in Unix seconds).
 /// </summary>
-public sealed class MetricsLogger
+public sealed class MetricsLogger : IDisposable
 {
     public const string JsonlFile = "metrics.jsonl";
     public const string TensorBoardFolder = "runs";
 
-    private readonly TorchSharp.Modules.SummaryWriter? _tb;
+    private readonly TensorBoardWriter? _tb;
 
     /// <param name="outputDir">Run folder.</param>
     /// <param name="resumeStep">0 starts a new log; otherwise lines with step &gt; resumeStep (written
@@ -33,10 +33,13 @@ public sealed class MetricsLogger
         File.WriteAllLines(tmp, kept);
         File.Move(tmp, JsonlPath, overwrite: true);
         TensorBoardDir = Path.Combine(outputDir, TensorBoardFolder);
-        if (tensorBoard) _tb = torch.utils.tensorboard.SummaryWriter(TensorBoardDir);
+        if (tensorBoard) _tb = new TensorBoardWriter(TensorBoardDir);
     }
 
     public string JsonlPath { get; }
+
+    /// <summary>Closes the TensorBoard event file (every event is already flushed).</summary>
+    public void Dispose() => _tb?.Dispose();
     public string TensorBoardDir { get; }
 
     /// <summary>Appends one entry; it must contain "step".</summary>
@@ -48,7 +51,7 @@ public sealed class MetricsLogger
         foreach (var (key, value) in entry)
         {
             if (key == "step" || !double.IsFinite(value)) continue;
-            _tb.add_scalar(key.Contains('/') ? key : "train/" + key, (float)value, (int)step);
+            _tb.AddScalar(key.Contains('/') ? key : "train/" + key, (float)value, (long)step);
         }
     }
 

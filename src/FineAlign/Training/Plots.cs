@@ -5,10 +5,11 @@ public static class Plots
 {
     /// <summary>
     /// Train loss ("loss") and eval loss ("eval/loss") against "step" from a log history
-    /// (the metrics.jsonl entries), saved as a PNG.
+    /// (the metrics.jsonl entries), saved as a PNG. <paramref name="lossUnit"/> labels the y axis: what one unit of this
+    /// objective is (nats per token for language modelling, nats per pair for Bradley–Terry/DPO, …).
     /// </summary>
     public static void LossCurve(IEnumerable<IReadOnlyDictionary<string, double>> history, string pngPath,
-                                 string title = "Loss", int width = 900, int height = 540)
+                                 string title = "Loss", int width = 900, int height = 540, string lossUnit = LossUnits.NatsPerToken)
     {
         var entries = history.ToList();
         (double[] xs, double[] ys) Series(string key)
@@ -36,11 +37,24 @@ public static class Plots
         }
         plot.Title(title);
         plot.XLabel("step");
-        plot.YLabel("loss (nats/token)");
+        plot.YLabel($"loss ({lossUnit})");
         // Loss curves fall, so the upper right corner is usually empty.
         if (tx.Length + ex.Length > 0) plot.ShowLegend(ScottPlot.Alignment.UpperRight);
         var dir = Path.GetDirectoryName(Path.GetFullPath(pngPath));
         if (dir is not null) Directory.CreateDirectory(dir);
         plot.SavePng(pngPath, width, height);
     }
+}
+
+/// <summary>Units of the training objectives, for the y axis of their loss curves.</summary>
+public static class LossUnits
+{
+    /// <summary>Causal-LM cross-entropy (pretrain, SFT, TLCR's token classification): mean −log p per target token.</summary>
+    public const string NatsPerToken = "nats/token";
+    /// <summary>Bradley–Terry reward model and DPO: mean −log σ(margin) per preference pair.</summary>
+    public const string NatsPerPair = "nats/pair";
+    /// <summary>BCO: binary cross-entropy −log σ(±(r − δ)) per thumbs-up/down example.</summary>
+    public const string NatsPerExample = "nats/example";
+    /// <summary>KTO: λ(1 − σ(·)) per example — a weighted probability, not a log-loss.</summary>
+    public const string KtoValue = "λ·(1 − σ) per example, 0 … λ";
 }

@@ -99,32 +99,35 @@ public sealed class Trainer<TBatch> : IDisposable
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Write loss.png into the output folder at the end.</summary>
     public bool WriteLossCurve { get; init; } = true;
+    /// <summary>Unit of the objective on the loss curve's y axis (see <see cref="LossUnits"/>).</summary>
+    public string LossUnit { get; init; } = LossUnits.NatsPerToken;
 
     /// <summary>Trains to <see cref="TotalSteps"/> (resuming first if the options ask for it).
     /// Cancellation stops after the current step and saves a checkpoint.</summary>
     public TrainingResult Train(CancellationToken cancellation = default)
     {
         var o = Options;
+        // Resolve the resume target first: a bad --resume-from must leave nothing behind (not even training_args.json).
+        string? lastCheckpoint = ResolveResume();
         Directory.CreateDirectory(o.OutputDir);
         CheckpointStore.CleanTemporary(o.OutputDir);
-        File.WriteAllText(Path.Combine(o.OutputDir, CheckpointStore.ArgsFile), JsonSerializer.Serialize(o, TrainerState.Json));
 
-        string? lastCheckpoint = ResolveResume();
         if (lastCheckpoint is not null) LoadCheckpoint(lastCheckpoint);
         else
         {
             // A fresh run into a folder holding another run's checkpoints would mix the two runs
             // (and "latest" could later pick the old one).
             if (CheckpointStore.Latest(o.OutputDir) is string existing)
-                throw new FineAlignException($"output_dir '{o.OutputDir}' already holds {Path.GetFileName(existing)}; " +
-                                             "resume it (resume_from_checkpoint = latest) or choose another output_dir");
+                throw new FineAlignException($"output folder '{o.OutputDir}' already holds {Path.GetFileName(existing)}; " +
+                                             "resume it (--resume) or choose another output folder (--out)");
             State = NewState();
             torch.manual_seed(o.Seed);
             Generator.manual_seed(o.Seed);
             Rng.State = (ulong)o.Seed;
         }
 
-        var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
+        AtomicFile.WriteAllText(Path.Combine(o.OutputDir, CheckpointStore.ArgsFile), JsonSerializer.Serialize(o, TrainerState.Json));
+        using var logger = new MetricsLogger(o.OutputDir, State.GlobalStep, WriteTensorBoard);
         var clock = Stopwatch.StartNew();
         double elapsedBefore = State.ElapsedSeconds, lastLogTime = 0, windowTokensHere = 0;
         long savedAt = lastCheckpoint is null ? -1 : State.GlobalStep;
@@ -229,7 +232,7 @@ public sealed class Trainer<TBatch> : IDisposable
         if (WriteLossCurve && State.LogHistory.Count > 0)
         {
             png = Path.Combine(o.OutputDir, "loss.png");
-            Plots.LossCurve(State.LogHistory, png, $"Training loss ({State.GlobalStep} steps)");
+            Plots.LossCurve(State.LogHistory, png, $"Training loss ({State.GlobalStep} steps)", lossUnit: LossUnit);
         }
         return new TrainingResult(State.GlobalStep, State.LogHistory, lastCheckpoint, png, State.GlobalStep >= TotalSteps);
     }
@@ -290,7 +293,7 @@ public sealed class Trainer<TBatch> : IDisposable
             throw new FineAlignException($"{dir}: not a checkpoint folder (no {CheckpointStore.StateFile})");
         var state = TrainerState.Load(statePath);
         if (state.Seed != Options.Seed)
-            throw new FineAlignException($"{statePath}: field 'seed': the checkpoint was trained with seed {state.Seed} but seed is {Options.Seed}; resume with the same seed");
+            throw new FineAlignException($"{statePath}: field 'seed': the checkpoint was trained with seed {state.Seed} but --seed is {Options.Seed}; resume with --seed {state.Seed}");
         if (LoadModelWeights is not null) Guard(dir, "model weights", LoadModelWeights);
         else Guard(Path.Combine(dir, CheckpointStore.ModelFile), "model weights", p => Model.load(p));
         LoadExtraState?.Invoke(dir);
@@ -323,7 +326,7 @@ public sealed class Trainer<TBatch> : IDisposable
         if (r.Equals("latest", StringComparison.OrdinalIgnoreCase) || r.Equals("true", StringComparison.OrdinalIgnoreCase))
             return CheckpointStore.Latest(Options.OutputDir);
         if (!File.Exists(Path.Combine(r, CheckpointStore.StateFile)))
-            throw new FineAlignException($"resume_from_checkpoint: '{r}' is not a checkpoint folder (no {CheckpointStore.StateFile})");
+            throw new FineAlignException($"--resume-from {r}: not a checkpoint folder (no {CheckpointStore.StateFile})");
         return r;
     }
 

@@ -19,7 +19,7 @@ public class DemoCommandTests
         Assert.True(code == 0, err + output);
 
         // Every stage announced with its place and an ETA, then the table.
-        for (int i = 1; i <= 12; i++) Assert.Contains($"== demo {i}/12: ", output);
+        for (int i = 1; i <= 13; i++) Assert.Contains($"== demo {i}/13: ", output);   // the tokenizer stage is the 13th
         Assert.Contains("left)", output);
         string report = Path.Combine(a, "report");
         foreach (var f in new[] { ComparisonReport.MarkdownFile, ComparisonReport.HtmlFile, ComparisonReport.StepPlotFile, ComparisonReport.KlPlotFile, ComparisonReport.JsonFile })
@@ -44,7 +44,7 @@ public class DemoCommandTests
         // A rerun into the same folder skips the finished stages and reproduces the table.
         var (code2, output2, err2) = CliRunner.Run("demo", "--quick", "--out", a, "--threads", "1");
         Assert.True(code2 == 0, err2 + output2);
-        Assert.Equal(11, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.Equal(12, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
         Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(report, ComparisonReport.MarkdownFile))));
 
         // A fresh run with the same seed gives the same table.

@@ -130,7 +130,7 @@ public class GenerateCommandTests
         var r = CliRunner.Run("generate", "-m", missing, "-p", "hi");
         Assert.Equal(1, r.Code);
         Assert.Equal("", r.Out);
-        Assert.Equal($"error: {missing}: model folder not found.", r.Err.Trim());
+        Assert.Equal($"error: --model {missing}: model folder not found.", r.Err.Trim());
         Assert.Single(CliRunner.Lines(r.Err));
     }
 

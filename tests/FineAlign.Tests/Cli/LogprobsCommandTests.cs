@@ -158,6 +158,6 @@ public class LogprobsCommandTests
 
         r = CliRunner.Run("logprobs", "-m", Path.Combine(tmp.Path, "nope"), "-i", input);
         Assert.Equal(1, r.Code);
-        Assert.Equal($"error: {Path.Combine(tmp.Path, "nope")}: model folder not found.", r.Err.Trim());
+        Assert.Equal($"error: --model {Path.Combine(tmp.Path, "nope")}: model folder not found.", r.Err.Trim());
     }
 }

@@ -104,10 +104,10 @@ public class ComparisonReportTests
         // Ranking by the ground truth itself: the best of the first 4 candidates is at least the best of the first 2.
         var tok = new ByteTokenizer();
         using var model = ModelFactory.Create(ModelPresets.Create("tiny", tok, 64), 3);
-        var eval = RunEvaluator.BestOfNCurve("bon", model, tok, RewardSpecs.Lexicon(), Settings, [1, 2, 4]);
+        var eval = RunEvaluator.BestOfNCurve("bon", model, tok, RewardSpecs.Lexicon(), Settings, EvalReward.CorpusTruth(), [1, 2, 4]);
         Assert.Equal([1.0, 2.0, 4.0], eval.Curve.Select(p => p.X));
-        Assert.True(eval.Curve[1].TrueReward >= eval.Curve[0].TrueReward && eval.Curve[2].TrueReward >= eval.Curve[1].TrueReward,
-            string.Join(", ", eval.Curve.Select(p => p.TrueReward)));
+        Assert.True(eval.Curve[1].Reward >= eval.Curve[0].Reward && eval.Curve[2].Reward >= eval.Curve[1].Reward,
+            string.Join(", ", eval.Curve.Select(p => p.Reward)));
         Assert.Equal(0, eval.Curve[0].Kl);
         Assert.Equal(Math.Log(4) - 0.75, eval.Curve[2].Kl, 12);
         Assert.True(eval.AnalyticKl);

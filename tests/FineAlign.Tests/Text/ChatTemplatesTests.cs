@@ -60,11 +60,14 @@ public class ChatTemplatesTests
         Assert.Null(ChatTemplates.Detect("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"));  // Mistral: differs, not guessed
         Assert.Equal(ChatFormat.Zephyr, ChatTemplates.Detect("{{ '<|user|>\n' }}...{{ '<|assistant|>\n' }}"));
         Assert.Null(ChatTemplates.Detect("{{ '### Instruction:' }}"));
-        Assert.Equal(ChatFormat.Zephyr, ChatTemplates.Resolve("zephyr", "<|im_start|>"));  // the user's name wins
-        Assert.Equal(ChatFormat.ChatML, ChatTemplates.Resolve(null, "<|im_start|>"));
-        var e = Assert.Throws<FineAlignException>(() => ChatTemplates.Resolve(null, "{{ '### Instruction:' }}"));
-        Assert.Contains("--chat-template", e.Message);
-        Assert.Contains("--chat-template", Assert.Throws<FineAlignException>(() => ChatTemplates.Resolve(null, null)).Message);
+        // Resolution now renders any template: the user's preset wins, else the tokenizer's own template is used as it is;
+        // only a tokenizer without any template asks for --chat-template.
+        var own = new ByteTokenizer { ChatTemplate = "{{ '### Instruction:' }}" };
+        Assert.Equal(ChatFormat.Zephyr, ChatTemplates.Resolve("zephyr", own).Preset);
+        Assert.Equal("### Instruction:", ChatTemplates.Resolve(null, own).RenderText([new("user", "x")], false));
+        var none = new ByteTokenizer { ChatTemplate = null };
+        Assert.Contains("--chat-template", Assert.Throws<FineAlignException>(() => ChatTemplates.Resolve(null, none)).Message);
+        Assert.Contains("chatml", Assert.Throws<FineAlignException>(() => ChatTemplates.Resolve("alpaca", none)).Message);
         Assert.Contains("chatml", Assert.Throws<FineAlignException>(() => ChatTemplates.Parse("alpaca")).Message);
     }
 

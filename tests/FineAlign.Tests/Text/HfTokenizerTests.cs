@@ -22,6 +22,8 @@ public class HfTokenizerTests
         Assert.Equal("Hello wörld<|endoftext|>", tok.Decode(HelloIds, skipSpecialTokens: false));
         Assert.Equal([ImStart, 'u', ImEnd], tok.Encode("<|im_start|>u<|im_end|>"));
         Assert.Equal(262, tok.VocabSize);
+        Assert.Equal(["He", "ll", "o", "Ġw", "<|endoftext|>"], new[] { He, Ll, 'o', SpaceW, EndOfText }.Select(tok.IdToToken));
+        Assert.True(tok.IsSpecialToken(EndOfText));
         Assert.Equal(EndOfText, tok.EosId);
         Assert.Equal(EndOfText, tok.BosId);  // given as {"content": ...}
         Assert.Equal("<|endoftext|>", tok.EosToken);
@@ -80,6 +82,18 @@ public class HfTokenizerTests
         var tok = Assert.IsType<HfTokenizer>(TokenizerLoader.Load(dir.Path));
         Assert.Equal(HfTokenizerKind.VocabMerges, tok.Kind);
         Assert.Equal(HelloIds, tok.Encode("Hello wörld<|endoftext|>"));
+    }
+
+    [Fact]
+    public void Loader_PrefersTokenizerJsonOverTokenizerModel_AsTransformersFastTokenizersDo()
+    {
+        using var dir = TestPaths.NewTempDir();
+        WriteSentencePiece(dir.Path);
+        WriteTokenizerJson(dir.Path);
+        Assert.Equal(HfTokenizerKind.TokenizerJson, Assert.IsType<HfTokenizer>(TokenizerLoader.Load(dir.Path)).Kind);
+        // A tokenizer.json with a refused component falls back to tokenizer.model.
+        WriteTokenizerJson(dir.Path, modelType: "Unigram");
+        Assert.Equal(HfTokenizerKind.SentencePiece, Assert.IsType<HfTokenizer>(TokenizerLoader.Load(dir.Path)).Kind);
     }
 
     [Fact]

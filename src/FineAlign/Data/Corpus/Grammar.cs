@@ -5,22 +5,22 @@ namespace FineAlign.Data.Corpus;
 /// <summary>The probabilistic review grammar behind <see cref="ReviewCorpus"/>; one instance builds one review.</summary>
 internal sealed class Grammar
 {
-    private static readonly string[] Films = Nouns("film movie picture feature thriller comedy drama documentary sequel remake western musical romance");
-    private static readonly string[] AspectsSingular = Nouns("plot story script screenplay acting ending soundtrack dialogue pacing direction cinematography music score editing premise atmosphere humor tone cast lighting setting climax twist finale opening animation");
-    private static readonly string[] AspectsPlural = Nouns("characters actors visuals effects performances costumes songs jokes scenes sets");
-    private static readonly string[] People = Nouns("lead star actor actress villain hero cast");
-    private static readonly string[] Companions = Nouns("friends family wife husband kids partner brother sister parents");
-    private static readonly string[] When = ["", "last night", "yesterday", "last weekend", "on Sunday", "at home", "at the cinema", "at the theater", "again"];
-    private static readonly string[] Tails = ["", "", "", " from start to finish", " throughout", " in every scene", " for the whole film", " most of the time"];
-    private static readonly string[] Intensifiers = ["very", "really", "truly", "extremely", "incredibly", "absolutely", "utterly", "so", "remarkably", "genuinely"];
-    private static readonly string[] Downtoners = ["somewhat", "slightly", "mildly", "fairly", "quite", "rather"];
-    private static readonly string[] NounIntensifiers = ["real", "complete", "total", "absolute"];
+    internal static readonly string[] Films = Nouns("film movie picture feature thriller comedy drama documentary sequel remake western musical romance");
+    internal static readonly string[] AspectsSingular = Nouns("plot story script screenplay acting ending soundtrack dialogue pacing direction cinematography music score editing premise atmosphere humor tone cast lighting setting climax twist finale opening animation");
+    internal static readonly string[] AspectsPlural = Nouns("characters actors visuals effects performances costumes songs jokes scenes sets");
+    internal static readonly string[] People = Nouns("lead star actor actress villain hero cast");
+    internal static readonly string[] Companions = Nouns("friends family wife husband kids partner brother sister parents");
+    internal static readonly string[] When = ["", "last night", "yesterday", "last weekend", "on Sunday", "at home", "at the cinema", "at the theater", "again"];
+    internal static readonly string[] Tails = ["", "", "", " from start to finish", " throughout", " in every scene", " for the whole film", " most of the time"];
+    internal static readonly string[] Intensifiers = ["very", "really", "truly", "extremely", "incredibly", "absolutely", "utterly", "so", "remarkably", "genuinely"];
+    internal static readonly string[] Downtoners = ["somewhat", "slightly", "mildly", "fairly", "quite", "rather"];
+    internal static readonly string[] NounIntensifiers = ["real", "complete", "total", "absolute"];
 
-    private static readonly LexiconEntry[] Adjectives = Lexicon.OfClass(WordClass.Adjective).ToArray();
-    private static readonly LexiconEntry[] PredicateNouns = Lexicon.OfClass(WordClass.PredicateNoun).ToArray();
-    private static readonly LexiconEntry[] SentenceAdverbs = Lexicon.OfClass(WordClass.SentenceAdverb).ToArray();
-    private static readonly LexiconEntry[] PastVerbs = Verbs(past: true);
-    private static readonly LexiconEntry[] BaseVerbs = Verbs(past: false);
+    internal static readonly LexiconEntry[] Adjectives = Lexicon.OfClass(WordClass.Adjective).ToArray();
+    internal static readonly LexiconEntry[] PredicateNouns = Lexicon.OfClass(WordClass.PredicateNoun).ToArray();
+    internal static readonly LexiconEntry[] SentenceAdverbs = Lexicon.OfClass(WordClass.SentenceAdverb).ToArray();
+    internal static readonly LexiconEntry[] PastVerbs = Verbs(past: true);
+    internal static readonly LexiconEntry[] BaseVerbs = Verbs(past: false);
 
     private readonly CorpusRandom _rng;
     private readonly float _polarity;

@@ -1,0 +1,42 @@
+using FineAlign.Models;
+using FineAlign.Text;
+
+namespace FineAlign.Evaluation;
+
+/// <summary>
+/// Periodic held-out evaluation for online RL (<c>--eval-prompts FILE --eval-steps N</c>): every N steps, the policy
+/// is evaluated with <see cref="PolicyEval"/> on fixed prompts against the reference (same seed each time, so the
+/// curve moves only with the policy) and the numbers come back as <c>eval/*</c> log scalars — the same definitions
+/// as <c>eval-policy</c> and <c>report</c>. A trainer's step loop calls it in one line:
+/// <code>foreach (var kv in heldOut?.MetricsAt(step, policy, reference) ?? []) metrics[kv.Key] = kv.Value;</code>
+/// </summary>
+public sealed class HeldOutEval
+{
+    public HeldOutEval(IReadOnlyList<string> prompts, EvalReward reward, TextTokenizer tokenizer, int everySteps, PolicyEvalOptions? options = null)
+    {
+        if (prompts.Count == 0) throw new FineAlignException("--eval-prompts holds no prompts");
+        if (everySteps < 0) throw new FineAlignException("--eval-steps must be ≥ 0");
+        Prompts = prompts; Reward = reward; Tokenizer = tokenizer; EverySteps = everySteps; Options = options ?? new PolicyEvalOptions();
+    }
+
+    public IReadOnlyList<string> Prompts { get; }
+    public EvalReward Reward { get; }
+    public TextTokenizer Tokenizer { get; }
+    /// <summary>Evaluate every this many steps (0 = never during training).</summary>
+    public int EverySteps { get; }
+    public PolicyEvalOptions Options { get; }
+
+    /// <summary>From a prompt file (<see cref="Data.PromptReader"/> formats) and a reward spec.</summary>
+    public static HeldOutEval FromFile(string promptsFile, string rewardSpec, TextTokenizer tokenizer, int everySteps, int maxNewTokens, long seed,
+        int maxPrompts = 64, Action<string>? warn = null) =>
+        new(Data.PromptReader.Read(promptsFile).Take(maxPrompts).ToList(), EvalReward.Build(rewardSpec, tokenizer, warn), tokenizer, everySteps,
+            new PolicyEvalOptions { MaxNewTokens = maxNewTokens, Seed = seed });
+
+    public bool Due(long step) => EverySteps > 0 && step % EverySteps == 0;
+
+    /// <summary>The <c>eval/*</c> metrics at <paramref name="step"/>, or an empty dictionary when no evaluation is due.</summary>
+    public Dictionary<string, double> MetricsAt(long step, CausalLM policy, CausalLM reference) =>
+        Due(step) ? Evaluate(policy, reference).Metrics("eval/") : [];
+
+    public PolicyEvalResult Evaluate(CausalLM policy, CausalLM reference) => PolicyEval.Run(policy, reference, Tokenizer, Prompts, Reward, Options);
+}

@@ -1,0 +1,60 @@
+using FineAlign.Cli;
+using FineAlign.Models;
+using System.Text.Json.Nodes;
+
+namespace FineAlign.LlamaCpp.Tests;
+
+/// <summary><c>finealign export-gguf</c> end to end, in-process: the file it writes loads in llama.cpp; bad input is one line and exit 1.</summary>
+[Collection("gguf")]
+public class ExportGgufCliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter { NewLine = "\n" };
+        var e = new StringWriter { NewLine = "\n" };
+        int code = CliApp.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public void Exports_a_model_folder_that_llama_cpp_loads()
+    {
+        using var tmp = new TempDir();
+        using var model = TinyModels.Create("qwen2", 4, 2, tied: true);
+        string dir = TinyModels.Save(model, tmp.Path, "m");
+        string outFile = tmp.File("out/m.gguf");
+        var (code, stdout, stderr) = Run("export-gguf", "--model", dir, "--out", outFile, "--type", "f16");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("GGUF 'qwen2'", stdout);
+        Assert.Contains("gpt2/gpt-2", stdout);
+        var f = GgufFile.Read(outFile);
+        Assert.Equal(1u, f.Get<uint>("general.file_type"));
+        using var engine = new LlamaCppEngine(outFile);
+        Assert.Equal(261, engine.VocabCount);
+        Assert.Equal(24, engine.LogProbs(TinyModels.RandomIds(24, 261, 1)).Length);
+    }
+
+    [Fact]
+    public void Refuses_gpt2_a_bad_type_and_a_folder_as_out_with_one_line()
+    {
+        using var tmp = new TempDir();
+        using var gpt2 = ModelFactory.Create(ModelConfig.FromJson(new JsonObject
+        {
+            ["model_type"] = "gpt2", ["vocab_size"] = 261, ["n_embd"] = 32, ["n_layer"] = 1, ["n_head"] = 2, ["n_positions"] = 32,
+        }), 0);
+        string gdir = TinyModels.Save(gpt2, tmp.Path, "g");
+        var r = Run("export-gguf", "--model", gdir, "--out", tmp.File("g.gguf"));
+        Assert.Equal(1, r.Code);
+        Assert.Contains("model_type 'gpt2' cannot be exported to GGUF", r.Err);
+        Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.False(File.Exists(tmp.File("g.gguf")));
+
+        r = Run("export-gguf", "--model", gdir, "--out", tmp.File("g.gguf"), "--type", "q4_0");
+        Assert.NotEqual(0, r.Code);
+        Assert.Contains("--type", r.Err);
+
+        r = Run("export-gguf", "--model", gdir, "--out", tmp.Path);
+        Assert.Equal(1, r.Code);
+        Assert.Contains("is a folder", r.Err);
+    }
+}
