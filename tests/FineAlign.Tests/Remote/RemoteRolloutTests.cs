@@ -227,4 +227,35 @@ public class RemoteRolloutTests
             else Assert.Equal(4, first[i].ResponseIds.Length);
         }
     }
+
+    [Fact]
+    public async Task TheApiKeyComesFromTheNamedEnvironmentVariable()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        await using var server = await OpenAiServer.StartAsync(new ServeOptions { ModelPath = modelDir, ServedModelName = "tiny", Port = 0, ApiKey = "sekret" });
+        using (var keyless = Engine([], null, server.BaseAddress))
+        {
+            var ex = Assert.Throws<FineAlignException>(() => keyless.Generate(Request));
+            Assert.Contains("HTTP 401", ex.Message);
+        }
+        using (var keyed = new RemoteRolloutEngine(new RemoteRolloutOptions { Endpoints = [server.BaseAddress], Model = "tiny", ApiKey = "sekret" }))
+            Assert.Equal(4, keyed.Generate(Request).Count);
+
+        string prompts = Path.Combine(tmp.Path, "p.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"x\"}");
+        string[] Args(string outDir) => ["grpo", "--policy", modelDir, "--prompts", prompts, "--out", Path.Combine(tmp.Path, outDir), "--steps", "1",
+            "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "3", "--threads", "1",
+            "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny", "--rollout-api-key-env", "FINEALIGN_TEST_ROLLOUT_KEY"];
+        var (missing, _, missingErr) = await Task.Run(() => CliRunner.Run(Args("a")));
+        Assert.Equal(1, missing);
+        Assert.Contains("FINEALIGN_TEST_ROLLOUT_KEY: the environment variable is not set", missingErr);
+        Environment.SetEnvironmentVariable("FINEALIGN_TEST_ROLLOUT_KEY", "sekret");
+        try
+        {
+            var (code, stdout, err) = await Task.Run(() => CliRunner.Run(Args("b")));
+            Assert.True(code == 0, err + stdout);
+        }
+        finally { Environment.SetEnvironmentVariable("FINEALIGN_TEST_ROLLOUT_KEY", null); }
+    }
 }
