@@ -14,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize|rs_all|rs_bf16|rs_dpo]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -38,6 +38,7 @@ int threads = int.Parse(argsMap.GetValueOrDefault("threads", "2"));
 int reps = int.Parse(argsMap.GetValueOrDefault("reps", "5"));
 string workload = argsMap.GetValueOrDefault("workload", "all");
 if (workload is "decode-peer" or "export-gguf") return DecodePeer.Run(workload, argsMap);   // FineAlign vs llama.cpp (DecodePeer.cs)
+if (workload.StartsWith("rs_", StringComparison.Ordinal)) return RealScaleBench.Run(workload, argsMap, reps, threads);   // issue #15 (RealScale.cs)
 
 if (workload == "all")
 {

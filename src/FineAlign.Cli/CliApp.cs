@@ -41,6 +41,7 @@ public static class CliApp
         root.Add(LogprobsCommand.Create());
         root.Add(ConvertCommand.Create());
         root.Add(ExportGgufCommand.Create());
+        root.Add(MergeCommand.Create());
         root.Add(VersionCommand.Create());
         root.Add(TlcrLabelCommand.Create());
         root.Add(TlcrTrainCommand.Create());

@@ -35,6 +35,45 @@ public class ExportGgufCliTests
     }
 
     [Fact]
+    public void Adapter_is_merged_before_the_export_and_llama_cpp_runs_the_merged_model()
+    {
+        using var tmp = new TempDir();
+        using var model = TinyModels.Create("llama", 4, 2, tied: false);
+        string baseDir = TinyModels.Save(model, tmp.Path, "base");
+        // A LoRA adapter with a non-zero B (PEFT initialises B to 0, which would make the merge a no-op and the test blind).
+        using (var tuned = ModelIO.Load(baseDir))
+        {
+            Lora.Apply(tuned, new LoraSettings { R = 4, Alpha = 8 }, seed: 3);
+            using (TorchSharp.torch.no_grad())
+                foreach (var (_, proj) in Lora.Projections(tuned))
+                    if (proj.Adapter is var (_, b)) b.copy_(TorchSharp.torch.randn(b.shape, generator: new TorchSharp.torch.Generator(7)) * 0.05);
+            Directory.CreateDirectory(Path.Combine(tmp.Path, "adapter"));
+            Lora.WriteAdapter(tuned, Path.Combine(tmp.Path, "adapter"));
+        }
+        string adapterDir = Path.Combine(tmp.Path, "adapter");
+        string outFile = tmp.File("merged.gguf");
+        var (code, stdout, stderr) = Run("export-gguf", "--model", baseDir, "--adapter", adapterDir, "--out", outFile);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("merged adapter", stdout);
+
+        var ids = TinyModels.RandomIds(24, 261, 5);
+        using var merged = ModelIO.LoadMerged(baseDir, adapterDir);
+        var expected = TinyModels.LogProbs(merged, ids).Target;
+        var plain = TinyModels.LogProbs(model, ids).Target;
+        using var engine = new LlamaCppEngine(outFile);
+        var rows = engine.LogProbs(ids);
+        var got = Enumerable.Range(0, ids.Length - 1).Select(t => rows[t][ids[t + 1]]).ToArray();
+        double err = expected.Zip(got).Max(p => Math.Abs(p.First - p.Second));
+        double adapterEffect = expected.Zip(plain).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(err <= 1e-4, $"llama.cpp vs merged FineAlign: max |Δ log p| = {err}");
+        Assert.True(adapterEffect > 1e-3, $"the adapter barely changes the model ({adapterEffect}): the test could not see a missing merge");
+
+        var (bad, _, badErr) = Run("export-gguf", "--model", baseDir, "--adapter", baseDir, "--out", tmp.File("x.gguf"));
+        Assert.Equal(1, bad);
+        Assert.Contains("not a PEFT adapter folder", badErr);
+    }
+
+    [Fact]
     public void Refuses_gpt2_a_bad_type_and_a_folder_as_out_with_one_line()
     {
         using var tmp = new TempDir();

@@ -36,6 +36,8 @@ public static class DpoCommand
                 SyncReference = r.Get(sync), RefModelSyncSteps = r.Get(syncSteps), RefModelMixupAlpha = r.Get(mixup),
             };
             dpo.Validate();
+            if (dpo.SyncReference && r.Get(flags.Peft.UsePeft))
+                throw new FineAlignException("--sync-ref-model moves the reference toward the policy; with --use-peft the reference is the base with the adapter off, so the two cannot be combined.");
             var (policy, tokenizer, description) = PreferenceFlags.RequirePolicy(r, flags, "dpo");
             using var _ = policy;
             var (train, eval) = data.LoadPairs(r, tokenizer, policy.Config.MaxPositionEmbeddings);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using FineAlign.Models;
 using FineAlign.Models.Gguf;
 
 namespace FineAlign.Cli.Commands;
@@ -20,6 +21,7 @@ public static class ExportGgufCommand
         var outFile = cmd.Declare<string?>("--out", null, "GGUF file to write, e.g. model.gguf (replaced if it exists). Required.", alias: "-o");
         var type = cmd.Declare("--type", "f32", "Type of the weight matrices: f32 (exact), f16 or bf16 (half the size). Norms and biases stay f32.",
             check: v => v?.Trim().ToLowerInvariant() is "f32" or "f16" or "bf16" or "float32" or "float16" or "bfloat16" ? null : "must be f32, f16 or bf16");
+        var adapter = cmd.Declare<string?>("--adapter", null, "PEFT LoRA adapter folder merged into --model before the export (W + scaling·B·A), as `finealign merge` does.");
         var runtime = RuntimeFlags.Declare(cmd);
 
         cmd.SetRecipeAction((recipe, ct) =>
@@ -33,7 +35,12 @@ public static class ExportGgufCommand
 
             using var lm = ModelFolder.LoadModel(source, TorchSharp.torch.ScalarType.Float32, out string resolved);
             ct.ThrowIfCancellationRequested();
-            // --adapter (issue #16): merging a LoRA adapter into `lm` goes here, one call before the export.
+            if (recipe.Get(adapter) is string adapterDir)
+            {
+                if (!Lora.IsAdapterFolder(adapterDir)) throw new FineAlignException($"--adapter {adapterDir}: not a PEFT adapter folder (no {Lora.ConfigFile}).");
+                var lora = Lora.MergeInto(lm, adapterDir);
+                recipe.Out.WriteLine($"merged adapter {adapterDir} (LoRA r {lora.R}) into {resolved}");
+            }
             var result = GgufExporter.Export(lm, resolved, target, ggmlType, Path.GetFileName(Path.GetFullPath(resolved).TrimEnd('/')));
             recipe.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"exported {resolved} ({lm.Config.ModelType} → GGUF '{result.Architecture}', {result.TensorCount} tensors, {result.Type}, " +

@@ -19,6 +19,8 @@ internal sealed class OnlineRlFlags
     public required Option<string> Policy { get; init; }
     public required Option<string?> ValueModel { get; init; }
     public required Option<bool> SharedTrunk { get; init; }
+    /// <summary>LoRA, bf16, gradient checkpointing, device (the flag group every trainer shares).</summary>
+    public PeftFlags Peft { get; private init; } = null!;
     public required Option<string?> Prompts { get; init; }
     public required Option<string?> ChatTemplate { get; init; }
     private ChatTemplate? _chat;   // set by LoadPrompts when a prompt was a conversation
@@ -62,6 +64,7 @@ internal sealed class OnlineRlFlags
         var p = preset;
         return new OnlineRlFlags
         {
+            Peft = PeftFlags.Declare(cmd),
             Preset = p,
             Output = OutputFlags.Declare(cmd, defaultOut ?? p.OutputDir, "rollout batches"),
             Policy = cmd.Declare("--policy", "runs/sft/model", "Initial policy (HF folder, e.g. from finealign sft); also the reference model.", alias: "--model"),
@@ -154,11 +157,14 @@ internal sealed class OnlineRlFlags
     {
         string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
-        var policy = ModelIO.Load(dir);
-        var reference = ModelIO.Load(dir);
+        if (r.Get(Peft.Bf16) && options.UsesCritic && r.Get(ValueModel) is null && (r.Get(SharedTrunk) || r.Get(Peft.UsePeft)))
+            throw new FineAlignException("--bf16 with the value head on the policy's trunk is not supported yet; give --value-model or drop --bf16.");
+        var policy = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+        // LoRA: the reference is the base with the adapter off, and the value head sits on the policy's trunk (one base in memory).
+        var reference = Training.ModelSetup.Reference(policy) ?? ModelIO.Load(dir);
         ValueModel? value = null;
         if (!options.UsesCritic) return (policy, reference, value, tokenizer);
-        if (r.Get(SharedTrunk)) value = Models.ValueModel.Shared(policy, r.Get(Seed));
+        if (r.Get(SharedTrunk) || (policy.Lora is not null && r.Get(ValueModel) is null)) value = Models.ValueModel.Shared(policy, r.Get(Seed));
         else if (r.Get(ValueModel) is string vdir)
         {
             if (!TokenizerMatch.Same(tokenizer, TokenizerLoader.Load(vdir)))

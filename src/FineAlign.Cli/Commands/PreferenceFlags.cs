@@ -108,9 +108,9 @@ internal sealed class PreferenceFlags
             throw new FineAlignException($"{command} needs --model: the model to fine-tune, usually an SFT output such as runs/sft/model " +
                                          "(train one with 'finealign sft'); it is also the reference unless --ref-model is given.");
         string resolved = ModelFolder.Resolve(dir);
-        var tokenizer = TokenizerLoader.Load(resolved);
-        var model = ModelIO.Load(resolved);
-        return (model, tokenizer, $"{model.Config.ModelType} model from {resolved}");
+        var tokenizer = TokenizerLoader.Load(ModelIO.TokenizerFolder(resolved));
+        var model = flags.Peft.Prepare(r, ModelIO.Load(resolved), resolved, r.Get(flags.Seed));
+        return (model, tokenizer, $"{model.Config.ModelType} model from {resolved}{flags.Peft.Describe(r)}");
     }
 
     /// <summary>The --ref-model folder as a frozen model, or null (the initial policy is the reference).</summary>

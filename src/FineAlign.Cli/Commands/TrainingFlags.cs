@@ -36,6 +36,8 @@ internal sealed class TrainingFlags
     public required Option<bool> Resume { get; init; }
     public required Option<string?> ResumeFrom { get; init; }
     public required Option<int> Threads { get; init; }
+    /// <summary>LoRA, bf16, gradient checkpointing, device (shared with the online trainers).</summary>
+    public required PeftFlags Peft { get; init; }
 
     /// <summary>Default peak LR when fine-tuning a pretrained model (TRL's SFT default).</summary>
     public const double FineTuneLr = 2e-5;
@@ -75,10 +77,11 @@ internal sealed class TrainingFlags
             Resume = cmd.Declare("--resume", false, "Resume from the latest complete checkpoint in --out (same seed and options continue the identical loss curve)."),
             ResumeFrom = cmd.Declare<string?>("--resume-from", null, "Resume from this checkpoint folder (checkpoint-N)."),
             Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core). Part of the determinism contract: resume with the same value.", check: AtLeast(0)),
+            Peft = PeftFlags.Declare(cmd),
         };
     }
 
-    public TrainingOptions Build(Recipe r) => new()
+    public TrainingOptions Build(Recipe r) => Peft.Apply(r, new TrainingOptions
     {
         OutputDir = r.Get(Out),
         LearningRate = r.Get(LearningRate) ?? (r.Get(Model) is null ? _scratchLr : FineTuneLr),
@@ -98,7 +101,7 @@ internal sealed class TrainingFlags
         SaveTotalLimit = r.Get(SaveTotalLimit),
         Seed = r.Get(Seed),
         ResumeFromCheckpoint = r.Get(ResumeFrom) ?? (r.Get(Resume) ? "latest" : null),
-    };
+    });
 
     public void ApplyThreads(Recipe r)
     {
@@ -111,15 +114,15 @@ internal sealed class TrainingFlags
     {
         if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
-            var tokenizer = TokenizerLoader.Load(dir);
-            var model = ModelIO.Load(dir);
-            return (model, tokenizer, $"{model.Config.ModelType} model from {dir}");
+            var tokenizer = TokenizerLoader.Load(ModelIO.TokenizerFolder(dir));
+            var model = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+            return (model, tokenizer, $"{model.Config.ModelType} model from {dir}{Peft.Describe(r)}");
         }
         TextTokenizer scratchTokenizer = r.Get(Tokenizer) is string tokDir ? TokenizerLoader.Load(tokDir) : new ByteTokenizer();
         var config = ModelPresets.Create(r.Get(Init), scratchTokenizer, r.Get(ContextLength));
-        var fresh = ModelFactory.Create(config, r.Get(Seed));
+        var fresh = Peft.Prepare(r, ModelFactory.Create(config, r.Get(Seed)), null, r.Get(Seed));
         long n = fresh.parameters().Sum(p => p.numel());
         string tokName = r.Get(Tokenizer) is string td ? $"tokenizer {td}, {scratchTokenizer.VocabSize} tokens" : "byte tokenizer";
-        return (fresh, scratchTokenizer, $"fresh '{r.Get(Init)}' model ({n / 1e6:F2}M parameters, {tokName}, context {config.MaxPositionEmbeddings})");
+        return (fresh, scratchTokenizer, $"fresh '{r.Get(Init)}' model ({n / 1e6:F2}M parameters, {tokName}, context {config.MaxPositionEmbeddings}){Peft.Describe(r)}");
     }
 }

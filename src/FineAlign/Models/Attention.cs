@@ -91,6 +91,9 @@ internal sealed class AttentionPlan
         return new AttentionPlan { Positions = positions, Mask = mask, Cache = cache };
     }
 
+    /// <summary>The same plan with another mask handle (a recomputed layer gets its own handles, see <see cref="Recompute"/>).</summary>
+    public AttentionPlan WithMask(Tensor? mask) => new() { Positions = Positions, Mask = mask, IsCausal = IsCausal, Cache = Cache };
+
     /// <summary>Scaled dot-product attention with grouped-query support (k/v heads repeated as in HF's repeat_kv).</summary>
     public Tensor Attend(Tensor q, Tensor k, Tensor v)
     {

@@ -30,6 +30,26 @@ public abstract class CausalLM : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
         => LmHead(ForwardHidden(inputIds, attentionMask, cache));
 
+    /// <summary>
+    /// Mixed precision (<c>--bf16</c>): activations are cast to this dtype after the embedding, and every matmul casts
+    /// its weight to the activations' dtype; norms, softmax, log-softmax and losses stay fp32. Null: the weights' dtype.
+    /// </summary>
+    public ScalarType? ComputeDtype { get; set; }
+
+    /// <summary>Recompute each decoder layer in backward instead of keeping its activations (<c>--gradient-checkpointing</c>).</summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>The LoRA adapters attached by <see cref="Models.Lora.Apply"/>, or null (a plain model).</summary>
+    public LoraState? Lora { get; internal set; }
+
+    /// <summary>Whether this forward should recompute its layers: training with autograd on and no KV cache.</summary>
+    protected bool CheckpointLayers(KvCache? cache) => GradientCheckpointing && cache is null && training && is_grad_enabled();
+
+    protected Tensor ToComputeDtype(Tensor x) => ComputeDtype is ScalarType d && x.dtype != d ? x.to(d) : x;
+
+    /// <summary>The device seam: inputs made on the host follow the model to its device (a no-op on CPU).</summary>
+    protected static Tensor OnModelDevice(Tensor t, Tensor like) => t.device_type == like.device_type && t.device_index == like.device_index ? t : t.to(like.device);
+
     /// <summary>An empty cache sized for this model, holding at most <paramref name="maxLength"/> tokens.</summary>
     public KvCache NewCache(int maxLength) => new(Config.NumLayers, maxLength);
 }

@@ -30,7 +30,8 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
         var h = x.to(ScalarType.Float32);
         var variance = h.pow(LiveScalars.Two).mean(new long[] { -1 }, keepdim: true);
         h = h * (variance + _eps).rsqrt();
-        return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
+        var w = weight.dtype == x.dtype ? weight : weight.to(x.dtype);   // bf16 activations stay bf16 (fp32 master gain)
+        return (w * h.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
 
@@ -120,7 +121,7 @@ internal static class Rotary
 
 internal sealed class LlamaAttention : nn.Module
 {
-    private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    private readonly Projection q_proj, k_proj, v_proj, o_proj;
     private readonly int _heads, _kvHeads, _headDim;
 
     public LlamaAttention(ModelConfig c, ScalarType dtype) : base(nameof(LlamaAttention))
@@ -128,10 +129,10 @@ internal sealed class LlamaAttention : nn.Module
         _heads = c.NumHeads; _kvHeads = c.NumKvHeads; _headDim = c.HeadDim;
         // transformers: q/k/v bias = attention_bias (always on for Qwen2); o_proj bias only for Llama's attention_bias.
         bool oBias = c.AttentionBias && c.ModelType == "llama";
-        q_proj = nn.Linear(c.HiddenSize, (long)_heads * _headDim, c.AttentionBias, dtype: dtype);
-        k_proj = nn.Linear(c.HiddenSize, (long)_kvHeads * _headDim, c.AttentionBias, dtype: dtype);
-        v_proj = nn.Linear(c.HiddenSize, (long)_kvHeads * _headDim, c.AttentionBias, dtype: dtype);
-        o_proj = nn.Linear((long)_heads * _headDim, c.HiddenSize, oBias, dtype: dtype);
+        q_proj = new Projection(c.HiddenSize, (long)_heads * _headDim, c.AttentionBias, dtype);
+        k_proj = new Projection(c.HiddenSize, (long)_kvHeads * _headDim, c.AttentionBias, dtype);
+        v_proj = new Projection(c.HiddenSize, (long)_kvHeads * _headDim, c.AttentionBias, dtype);
+        o_proj = new Projection((long)_heads * _headDim, c.HiddenSize, oBias, dtype);
         RegisterComponents();
     }
 
@@ -151,15 +152,15 @@ internal sealed class LlamaAttention : nn.Module
 
 internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear gate_proj, up_proj, down_proj;
+    private readonly Projection gate_proj, up_proj, down_proj;
     private readonly string _act;
 
     public LlamaMlp(ModelConfig c, ScalarType dtype) : base(nameof(LlamaMlp))
     {
         _act = c.HiddenAct;
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype: dtype);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype: dtype);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, c.MlpBias, dtype: dtype);
+        gate_proj = new Projection(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype);
+        up_proj = new Projection(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype);
+        down_proj = new Projection(c.IntermediateSize, c.HiddenSize, c.MlpBias, dtype);
         RegisterComponents();
     }
 
@@ -242,17 +243,29 @@ public sealed class LlamaForCausalLM : CausalLM
     public override Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
         using var scope = NewDisposeScope();
-        var x = model.embed_tokens.forward(inputIds);
+        inputIds = OnModelDevice(inputIds, model.embed_tokens.weight!);
+        if (attentionMask is not null) attentionMask = OnModelDevice(attentionMask, model.embed_tokens.weight!);
+        var x = ToComputeDtype(model.embed_tokens.forward(inputIds));
         var plan = AttentionPlan.Create(inputIds, attentionMask, cache, x.dtype, _slidingWindow);
         var (cos, sin) = Rotary.Tables(plan.Positions, _invFreq);
         if (cos.dtype != x.dtype) { cos = cos.to(x.dtype); sin = sin.to(x.dtype); }
+        bool recompute = CheckpointLayers(cache);
         for (int i = 0; i < model.layers.Count; i++)
-            x = model.layers[i].Forward(x, cos, sin, plan, i);
+        {
+            var layer = model.layers[i];
+            int index = i;
+            x = recompute
+                ? Recompute.Apply((h, c) => layer.Forward(h, c[0]!, c[1]!, plan.WithMask(c[2]), index), x, cos, sin, plan.Mask)
+                : layer.Forward(x, cos, sin, plan, i);
+        }
         x = model.norm.forward(x);
         cache?.Advance((int)inputIds.shape[1]);
         return x.MoveToOuterDisposeScope();
     }
 
     public override Tensor LmHead(Tensor hidden)
-        => lm_head is null ? F.linear(hidden, model.embed_tokens.weight!) : lm_head.forward(hidden);
+    {
+        var w = lm_head?.weight ?? model.embed_tokens.weight!;
+        return F.linear(hidden, w.dtype == hidden.dtype ? w : w.to(hidden.dtype));
+    }
 }

@@ -95,6 +95,7 @@ public static class ModelIO
     public static CausalLM Load(string folder, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
+        if (Lora.IsAdapterFolder(folder) && !File.Exists(Path.Combine(folder, "config.json"))) return LoadMerged(Lora.BaseFolder(folder), folder, dtype);
         string configPath = Path.Combine(folder, "config.json");
         var config = ModelConfig.Load(configPath);
         ModelFactory.EnsureFitsInMemory(config, dtype, configPath);
@@ -112,12 +113,46 @@ public static class ModelIO
     }
 
     /// <summary>
+    /// A PEFT adapter folder read as a model: its base (<paramref name="baseFolder"/>) with the adapter merged into the
+    /// weights (<see cref="Lora.MergeInto"/>), a plain model — so every command that reads a model reads an adapter too.
+    /// </summary>
+    public static CausalLM LoadMerged(string baseFolder, string adapterFolder, ScalarType dtype = ScalarType.Float32)
+    {
+        var model = Load(baseFolder, ScalarType.Float32);
+        try
+        {
+            Lora.MergeInto(model, adapterFolder);
+            if (dtype != ScalarType.Float32) model.to(dtype);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The folder holding the tokenizer for <paramref name="folder"/>: itself, or an adapter's base when the adapter has none.</summary>
+    public static string TokenizerFolder(string folder)
+    {
+        if (!Lora.IsAdapterFolder(folder) || TokenizerFiles.Any(f => f is "tokenizer.json" or "tokenizer.model" or "vocab.json" && File.Exists(Path.Combine(folder, f))))
+            return folder;
+        return Lora.BaseFolder(folder);
+    }
+
+    /// <summary>
     /// Copies the weights of <paramref name="folder"/> into an existing <paramref name="model"/> (converted to
     /// its dtype), with the same checks as <see cref="Load"/>: used to resume training from a checkpoint.
     /// </summary>
     public static void LoadInto(CausalLM model, string folder)
     {
         if (!Directory.Exists(folder)) throw new FineAlignException($"{folder}: model folder not found.");
+        if (model.Lora is not null)
+        {
+            // A LoRA run's checkpoints hold the adapter only; the frozen base is already in memory.
+            Lora.LoadAdapterWeights(model, folder);
+            return;
+        }
         var config = model.Config;
         using var ck = SafeTensorsCheckpoint.Open(folder);
         var used = new HashSet<string>(StringComparer.Ordinal);
@@ -180,6 +215,17 @@ public static class ModelIO
     {
         if (tokenizerSourceFolder is not null && !Directory.Exists(tokenizerSourceFolder))
             throw new FineAlignException($"{tokenizerSourceFolder}: tokenizer source folder not found.");
+        if (model.Lora is not null)
+        {
+            // A LoRA model saves as a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) and its tokenizer.
+            WriteFolder(folder, tmp =>
+            {
+                Lora.WriteAdapter(model, tmp);
+                tokenizer?.Save(tmp);
+                if (tokenizerSourceFolder is not null) CopyTokenizerFiles(tokenizerSourceFolder, tmp);
+            });
+            return;
+        }
         WriteFolder(folder, tmp =>
         {
             var state = model.state_dict();
@@ -197,13 +243,17 @@ public static class ModelIO
                 File.WriteAllText(Path.Combine(tmp, "generation_config.json"), gen.ToJsonString(indented));
 
             tokenizer?.Save(tmp);
-            if (tokenizerSourceFolder is not null)
-                foreach (var f in TokenizerFiles)
-                {
-                    string src = Path.Combine(tokenizerSourceFolder, f);
-                    if (File.Exists(src)) File.Copy(src, Path.Combine(tmp, f));
-                }
+            if (tokenizerSourceFolder is not null) CopyTokenizerFiles(tokenizerSourceFolder, tmp);
         });
+    }
+
+    private static void CopyTokenizerFiles(string from, string to)
+    {
+        foreach (var f in TokenizerFiles)
+        {
+            string src = Path.Combine(from, f);
+            if (File.Exists(src)) File.Copy(src, Path.Combine(to, f));
+        }
     }
 
     /// <summary><c>torch_dtype</c> as config.json spells it.</summary>
@@ -222,7 +272,8 @@ public static class ModelIO
         string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(target) ?? throw new FineAlignException($"{folder}: cannot save a model to a file-system root.");
         if (File.Exists(target)) throw new FineAlignException($"{folder}: exists and is a file, not a folder.");
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json")))
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, "config.json"))
+            && !Lora.IsAdapterFolder(target))
             throw new FineAlignException($"{folder}: exists, is not empty and is not a model folder; refusing to replace it.");
         Directory.CreateDirectory(parent);
 

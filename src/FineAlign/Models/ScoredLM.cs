@@ -32,7 +32,7 @@ public sealed class ScoredLM : nn.Module
         this.trunk = trunk;
         Kind = kind;
         NumLabels = numLabels;
-        var dtype = trunk.parameters().First().dtype;
+        var dtype = trunk.Lora is not null || trunk.ComputeDtype is not null ? ScalarType.Float32 : trunk.parameters().First().dtype;
         score = nn.Linear(trunk.Config.HiddenSize, numLabels, hasBias: kind == HeadKind.Token, dtype: dtype);
         using (no_grad())
         {
@@ -54,7 +54,11 @@ public sealed class ScoredLM : nn.Module
 
     /// <summary>Head outputs at every position, [batch, tokens, labels].</summary>
     public Tensor TokenScores(Tensor inputIds, Tensor? attentionMask = null)
-        => score.forward(trunk.ForwardHidden(inputIds, attentionMask));
+    {
+        var h = trunk.ForwardHidden(inputIds, attentionMask);
+        // Mixed precision: the head (and so every score and loss) stays fp32.
+        return score.forward(h.dtype == score.weight!.dtype ? h : h.to(score.weight!.dtype));
+    }
 
     /// <summary>
     /// One score per sequence: the head at the last real token (works for left and right padding), [batch]
@@ -83,10 +87,15 @@ public sealed class ScoredLM : nn.Module
         return prefix + (Kind == HeadKind.Sequence ? "ForSequenceClassification" : "ForTokenClassification");
     }
 
-    /// <summary>The tensors as transformers names them: trunk (without lm_head) plus <c>score.*</c>.</summary>
+    /// <summary>Sub-folder of a saved LoRA-trained scoring model holding its adapter (what a resume restores).</summary>
+    public const string AdapterFolder = "adapter";
+
+    /// <summary>The tensors as transformers names them: trunk (without lm_head) plus <c>score.*</c>. A LoRA trunk is
+    /// written merged (base + scaling·B·A), so the folder is a plain classification model every tool loads.</summary>
     public IEnumerable<KeyValuePair<string, Tensor>> HfTensors()
     {
-        foreach (var (name, t) in trunk.state_dict())
+        var trunkTensors = trunk.Lora is not null ? Lora.MergedTensors(trunk) : trunk.state_dict();
+        foreach (var (name, t) in trunkTensors)
             if (!name.StartsWith("lm_head", StringComparison.Ordinal)) yield return new(name, t);
         yield return new("score.weight", score.weight!);
         if (score.bias is not null) yield return new("score.bias", score.bias);
@@ -114,7 +123,42 @@ public sealed class ScoredLM : nn.Module
         File.WriteAllText(Path.Combine(tmp, "config.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         SafeTensors.Save(Path.Combine(tmp, SafeTensors.SingleFileName), HfTensors());
         tokenizer?.Save(tmp);
+        if (trunk.Lora is not null)
+        {
+            Directory.CreateDirectory(Path.Combine(tmp, AdapterFolder));
+            Lora.WriteAdapter(trunk, Path.Combine(tmp, AdapterFolder));
+        }
     });
+
+    /// <summary>
+    /// Restores a folder written by <see cref="Save"/> into this model (resume): every tensor for a plain trunk; for a LoRA
+    /// trunk the adapter (from <see cref="AdapterFolder"/>) and the head, leaving the frozen base untouched.
+    /// </summary>
+    public void LoadWeights(string folder)
+    {
+        if (trunk.Lora is null)
+        {
+            using var loaded = Load(folder);
+            using var _ = no_grad();
+            var src = loaded.state_dict();
+            foreach (var (name, p) in state_dict())
+            {
+                if (name.StartsWith("trunk.lm_head", StringComparison.Ordinal) || name.StartsWith("lm_head", StringComparison.Ordinal)) continue;
+                if (!src.TryGetValue(name, out var t)) throw new FineAlignException($"{folder}: tensor '{name}' is missing");
+                p.copy_(t);
+            }
+            return;
+        }
+        Lora.LoadAdapterWeights(trunk, Path.Combine(folder, AdapterFolder));
+        using var ck = SafeTensorsCheckpoint.Open(folder);
+        using var __ = no_grad();
+        foreach (var (name, p) in new[] { ("score.weight", score.weight), ("score.bias", score.bias) })
+        {
+            if (p is null) continue;
+            using var t = ck.Read(name, p.dtype);
+            p.copy_(t);
+        }
+    }
 
     /// <summary>Loads a folder written by <see cref="Save"/> (or transformers' classification models of the supported types).</summary>
     public static ScoredLM Load(string folder, ScalarType dtype = ScalarType.Float32)
@@ -168,6 +212,7 @@ public sealed class ScoredLM : nn.Module
     /// not part of a scored model's files (it never scores), so it is left as it is.</summary>
     public static void LoadInto(ScoredLM model, string folder)
     {
+        if (model.Trunk.Lora is not null) { model.LoadWeights(folder); return; }   // LoRA: adapter + head only
         using var loaded = Load(folder);
         WeightCopy.Copy(loaded.state_dict(), model, folder, skip: name => name.StartsWith("lm_head", StringComparison.Ordinal) || name.Contains(".lm_head", StringComparison.Ordinal));
     }

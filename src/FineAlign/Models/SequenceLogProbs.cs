@@ -49,9 +49,10 @@ public static class SequenceLogProbs
     public static Tensor Of(CausalLM model, TokenBatch b)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Forward(b.InputIds, b.AttentionMask);
         var mask = b.LossMask.logical_and(b.AttentionMask.ne(0));
-        return Sum(logits, b.InputIds, mask).MoveToOuterDisposeScope();
+        // Chunked LM head: only target positions, never the [B, T, V] logits (ChunkedLmHead).
+        var logp = ChunkedLmHead.FromIds(model, b.InputIds, b.AttentionMask, mask);
+        return MaskedSum(logp, mask.to(logp.device)).MoveToOuterDisposeScope();
     }
 
     /// <summary>As <see cref="Of"/> without gradient (a frozen reference).</summary>

@@ -33,9 +33,11 @@ public static class WeightCopy
     public static void Copy(nn.Module from, nn.Module to, Func<string, bool>? skip = null, bool allowMissing = false) =>
         Copy(from.state_dict(), to, from.GetName(), skip, allowMissing);
 
-    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights.</summary>
+    /// <summary>A frozen copy (eval mode, no gradients) of <paramref name="model"/>'s current weights; for a LoRA policy the
+    /// base with the adapters off instead (<see cref="Lora.AdapterOff"/>: no second copy of the weights).</summary>
     public static CausalLM FrozenCopy(CausalLM model)
     {
+        if (model.Lora is not null) return Lora.AdapterOff(model);
         var copy = ModelFactory.Construct(model.Config, model.parameters().First().dtype);
         Copy(model, copy);
         Freeze(copy);

@@ -1,3 +1,4 @@
+using FineAlign.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -40,6 +41,32 @@ public static class CausalLmLoss
         using var scope = NewDisposeScope();
         var mask = TargetMask(lossMask);
         var nllSum = (TokenLogProbs(logits, inputIds).neg() * mask).sum();
+        return (nllSum / mask.sum().clamp_min(1.0)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// As <see cref="TokenLogProbs(Tensor, Tensor)"/> from the model itself, through <see cref="ChunkedLmHead"/>: the
+    /// LM head runs a chunk of positions at a time and only where <paramref name="lossMask"/>[:, 1:] is true (0
+    /// elsewhere), so no [B, T, V] logits exist. Every trainer's log-prob and loss path goes through here.
+    /// </summary>
+    public static Tensor TokenLogProbs(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? lossMask, double temperature = 1.0)
+        => ChunkedLmHead.FromIds(model, inputIds, attentionMask, lossMask, temperature);
+
+    /// <summary>Sum of target-token log-probs per sequence, [B], without materialising the logits.</summary>
+    public static Tensor SequenceLogProbs(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor lossMask)
+    {
+        using var scope = NewDisposeScope();
+        var logp = TokenLogProbs(model, inputIds, attentionMask, lossMask);
+        return MaskedSum(logp, lossMask.to(logp.device)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Mean negative log-likelihood over target tokens (as <see cref="Loss(Tensor, Tensor, Tensor)"/>), chunked.</summary>
+    public static Tensor Loss(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor lossMask)
+    {
+        using var scope = NewDisposeScope();
+        var logp = TokenLogProbs(model, inputIds, attentionMask, lossMask);
+        var mask = TargetMask(lossMask).to(logp.device);
+        var nllSum = (logp.neg() * mask).sum();
         return (nllSum / mask.sum().clamp_min(1.0)).MoveToOuterDisposeScope();
     }
 }

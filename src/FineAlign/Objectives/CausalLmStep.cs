@@ -19,9 +19,8 @@ public sealed class CausalLmStep
     /// excluded even if the mask says otherwise.</param>
     public LossResult Compute(Tensor inputIds, Tensor? attentionMask, Tensor lossMask)
     {
-        var logits = Model.Forward(inputIds, attentionMask);
         var targets = attentionMask is null ? lossMask.to(ScalarType.Bool) : lossMask.to(ScalarType.Bool).logical_and(attentionMask.ne(0));
-        var loss = CausalLmLoss.Loss(logits, inputIds, targets);
+        var loss = CausalLmLoss.Loss(Model, inputIds, attentionMask, targets);
         long tokens = attentionMask is null ? inputIds.numel() : attentionMask.ne(0).sum().item<long>();
         return new LossResult(loss, new Dictionary<string, double> { ["num_target_tokens"] = CausalLmLoss.CountTargets(targets) }, tokens);
     }

@@ -60,10 +60,11 @@ public static class AlolTrainer
     public static LossResult Step(CausalLM policy, CausalLM reference, OfflineBatch b, AlolTrainerOptions o)
     {
         var t = b.Tokens;
-        var mask = CausalLmLoss.TargetMask(t.LossMask.logical_and(t.AttentionMask.ne(0)));
-        var logp = CausalLmLoss.TokenLogProbs(policy.Forward(t.InputIds, t.AttentionMask), t.InputIds);
+        var targets = t.LossMask.logical_and(t.AttentionMask.ne(0));
+        var mask = CausalLmLoss.TargetMask(targets);
+        var logp = CausalLmLoss.TokenLogProbs(policy, t.InputIds, t.AttentionMask, targets);
         Tensor refLogp;
-        using (no_grad()) refLogp = CausalLmLoss.TokenLogProbs(reference.Forward(t.InputIds, t.AttentionMask), t.InputIds);
+        using (no_grad()) refLogp = CausalLmLoss.TokenLogProbs(reference, t.InputIds, t.AttentionMask, targets);
         var loss = Alol.Loss(o.Variant, logp, refLogp, mask, b.Rewards, b.Advantages, o.Objective);
         using var noGrad = no_grad();
         var seq = (logp * mask).sum(1);

@@ -45,6 +45,13 @@ public sealed record TrainingOptions
     /// <summary>null: start fresh. "latest": newest checkpoint in <see cref="OutputDir"/> (fresh if none). Otherwise a checkpoint folder.</summary>
     public string? ResumeFromCheckpoint { get; init; }
 
+    /// <summary>bf16 mixed precision (transformers' <c>bf16</c>): bf16 matmuls, fp32 master weights, optimizer, softmax and losses.</summary>
+    public bool Bf16 { get; init; }
+    /// <summary>Recompute each decoder layer in backward (transformers' <c>gradient_checkpointing</c>).</summary>
+    public bool GradientCheckpointing { get; init; }
+    /// <summary>Where models and batches live: "cpu" (default) or "cuda" / "cuda:N" (untested: no CUDA build is served here).</summary>
+    public string Device { get; init; } = "cpu";
+
     /// <summary>Throws a one-line <see cref="FineAlignException"/> naming the first bad option.</summary>
     public void Validate()
     {
@@ -69,6 +76,7 @@ public sealed record TrainingOptions
         Check(LoggingSteps > 0, "logging_steps", LoggingSteps, "must be > 0");
         Check(SaveTotalLimit is null or > 0, "save_total_limit", SaveTotalLimit!, "must be > 0 (or unset to keep all)");
         Check(!string.IsNullOrWhiteSpace(OutputDir), "output_dir", OutputDir, "must be a folder path");
+        Check(System.Text.RegularExpressions.Regex.IsMatch(Device ?? "", "^(cpu|cuda(:[0-9]+)?)$"), "device", Device!, "must be cpu, cuda or cuda:N");
     }
 
     /// <summary>Warmup length for a run of <paramref name="totalSteps"/> steps.</summary>
