@@ -258,4 +258,20 @@ public class RemoteRolloutTests
         }
         finally { Environment.SetEnvironmentVariable("FINEALIGN_TEST_ROLLOUT_KEY", null); }
     }
+
+    [Fact]
+    public async Task ALoraPolicySyncsAsAnAdapterThatServeMergesOnReload()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        await using var server = await Serve(modelDir);
+        using var engine = Engine([], Path.Combine(tmp.Path, "sync"), server.BaseAddress);
+        using var policy = ModelIO.Load(modelDir);
+        Lora.Apply(policy, new LoraSettings { R = 4, Alpha = 8, Dropout = 0, BaseModelNameOrPath = Path.GetFullPath(modelDir) }, seed: 3);
+        using var reference = ModelIO.Load(modelDir);
+        using var trainer = Grpo(modelDir, Path.Combine(tmp.Path, "lora"), engine, sync: true, policy, reference);
+        var h = trainer.Train().LogHistory;
+        Assert.True(File.Exists(Path.Combine(tmp.Path, "sync", "weights-3", "adapter_config.json"))); // the adapter, not the base
+        foreach (var m in h) Assert.InRange(m["rollout/logprob_gap"], 0, 1e-3);
+    }
 }
