@@ -3,8 +3,9 @@ using FineAlign.Text;
 namespace FineAlign.Serving;
 
 /// <summary>
-/// The one place the server renders chat messages: through the library's chat templates (Text/ChatTemplates: a
-/// preset, a .jinja file, or the model's own chat_template), so a served chat prompt is tokenized exactly as SFT trained it.
+/// The one place the server renders chat messages: the model's chat template through the library's
+/// <see cref="ChatTemplates"/> (its Jinja chat_template, a chat_template.jinja, or a preset named with --chat-template),
+/// tokenized exactly as SFT trains the same conversation.
 /// </summary>
 internal sealed class ChatPrompt
 {
@@ -13,13 +14,13 @@ internal sealed class ChatPrompt
     private ChatPrompt(ChatTemplate template)
     {
         _template = template;
-        EndOfTurnId = template.EndOfTurn.Id;
+        EndOfTurnId = template.EndOfTurn.Id;   // ChatML's <|im_end|>, Llama 3's <|eot_id|>, ... (else eos)
     }
 
-    /// <summary>The token that ends an assistant turn (ChatML's &lt;|im_end|&gt;, Llama 3's &lt;|eot_id|&gt;, else EOS) when it is one token.</summary>
+    /// <summary>The token that ends an assistant turn (one token), stopping a chat completion beside EOS.</summary>
     public int? EndOfTurnId { get; }
 
-    /// <summary>The named template (--chat-template: preset, file or named template) or the model's own; else an error.</summary>
+    /// <summary>The template --chat-template names, else the model folder's own; no template at all is an error.</summary>
     public static ChatPrompt Resolve(string? name, TextTokenizer tokenizer, string folder) =>
         new(ChatTemplates.Resolve(name, tokenizer, folder));
 

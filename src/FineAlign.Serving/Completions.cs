@@ -14,10 +14,9 @@ internal static class Completions
     public static async Task HandleCompletionAsync(OpenAiServer server, HttpContext ctx)
     {
         var body = await OpenAiRequest.ReadBodyAsync(ctx.Request.Body, ctx.RequestAborted);
-        var model = server.Queue.Current;
+        var (modelName, model) = server.ResolveModel(OpenAiRequest.ModelName(body));
         var req = OpenAiRequest.ParseCompletion(body, model);
         var f = req.Fields;
-        server.CheckModel(f.Model);
         if ((long)req.Prompts.Count * f.N > MaxRows)
             throw new ApiException(400, $"{req.Prompts.Count} prompts × n = {f.N} is more than {MaxRows} sequences in one request", "n");
         int maxTokens = f.MaxTokens ?? 16;
@@ -25,7 +24,7 @@ internal static class Completions
         if (f.Stops.Length > 0 && model.Tokenizer is null) throw new ApiException(400, "stop strings need a tokenizer; this model folder has none", "stop");
 
         var rows = req.Prompts.SelectMany(p => Enumerable.Repeat(p.Ids, f.N)).ToList();
-        var job = new GenerationJob(rows, maxTokens, SamplingOf(f, f.IgnoreEos ? [] : model.Eos), req.Logprobs ?? -1,
+        var job = new GenerationJob(modelName, rows, maxTokens, SamplingOf(f, f.IgnoreEos ? [] : model.Eos), req.Logprobs ?? -1,
                                     scorePrompt: req.Echo, stream: f.Stream && req.Logprobs is null, ctx.RequestAborted);
         long promptTokens = req.Prompts.Sum(p => (long)p.Ids.Length);
         server.Metrics.RecordPromptTokens(promptTokens);
@@ -41,7 +40,7 @@ internal static class Completions
             var sse = new ServerSentEvents(ctx);
             JsonObject Chunk(int index, string text, JsonNode? logprobs, string? finish, string? stopReason = null) => new()
             {
-                ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = server.ModelName,
+                ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = modelName,
                 ["choices"] = new JsonArray(new JsonObject
                 {
                     ["index"] = index, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish, ["stop_reason"] = stopReason,
@@ -58,7 +57,7 @@ internal static class Completions
             if (result is not null && f.IncludeUsage)
                 await sse.SendAsync(new JsonObject
                 {
-                    ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = server.ModelName,
+                    ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = modelName,
                     ["choices"] = new JsonArray(), ["usage"] = OpenAiResponses.Usage(promptTokens, result.Sequences.Sum(s => (long)s.Tokens.Length)),
                 });
             await sse.DoneAsync();
@@ -82,7 +81,7 @@ internal static class Completions
         }
         await OpenAiServer.WriteJson(ctx, new JsonObject
         {
-            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = server.ModelName, ["choices"] = choices,
+            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = modelName, ["choices"] = choices,
             ["usage"] = OpenAiResponses.Usage(promptTokens, done.Sequences.Sum(s => (long)s.Tokens.Length)),
         });
     }
@@ -90,10 +89,9 @@ internal static class Completions
     public static async Task HandleChatAsync(OpenAiServer server, HttpContext ctx)
     {
         var body = await OpenAiRequest.ReadBodyAsync(ctx.Request.Body, ctx.RequestAborted);
-        var model = server.Queue.Current;
+        var (modelName, model) = server.ResolveModel(OpenAiRequest.ModelName(body));
         var req = OpenAiRequest.ParseChat(body);
         var f = req.Fields;
-        server.CheckModel(f.Model);
         if (model.Chat is not ChatPrompt chat || model.Tokenizer is not TextTokenizer tok)
             throw new ApiException(400, $"chat is not available for this model: {model.ChatError}" +
                                         (model.Tokenizer is null ? "" : " (start the server with --chat-template chatml|llama2|zephyr)"));
@@ -105,7 +103,7 @@ internal static class Completions
 
         var rows = Enumerable.Repeat(prompt, f.N).ToList();
         int logprobs = req.Logprobs ? req.TopLogprobs : -1;
-        var job = new GenerationJob(rows, maxTokens, SamplingOf(f, f.IgnoreEos ? [] : model.ChatEos), logprobs,
+        var job = new GenerationJob(modelName, rows, maxTokens, SamplingOf(f, f.IgnoreEos ? [] : model.ChatEos), logprobs,
                                     scorePrompt: false, stream: f.Stream && !req.Logprobs, ctx.RequestAborted);
         server.Metrics.RecordPromptTokens(prompt.Length);
         server.Queue.Enqueue(job);
@@ -117,7 +115,7 @@ internal static class Completions
             var sse = new ServerSentEvents(ctx);
             JsonObject Chunk(int index, JsonObject delta, JsonNode? lp, string? finish) => new()
             {
-                ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = server.ModelName,
+                ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = modelName,
                 ["choices"] = new JsonArray(new JsonObject { ["index"] = index, ["delta"] = delta, ["logprobs"] = lp, ["finish_reason"] = finish }),
             };
             await sse.StartAsync();
@@ -130,7 +128,7 @@ internal static class Completions
             if (result is not null && f.IncludeUsage)
                 await sse.SendAsync(new JsonObject
                 {
-                    ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = server.ModelName,
+                    ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = modelName,
                     ["choices"] = new JsonArray(), ["usage"] = OpenAiResponses.Usage(prompt.Length, result.Sequences.Sum(s => (long)s.Tokens.Length)),
                 });
             await sse.DoneAsync();
@@ -152,7 +150,7 @@ internal static class Completions
         }
         await OpenAiServer.WriteJson(ctx, new JsonObject
         {
-            ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = server.ModelName, ["choices"] = choices,
+            ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = modelName, ["choices"] = choices,
             ["usage"] = OpenAiResponses.Usage(prompt.Length, done.Sequences.Sum(s => (long)s.Tokens.Length)),
         });
     }

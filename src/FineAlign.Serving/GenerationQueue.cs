@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Threading.Channels;
 using FineAlign.Generation;
 using FineAlign.Text;
@@ -18,9 +19,10 @@ internal sealed class GenerationJob
 {
     private static long _nextId;
 
-    public GenerationJob(IReadOnlyList<int[]> rows, int maxNewTokens, Sampling sampling, int logprobs, bool scorePrompt, bool stream,
+    public GenerationJob(string model, IReadOnlyList<int[]> rows, int maxNewTokens, Sampling sampling, int logprobs, bool scorePrompt, bool stream,
                          CancellationToken aborted)
     {
+        Model = model;
         Rows = rows;
         MaxNewTokens = maxNewTokens;
         Sampling = sampling;
@@ -32,12 +34,14 @@ internal sealed class GenerationJob
         Scores = new TokenScores?[rows.Count];
         Remaining = rows.Count;
         string stops = string.Join("\u0001", sampling.Stops), eos = string.Join(",", sampling.Eos);
-        BatchKey = sampling.Greedy ? $"greedy|{stops}|{eos}"
+        BatchKey = model + "\u0002" + (sampling.Greedy ? $"greedy|{stops}|{eos}"
             : sampling.Seed is not null ? $"seeded|{Id}"
-            : FormattableString.Invariant($"sample|{sampling.Temperature:R}|{sampling.TopP:R}|{sampling.TopK}|{stops}|{eos}");
+            : FormattableString.Invariant($"sample|{sampling.Temperature:R}|{sampling.TopP:R}|{sampling.TopK}|{stops}|{eos}"));
     }
 
     public long Id { get; } = Interlocked.Increment(ref _nextId);
+    /// <summary>The served model name the rows are decoded with.</summary>
+    public string Model { get; }
     public IReadOnlyList<int[]> Rows { get; }
     public int MaxNewTokens { get; }
     public Sampling Sampling { get; }
@@ -67,12 +71,13 @@ internal sealed class GenerationJob
 /// The batching queue: requests arrive on any thread; one worker thread gathers the rows waiting (for up to the
 /// batch window when it was idle), takes up to <c>maxBatch</c> rows with the same sampling settings that fit the
 /// context together, and decodes them in one <see cref="TextGenerator.Generate(FineAlign.Models.CausalLM, IReadOnlyList{int[]}, GenerationOptions, TextTokenizer?)"/>
-/// call (static batching: a request arriving mid-batch waits for the next one). A model swap (reload) is applied
-/// between batches, so no batch ever sees two models.
+/// call (static batching: a request arriving mid-batch waits for the next one). Several named models can be served
+/// (the base model and any added later); a batch holds rows of one model. A model swap (reload, add, remove) is
+/// applied between batches, so no batch ever sees two versions of a model.
 /// </summary>
 internal sealed class GenerationQueue : IDisposable
 {
-    private sealed record Swap(ServedModel Model, TaskCompletionSource Done);
+    private sealed record Swap(string Name, ServedModel? Model, TaskCompletionSource Done);
 
     private readonly Channel<object> _incoming = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
     private readonly List<(GenerationJob Job, int Row)> _pending = [];
@@ -81,11 +86,12 @@ internal sealed class GenerationQueue : IDisposable
     private readonly Thread _thread;
     private readonly Random _seeds = new();
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private volatile ServedModel _model;
+    private readonly ConcurrentDictionary<string, ServedModel> _models = new();
 
-    public GenerationQueue(ServedModel model, int maxBatch, TimeSpan window, ServerMetrics metrics)
+    public GenerationQueue(string baseName, ServedModel model, int maxBatch, TimeSpan window, ServerMetrics metrics)
     {
-        _model = model;
+        BaseName = baseName;
+        _models[baseName] = model;
         _maxBatch = maxBatch;
         _window = window;
         Metrics = metrics;
@@ -95,8 +101,18 @@ internal sealed class GenerationQueue : IDisposable
 
     public ServerMetrics Metrics { get; }
 
-    /// <summary>The model new requests are validated against (the one the next batch uses).</summary>
-    public ServedModel Current => _model;
+    /// <summary>The name of the model the server was started with.</summary>
+    public string BaseName { get; }
+
+    /// <summary>The base model as the next batch will use it.</summary>
+    public ServedModel Current => _models[BaseName];
+
+    /// <summary>A served model by name (as the next batch will use it), or null.</summary>
+    public ServedModel? Get(string name) => _models.TryGetValue(name, out var m) ? m : null;
+
+    /// <summary>Every served model, the base one first.</summary>
+    public IReadOnlyList<KeyValuePair<string, ServedModel>> All =>
+        _models.OrderBy(kv => kv.Key == BaseName ? 0 : 1).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList();
 
     public void Enqueue(GenerationJob job)
     {
@@ -104,13 +120,16 @@ internal sealed class GenerationQueue : IDisposable
             job.Fail(new ApiException(503, "the server is shutting down", type: "server_error"));
     }
 
-    /// <summary>Swaps in <paramref name="model"/> before the next batch; completes once the old model is released.</summary>
-    public Task SwapAsync(ServedModel model)
+    /// <summary>
+    /// Serves <paramref name="model"/> as <paramref name="name"/> from the next batch on (null: stops serving that name);
+    /// completes once the previous model of that name is released.
+    /// </summary>
+    public Task SwapAsync(string name, ServedModel? model)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_incoming.Writer.TryWrite(new Swap(model, done)))
+        if (!_incoming.Writer.TryWrite(new Swap(name, model, done)))
         {
-            model.Dispose();
+            model?.Dispose();
             done.SetException(new ApiException(503, "the server is shutting down", type: "server_error"));
         }
         return done.Task;
@@ -161,10 +180,11 @@ internal sealed class GenerationQueue : IDisposable
                 for (int r = 0; r < job.Rows.Count; r++) _pending.Add((job, r));
             else if (item is Swap swap)
             {
-                var old = _model;
-                _model = swap.Model;
-                old.Dispose();
-                Metrics.Reloads++;
+                _models.TryGetValue(swap.Name, out var old);
+                if (swap.Model is null) _models.TryRemove(swap.Name, out _);
+                else _models[swap.Name] = swap.Model;
+                old?.Dispose();
+                if (swap.Name == BaseName) Metrics.Reloads++;
                 swap.Done.TrySetResult();
             }
         }
@@ -183,7 +203,7 @@ internal sealed class GenerationQueue : IDisposable
         });
         if (_pending.Count == 0) return batch;
         string key = _pending[0].Job.BatchKey;
-        int context = _model.Context, maxPrompt = 0, maxNew = 0;
+        int context = Get(_pending[0].Job.Model)?.Context ?? int.MaxValue, maxPrompt = 0, maxNew = 0;
         for (int i = 0; i < _pending.Count && batch.Count < _maxBatch; i++)
         {
             var p = _pending[i];
@@ -201,10 +221,11 @@ internal sealed class GenerationQueue : IDisposable
 
     private void Run(List<(GenerationJob Job, int Row)> batch)
     {
-        var served = _model;
         var jobs = batch.Select(b => b.Job).Distinct().ToList();
         try
         {
+            var served = Get(batch[0].Job.Model)
+                         ?? throw new ApiException(404, $"The model '{batch[0].Job.Model}' is no longer served.", "model", "model_not_found");
             var s = batch[0].Job.Sampling;
             int maxNew = batch.Max(b => b.Job.MaxNewTokens);
             long seed = s.Greedy ? 0
@@ -257,7 +278,8 @@ internal sealed class GenerationQueue : IDisposable
         catch (Exception e)
         {
             Metrics.BatchErrors++;
-            var error = e is FineAlignException ? new ApiException(400, e.Message) : new ApiException(500, $"generation failed: {e.Message}", type: "server_error");
+            var error = e is ApiException api ? api : e is FineAlignException ? new ApiException(400, e.Message)
+                : new ApiException(500, $"generation failed: {e.Message}", type: "server_error");
             foreach (var job in jobs) job.Fail(error);
             _pending.RemoveAll(p => jobs.Contains(p.Job));
         }
@@ -269,6 +291,13 @@ internal sealed class GenerationQueue : IDisposable
         if (g.Tokens.Length <= max) return g;
         var tokens = g.Tokens[..max];
         return new GeneratedSequence(g.PromptIds, tokens, g.LogProbs[..max], tokenizer?.Decode(tokens) ?? "", FinishReason.Length);
+    }
+
+    /// <summary>Releases every served model (after <see cref="CompleteAsync"/>).</summary>
+    public void DisposeModels()
+    {
+        foreach (var m in _models.Values) m.Dispose();
+        _models.Clear();
     }
 
     public void Dispose()

@@ -40,6 +40,9 @@ internal static class OpenAiRequest
         }
     }
 
+    /// <summary>The request's "model" ("" when left out).</summary>
+    public static string ModelName(JsonElement o) => String(o, "model") ?? "";
+
     public static CompletionRequest ParseCompletion(JsonElement o, ServedModel model)
     {
         var fields = ParseFields(o, defaultMaxTokens: 16);

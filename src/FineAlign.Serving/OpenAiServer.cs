@@ -59,7 +59,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         var address = ParseHost(options.Host);
         var model = ServedModel.Load(options.ModelPath, options.DType, options.ChatTemplate);
         string name = options.ServedModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(options.ModelPath)));
-        var queue = new GenerationQueue(model, options.MaxBatch, options.BatchWindow, new ServerMetrics());
+        var queue = new GenerationQueue(name, model, options.MaxBatch, options.BatchWindow, new ServerMetrics());
         try
         {
             var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, Args = [] });
@@ -83,7 +83,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         catch
         {
             await queue.CompleteAsync();
-            queue.Current.Dispose();
+            queue.DisposeModels();
             throw;
         }
     }
@@ -115,7 +115,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
         await _app.StopAsync();        // Kestrel drains in-flight requests; the queue keeps serving them meanwhile
         await _queue.CompleteAsync();
-        _queue.Current.Dispose();
+        _queue.DisposeModels();
     }
 
     public async ValueTask DisposeAsync()
@@ -159,8 +159,8 @@ public sealed class OpenAiServer : IAsyncDisposable
         app.MapGet("/v1/models", (HttpContext ctx) => WriteJson(ctx, ModelList()));
         app.MapGet("/v1/models/{id}", (HttpContext ctx, string id) => Handle(ctx, c =>
         {
-            CheckModel(id);
-            return WriteJson(c, ModelList()["data"]![0]!.DeepClone());
+            var (name, model) = ResolveModel(id);
+            return WriteJson(c, ModelCard(name, model));
         }));
         app.MapPost("/v1/completions", (HttpContext ctx) => Guarded(ctx, c => Completions.HandleCompletionAsync(this, c)));
         app.MapPost("/v1/chat/completions", (HttpContext ctx) => Guarded(ctx, c => Completions.HandleChatAsync(this, c)));
@@ -168,25 +168,25 @@ public sealed class OpenAiServer : IAsyncDisposable
         app.MapFallback((HttpContext ctx) => WriteError(ctx, new ApiException(404, $"no endpoint {ctx.Request.Method} {ctx.Request.Path}", code: "not_found")));
     }
 
-    private JsonObject ModelList()
+    private JsonObject ModelList() => new()
     {
-        var m = _queue.Current;
-        return new JsonObject
-        {
-            ["object"] = "list",
-            ["data"] = new JsonArray(new JsonObject
-            {
-                ["id"] = ModelName, ["object"] = "model", ["created"] = Created, ["owned_by"] = "finealign",
-                ["root"] = m.Folder, ["parent"] = null, ["max_model_len"] = m.Context,
-            }),
-        };
-    }
+        ["object"] = "list",
+        ["data"] = new JsonArray(_queue.All.Select(kv => (JsonNode)ModelCard(kv.Key, kv.Value)).ToArray()),
+    };
 
-    /// <summary>The named model, or 404 (a missing name means the served one, as vLLM does).</summary>
-    internal void CheckModel(string name)
+    private JsonObject ModelCard(string name, ServedModel m) => new()
     {
-        if (name.Length > 0 && name != ModelName)
-            throw new ApiException(404, $"The model '{name}' does not exist. This server serves '{ModelName}'.", "model", "model_not_found");
+        ["id"] = name, ["object"] = "model", ["created"] = m.LoadedAt.ToUnixTimeSeconds(), ["owned_by"] = "finealign",
+        ["root"] = m.Folder, ["parent"] = name == ModelName ? null : ModelName, ["max_model_len"] = m.Context,
+    };
+
+    /// <summary>The served model a request names (a missing name means the base model, as vLLM does), or 404.</summary>
+    internal (string Name, ServedModel Model) ResolveModel(string name)
+    {
+        if (name.Length == 0) name = ModelName;
+        return _queue.Get(name) is { } m ? (name, m)
+            : throw new ApiException(404, $"The model '{name}' does not exist. This server serves {string.Join(", ", _queue.All.Select(kv => $"'{kv.Key}'"))}.",
+                                     "model", "model_not_found");
     }
 
     /// <summary>A generation endpoint: admitted only under --max-concurrency (429 otherwise, which clients retry).</summary>
@@ -261,7 +261,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             ServedModel fresh;
             try { fresh = await Task.Run(() => ServedModel.Load(folder, _options.DType, _options.ChatTemplate)); }
             catch (FineAlignException e) { throw new ApiException(400, $"reload failed, still serving the previous weights: {e.Message}", "model_path"); }
-            await _queue.SwapAsync(fresh);
+            await _queue.SwapAsync(ModelName, fresh);
             await WriteJson(ctx, new JsonObject
             {
                 ["status"] = "ok", ["model"] = ModelName, ["model_path"] = fresh.Folder,

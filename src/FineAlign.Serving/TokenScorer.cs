@@ -1,5 +1,4 @@
 using FineAlign.Models;
-using FineAlign.Objectives;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,7 +15,7 @@ internal sealed record TokenScores(int From, float[] LogProbs, TopToken[][] Top)
 
 /// <summary>
 /// Teacher-forced scoring of finished sequences, as <c>finealign logprobs</c> does: one right-padded forward pass and
-/// <see cref="CausalLmLoss.TokenLogProbs"/> (log_softmax at temperature 1, the model's own distribution, which is
+/// <see cref="SequenceLogProbs.PerToken"/> (what SequenceLogProbs.Score, behind `finealign logprobs`, uses) (log_softmax at temperature 1, the model's own distribution, which is
 /// what vLLM returns by default). The top-k alternatives come from log_softmax of the same logits.
 /// </summary>
 internal static class TokenScorer
@@ -45,7 +44,7 @@ internal static class TokenScorer
         var idsT = tensor(ids, [b, len], device: device);
         var maskT = tensor(mask, [b, len], device: device);
         var logits = model.Forward(idsT, maskT);
-        var lp = CausalLmLoss.TokenLogProbs(logits, idsT).cpu().data<float>().ToArray();   // [b, len-1]
+        var lp = SequenceLogProbs.PerToken(logits, idsT).cpu().data<float>().ToArray();   // [b, len-1]
         for (int i = 0; i < b; i++)
         {
             var (seq, from, k) = rows[i];

@@ -5,7 +5,7 @@ namespace FineAlign.Cli.Commands;
 
 /// <summary>
 /// <c>finealign serve</c>: parses the options and runs <see cref="OpenAiServer"/> (src/FineAlign.Serving) until
-/// SIGTERM or Ctrl+C, which finish in-flight requests before the process exits.
+/// SIGTERM or Ctrl+C (the CLI's cancellation token), which finish in-flight requests before the process exits 0.
 /// </summary>
 public static class ServeCommand
 {
@@ -27,7 +27,7 @@ public static class ServeCommand
         var maxConcurrency = cmd.Declare("--max-concurrency", 64, "Most generation requests served at once; more are answered 429 (clients retry).", check: v => v >= 1 ? null : "must be at least 1");
         var window = cmd.Declare("--batch-wait-ms", 5.0, "How long an idle server waits for more requests to batch with the first (milliseconds).",
             check: v => v >= 0 && double.IsFinite(v) ? null : "must be 0 or more");
-        var chatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat format for /v1/chat/completions (chatml, llama2, zephyr); default: recognised from the tokenizer's chat_template.");
+        var chatTemplate = cmd.Declare<string?>("--chat-template", null, "Chat template for /v1/chat/completions: a preset (chatml, llama2, zephyr), a .jinja file or one of the model's named templates; default: the model's own chat_template.");
         var dtype = cmd.Declare("--dtype", "float32", $"Weight dtype ({ModelFolder.DTypeNames}).", check: ModelFolder.CheckDType);
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = torch's default).", check: v => v >= 0 ? null : "must be 0 or more");
 
@@ -48,7 +48,7 @@ public static class ServeCommand
                 BatchWindow = TimeSpan.FromMilliseconds(recipe.Get(window)),
                 ChatTemplate = recipe.Get(chatTemplate),
                 DType = ModelFolder.ParseDType(recipe.Get(dtype))!.Value,
-                HandleSignals = true,
+                HandleSignals = false,   // CliApp.RunProcessAsync turns SIGTERM/Ctrl+C into ct, which drains the server
             };
             await OpenAiServer.RunAsync(options, recipe.Out, ct);
             return 0;
