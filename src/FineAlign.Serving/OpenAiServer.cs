@@ -18,7 +18,7 @@ namespace FineAlign.Serving;
 /// <summary>
 /// <c>finealign serve</c>: an OpenAI-compatible HTTP server on ASP.NET Core minimal APIs. GET /v1/models,
 /// POST /v1/completions, POST /v1/chat/completions (stream: true as server-sent events), GET /health,
-/// GET /metrics, and FineAlign's own POST /v1/reload_weights. Requests arriving together are decoded in one
+/// GET /metrics, vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter, and FineAlign's own POST /v1/reload_weights. Requests arriving together are decoded in one
 /// batched generation call (<see cref="GenerationQueue"/>). Stopping finishes every in-flight request first.
 /// </summary>
 public sealed class OpenAiServer : IAsyncDisposable
@@ -165,6 +165,8 @@ public sealed class OpenAiServer : IAsyncDisposable
         app.MapPost("/v1/completions", (HttpContext ctx) => Guarded(ctx, c => Completions.HandleCompletionAsync(this, c)));
         app.MapPost("/v1/chat/completions", (HttpContext ctx) => Guarded(ctx, c => Completions.HandleChatAsync(this, c)));
         app.MapPost("/v1/reload_weights", (HttpContext ctx) => Handle(ctx, ReloadAsync));
+        app.MapPost("/v1/load_lora_adapter", (HttpContext ctx) => Handle(ctx, c => LoraAdapters.LoadAsync(this, c)));
+        app.MapPost("/v1/unload_lora_adapter", (HttpContext ctx) => Handle(ctx, c => LoraAdapters.UnloadAsync(this, c)));
         app.MapFallback((HttpContext ctx) => WriteError(ctx, new ApiException(404, $"no endpoint {ctx.Request.Method} {ctx.Request.Path}", code: "not_found")));
     }
 

@@ -2,7 +2,9 @@ using System.ClientModel;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json.Nodes;
+using System.Net.Http.Json;
 using FineAlign.Generation;
+using FineAlign.Models;
 using FineAlign.Serving;
 using FineAlign.Tests.Cli;
 using FineAlign.Tests.Support;
@@ -337,5 +339,47 @@ public class ServeTests
         (status, body) = await h.PostAsync("/v1/reload_weights", """{"model_path": "/no/such/folder"}""");
         Assert.Equal(400, status);
         Assert.Contains("still serving the previous weights", body!["error"]!["message"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Lora_adapter_loads_under_its_own_name_serves_base_plus_adapter_and_unloads()
+    {
+        await using var h = await StartAsync();
+        string adapterDir = Path.Combine(Path.GetDirectoryName(h.ModelDir)!, "adapter");
+        using (var tuned = h.LoadModel())
+        {
+            // PEFT initialises B to 0 (a no-op adapter); a non-zero B makes the served difference visible.
+            Lora.Apply(tuned, new LoraSettings { R = 4, Alpha = 8 }, seed: 3);
+            using (TorchSharp.torch.no_grad())
+                foreach (var (_, proj) in Lora.Projections(tuned))
+                    if (proj.Adapter is var (_, b)) b.copy_(TorchSharp.torch.randn(b.shape, generator: new TorchSharp.torch.Generator(7)) * 0.5);
+            Directory.CreateDirectory(adapterDir);
+            Lora.WriteAdapter(tuned, adapterDir);
+        }
+        var (status, body) = await h.PostAsync("/v1/load_lora_adapter", $$"""{"lora_name": "tuned", "lora_path": {{System.Text.Json.JsonSerializer.Serialize(adapterDir)}}}""");
+        Assert.True(status == 200, body?.ToJsonString());
+        var models = (await h.Http.GetFromJsonAsync<JsonObject>("/v1/models"))!["data"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()).ToList();
+        Assert.Contains("tuned", models);
+
+        JsonObject Request(string model) => new() { ["model"] = model, ["prompt"] = new JsonArray(256, 72, 105), ["max_tokens"] = 10, ["temperature"] = 0, ["ignore_eos"] = true, ["return_tokens_as_token_ids"] = true, ["logprobs"] = 0 };
+        int[] viaAdapter = TokenIds((await h.CompleteAsync(Request("tuned")))["choices"]![0]!["logprobs"]!["tokens"]);
+        int[] viaBase = TokenIds((await h.CompleteAsync(Request(Name)))["choices"]![0]!["logprobs"]!["tokens"]);
+        using var merged = ModelIO.LoadMerged(h.ModelDir, adapterDir);
+        using var plain = h.LoadModel();
+        var wantMerged = TextGenerator.Generate(merged, [[256, 72, 105]], Greedy(10) with { EosTokenIds = [] })[0].Tokens;
+        var wantBase = TextGenerator.Generate(plain, [[256, 72, 105]], Greedy(10) with { EosTokenIds = [] })[0].Tokens;
+        Assert.Equal(wantMerged, viaAdapter);
+        Assert.Equal(wantBase, viaBase);
+        Assert.NotEqual(wantBase, wantMerged);
+
+        (status, _) = await h.PostAsync("/v1/load_lora_adapter", $$"""{"lora_name": "tuned", "lora_path": {{System.Text.Json.JsonSerializer.Serialize(adapterDir)}}}""");
+        Assert.Equal(400, status);   // already loaded (vLLM's answer too)
+        (status, _) = await h.PostAsync("/v1/unload_lora_adapter", """{"lora_name": "tuned"}""");
+        Assert.Equal(200, status);
+        (status, _) = await h.PostAsync("/v1/completions", Request("tuned").ToJsonString());
+        Assert.Equal(404, status);
+        (status, body) = await h.PostAsync("/v1/load_lora_adapter", """{"lora_name": "x", "lora_path": "/no/such/adapter"}""");
+        Assert.Equal(400, status);
+        Assert.Contains("not a LoRA adapter folder", body!["error"]!["message"]!.GetValue<string>());
     }
 }
