@@ -25,6 +25,11 @@ public sealed record RemoteRolloutOptions
     public TimeSpan Backoff { get; init; } = TimeSpan.FromMilliseconds(100);
     /// <summary>Where <see cref="RemoteRolloutEngine.SyncWeights"/> writes the policy's HF folder (a path every server can read).</summary>
     public string? SyncDir { get; init; }
+    /// <summary>
+    /// LoRA sync: after each update load the adapter with vLLM's <c>POST /v1/load_lora_adapter</c> under this name
+    /// (<c>load_inplace</c>) and sample from that name; null = full-weight sync through <c>/v1/reload_weights</c>.
+    /// </summary>
+    public string? LoraName { get; init; }
 
     public void Validate()
     {
@@ -149,7 +154,7 @@ public sealed class RemoteRolloutEngine : IRolloutEngine, IDisposable
     {
         var body = new JsonObject
         {
-            ["model"] = _options.Model, ["prompt"] = new JsonArray(request.PromptIds[prompt].Select(t => (JsonNode)t).ToArray()),
+            ["model"] = WeightsVersion > 0 && _options.LoraName is string lora ? lora : _options.Model, ["prompt"] = new JsonArray(request.PromptIds[prompt].Select(t => (JsonNode)t).ToArray()),
             ["n"] = request.SamplesPerPrompt, ["max_tokens"] = request.MaxNewTokens, ["temperature"] = request.Temperature,
             ["top_p"] = request.TopP, ["seed"] = unchecked(request.Seed + prompt), ["logprobs"] = 0,
             ["return_tokens_as_token_ids"] = true, ["skip_special_tokens"] = false,
@@ -240,18 +245,22 @@ public sealed class RemoteRolloutEngine : IRolloutEngine, IDisposable
         ModelIO.Save(policy, tmp, tokenizer);
         if (Directory.Exists(folder)) Directory.Delete(folder, true);
         Directory.Move(tmp, folder);
-        var body = new JsonObject { ["model_path"] = folder }.ToJsonString();
+        bool lora = _options.LoraName is not null;
+        if (lora && policy.Lora is null) throw new FineAlignException("LoRA weight sync (--rollout-sync lora) needs a LoRA policy (--use-peft)");
+        var body = (lora ? new JsonObject { ["lora_name"] = _options.LoraName, ["lora_path"] = folder, ["load_inplace"] = true }
+                         : new JsonObject { ["model_path"] = folder }).ToJsonString();
+        string route = lora ? "v1/load_lora_adapter" : "v1/reload_weights";
         var live = _endpoints.Where(e => !e.Failed).ToList();
         var tasks = live.Select(async ep =>
         {
             try
             {
-                using var response = await _http.PostAsync(new Uri(ep.Base, "v1/reload_weights"), new StringContent(body, Encoding.UTF8, "application/json"));
+                using var response = await _http.PostAsync(new Uri(ep.Base, route), new StringContent(body, Encoding.UTF8, "application/json"));
                 if (!response.IsSuccessStatusCode)
-                    return (ep, (string?)$"reload_weights: HTTP {(int)response.StatusCode}: {Snippet(await response.Content.ReadAsStringAsync())}");
+                    return (ep, (string?)$"{route}: HTTP {(int)response.StatusCode}: {Snippet(await response.Content.ReadAsStringAsync())}");
                 return (ep, (string?)null);
             }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { return (ep, (string?)$"reload_weights: {e.Message}"); }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { return (ep, (string?)$"{route}: {e.Message}"); }
         }).ToArray();
         Task.WaitAll(tasks);
         foreach (var (ep, error) in tasks.Select(t => t.Result))

@@ -274,4 +274,25 @@ public class RemoteRolloutTests
         Assert.True(File.Exists(Path.Combine(tmp.Path, "sync", "weights-3", "adapter_config.json"))); // the adapter, not the base
         foreach (var m in h) Assert.InRange(m["rollout/logprob_gap"], 0, 1e-3);
     }
+
+    [Fact]
+    public async Task LoraSyncLoadsTheAdapterThroughLoadLoraAdapterAndSamplesFromIt()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        await using var server = await Serve(modelDir);
+        using var engine = new RemoteRolloutEngine(new RemoteRolloutOptions
+        {
+            Endpoints = [server.BaseAddress], Model = "tiny", SyncDir = Path.Combine(tmp.Path, "sync"), LoraName = "tiny-policy",
+        });
+        using var policy = ModelIO.Load(modelDir);
+        Lora.Apply(policy, new LoraSettings { R = 4, Alpha = 8, Dropout = 0, BaseModelNameOrPath = Path.GetFullPath(modelDir) }, seed: 3);
+        using var reference = ModelIO.Load(modelDir);
+        using var trainer = Grpo(modelDir, Path.Combine(tmp.Path, "lora"), engine, sync: true, policy, reference);
+        var h = trainer.Train().LogHistory;
+        foreach (var m in h) Assert.InRange(m["rollout/logprob_gap"], 0, 1e-3);
+        Assert.Equal(0, server.Metrics.Reloads); // no full reload: the adapter went through /v1/load_lora_adapter
+        var (status, models) = (200, await new HttpClient().GetStringAsync(new Uri(server.BaseAddress, "v1/models")));
+        Assert.Contains("tiny-policy", models);
+    }
 }
