@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using FineAlign.Data.Corpus;
 using FineAlign.Evaluation;
+using FineAlign.Generation;
 using FineAlign.Trainers;
 
 namespace FineAlign.Cli.Commands;
@@ -78,11 +79,15 @@ public static class OnlineRlCommand
             var periodic = evalFile is null ? null
                 : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(heldOutSeed),
                     warn: w => r.Error.WriteLine("warning: " + w));
+            using var remote = flags.Rollout.Build(r, options.OutputDir);
+            if (remote is not null) r.Out.WriteLine($"{name}: rollouts on {string.Join(", ", remote.LiveEndpoints)} (weight sync: {r.Get(flags.Rollout.Sync)})");
             var result = CliProgress.Run(r.Out, progress =>
             {
                 using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                 {
                     Progress = progress,
+                    Rollouts = remote ?? (IRolloutEngine)new LocalRolloutEngine(policy, tokenizer),
+                    SyncRolloutWeights = remote is not null && flags.Rollout.SyncFull(r),
                     TrueReward = corpus ? (_, resp) => Lexicon.TrueReward(resp) : null,
                     Evaluate = periodic is null ? null : _ => periodic.Evaluate(policy, reference).Metrics("eval/"),
                     EvalSteps = r.Get(evalSteps),

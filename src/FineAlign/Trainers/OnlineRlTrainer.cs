@@ -63,6 +63,11 @@ public sealed class OnlineRlTrainer : IDisposable
     public OnlineRlOptions Options { get; }
     /// <summary>Where rollouts come from; the local KV-cache sampler over the policy by default.</summary>
     public IRolloutEngine Rollouts { get; init; }
+    /// <summary>
+    /// With a <see cref="RemoteRolloutEngine"/>: after each step's updates write the policy to the shared folder and have
+    /// the servers reload it, so the next rollout samples from the current weights (logged lag 0).
+    /// </summary>
+    public bool SyncRolloutWeights { get; init; }
     /// <summary>Optional ground truth logged as <c>env/true_reward</c> (mean over the rollout): (prompt, response) → score.</summary>
     public Func<string, string, double>? TrueReward { get; init; }
     public IProgress<ProgressUpdate>? Progress { get; init; }
@@ -79,6 +84,7 @@ public sealed class OnlineRlTrainer : IDisposable
     /// <summary>Wall seconds of the last <see cref="Step"/> by phase: "generation", "scoring" (forwards, reward, advantages), "update".</summary>
     public IReadOnlyDictionary<string, double> LastStepSeconds => _phaseSeconds;
     private readonly Dictionary<string, double> _phaseSeconds = new();
+    private IReadOnlyList<RolloutSample>? _lastSamples;
 
     /// <summary>Resumes or refuses another run's checkpoints, runs the steps, logs, checkpoints, then saves the final models.</summary>
     public OnlineRlResult Train(CancellationToken cancellation = default)
@@ -165,6 +171,7 @@ public sealed class OnlineRlTrainer : IDisposable
             Temperature = o.Temperature, TopP = o.TopP, Seed = unchecked(o.Seed * 1_000_003L + step), StopTokenIds = o.StopTokenIds is { Count: > 0 } stop ? _policy.Config.EosTokenIds.Concat(stop).Distinct().ToArray() : _policy.Config.EosTokenIds,
         };
         var samples = Rollouts.Generate(request);
+        _lastSamples = samples;
         if (samples.Count != request.Count)
             throw new FineAlignException($"the rollout engine returned {samples.Count} samples for {request.Count} requested ({o.StepNoun} {step})");
         var rows = groups.SelectMany(i => Enumerable.Repeat(i, o.NumGenerations)).ToList();
@@ -185,6 +192,8 @@ public sealed class OnlineRlTrainer : IDisposable
         int b = (int)rollout.BatchSize;
 
         Tensor oldLogp, refLogp; Tensor? oldValues = null;
+        double? serverGap = null;
+        int? weightsLag = Rollouts is RemoteRolloutEngine remote ? step - 1 - remote.WeightsVersion : null;
         using (no_grad())
         {
             _policy.eval(); _value?.eval();
@@ -192,6 +201,8 @@ public sealed class OnlineRlTrainer : IDisposable
             oldLogp = rollout.ResponseLogProbs(logits, o.Temperature);
             if (values is not null) oldValues = Masked.ZeroPadding(rollout.ResponseValues(values).to(float32), mask);
             refLogp = rollout.ResponseLogProbs(_reference.Forward(rollout.InputIds, rollout.AttentionMask), o.Temperature);
+            if (Rollouts is RemoteRolloutEngine) // servers report temperature-1 log-probs: compare like with like
+                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ResponseLogProbs(logits, 1.0));
         }
 
         TokenRewards task;
@@ -265,6 +276,15 @@ public sealed class OnlineRlTrainer : IDisposable
         _phaseSeconds["update"] = phase.Elapsed.TotalSeconds;
         update.WriteTo(m);
         _kl.Update(m["objective/kl"], b);
+        if (serverGap is double gap) m["rollout/logprob_gap"] = gap;
+        if (weightsLag is int lag) m["rollout/weights_lag_steps"] = lag;
+        if (SyncRolloutWeights && Rollouts is RemoteRolloutEngine sync)
+        {
+            phase.Restart();
+            sync.SyncWeights(_policy, _tokenizer, step);
+            _phaseSeconds["sync"] = phase.Elapsed.TotalSeconds;
+            m["rollout/sync_seconds"] = _phaseSeconds["sync"];
+        }
         return m;
     }
 
