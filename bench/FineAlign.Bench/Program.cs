@@ -56,6 +56,7 @@ if (workload == "tokenize") return TokenizerBench.Run(reps);
 
 torch.set_num_threads(threads);
 torch.manual_seed(0);
+if (workload == "serve") return await ServeBench.RunAsync(reps);   // finealign serve vs direct generation (ServeBench.cs)
 
 var config = Stories15M();
 long nAll = CountParams(config, out long nEmbedding);

@@ -55,6 +55,7 @@ public static class CliApp
         root.Add(TokenizeCommand.Create());
         root.Add(TokenizerTrainCommand.CreateGroup());
         root.Add(EvalPolicyCommand.Create());
+        root.Add(ServeCommand.Create());
         // Every training command claims its --out before any work (lock, same-command check, resume checks).
         foreach (var cmd in root.Subcommands.OfType<RecipeCommand>())
             if (cmd.Options.Any(o => o.Name == "--out") && cmd.Options.Any(o => o.Name == "--resume"))

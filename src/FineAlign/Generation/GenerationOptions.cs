@@ -28,6 +28,12 @@ public sealed record GenerationOptions
     /// <summary>Use the KV cache (on by default; off recomputes the whole prefix every step).</summary>
     public bool UseCache { get; init; } = true;
 
+    /// <summary>
+    /// Called on the generating thread with (row, token id) as each new token of an unfinished row is chosen, before
+    /// the call returns: lets a server stream tokens. Null (the default) costs nothing.
+    /// </summary>
+    public Action<int, int>? OnToken { get; init; }
+
     public bool IsGreedy => !DoSample || Temperature <= 0;
 
     public void Validate()

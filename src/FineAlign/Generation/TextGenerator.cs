@@ -88,6 +88,7 @@ public static class TextGenerator
                     int t = (int)nextIds[i];
                     tokens[i].Add(t);
                     logProbs[i].Add(nextLp[i]);
+                    options.OnToken?.Invoke(i, t);
                     if (eos.Contains(t)) { finished[i] = true; reasons[i] = FinishReason.Eos; }
                     else if (options.StopStrings is { Count: > 0 } stops)
                     {
