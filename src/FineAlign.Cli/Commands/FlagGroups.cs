@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FineAlign.Data.Corpus;
+using FineAlign.Generation;
 using FineAlign.Rewards;
 using FineAlign.Text;
 using TorchSharp;
@@ -66,13 +67,15 @@ internal sealed class SamplingFlags
 /// <summary>Reward sources: --reward SPEC (repeatable) and the options of the token-level sources.</summary>
 internal sealed class RewardFlags
 {
-    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC, each optionally @WEIGHT (several = weighted sum, each logged)";
+    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric), each optionally @WEIGHT (several = weighted sum, each logged)";
 
     public required Option<string[]> Specs { get; init; }
     public required Option<bool> Retokenize { get; init; }
     public required Option<TlcrMapping> Mapping { get; init; }
     public required Option<int> PivotWindow { get; init; }
     public required Option<int> PivotMinLength { get; init; }
+    public required Option<string?> JudgeRubric { get; init; }
+    public required Option<string> JudgeModel { get; init; }
 
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
@@ -81,13 +84,16 @@ internal sealed class RewardFlags
         Mapping = cmd.Declare("--tlcr-mapping", TlcrMapping.Paper, "TLCR probability → reward: paper (2p−1), code (tanh(p−½)) or discrete."),
         PivotWindow = cmd.Declare("--pivot-window", 1, "Smoothing window before pivot detection (pivot rewards).", check: Checks.AtLeast(1)),
         PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),
+        JudgeRubric = cmd.Declare<string?>("--judge-rubric", null, "judge:URL rewards: a text file with {prompt} and {response}, asking for 'Score: N'."),
+        JudgeModel = cmd.Declare("--judge-model", "", "judge:URL rewards: the judge server's model name (empty: its only model)."),
     };
 
     /// <summary>The weighted sum of <paramref name="specs"/> (the --reward values when null).</summary>
     public RewardSource Build(Recipe r, TextTokenizer tokenizer, IReadOnlyList<string>? specs = null) =>
         RewardSpecs.Build(specs ?? r.Get(Specs), tokenizer, r.Get(Retokenize), m => r.Error.WriteLine("warning: " + m),
             new TlcrOptions { Mapping = r.Get(Mapping) },
-            new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) });
+            new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) },
+            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) });
 }
 
 /// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>
@@ -105,4 +111,55 @@ internal sealed class OutputFlags
         SaveTotalLimit = cmd.Declare<int?>("--save-total-limit", 2, "Keep at most this many checkpoints (oldest removed).", check: v => v is null or >= 1 ? null : "must be at least 1"),
         Resume = cmd.Declare("--resume", false, "Continue from the latest checkpoint in --out."),
     };
+}
+
+/// <summary>
+/// Generation on OpenAI-compatible servers: --rollout-endpoint URL (repeatable), --rollout-model, --rollout-api-key-env,
+/// --rollout-sync full|none, --rollout-sync-dir, --rollout-timeout, --rollout-concurrency.
+/// </summary>
+internal sealed class RolloutFlags
+{
+    public required Option<string[]> Endpoints { get; init; }
+    public required Option<string?> Model { get; init; }
+    public required Option<string?> ApiKeyEnv { get; init; }
+    public required Option<string> Sync { get; init; }
+    public required Option<string?> SyncDir { get; init; }
+    public required Option<double> Timeout { get; init; }
+    public required Option<int> Concurrency { get; init; }
+
+    public static RolloutFlags Declare(RecipeCommand cmd) => new()
+    {
+        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). See docs/SCALING.md."),
+        Model = cmd.Declare<string?>("--rollout-model", null, "The model name the rollout servers serve (their --served-model-name)."),
+        ApiKeyEnv = cmd.Declare<string?>("--rollout-api-key-env", null, "Environment variable holding the rollout servers' API key (sent as a Bearer token)."),
+        Sync = cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) lora (a --use-peft run: write the adapter and POST /v1/load_lora_adapter, vLLM or finealign serve, sampling from '<model>-policy') or none (servers keep their weights; the importance ratio corrects the lag).",
+            check: v => v is "full" or "none" or "lora" ? null : "must be full, lora or none"),
+        SyncDir = cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
+        Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
+        Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
+    };
+
+    /// <summary>The remote engine, or null when no --rollout-endpoint was given.</summary>
+    public RemoteRolloutEngine? Build(Recipe r, string outputDir)
+    {
+        var urls = r.Get(Endpoints);
+        if (urls.Length == 0)
+        {
+            if (r.Get(Sync) != "none") throw new FineAlignException($"--rollout-sync {r.Get(Sync)} needs --rollout-endpoint");
+            return null;
+        }
+        string model = r.Get(Model) ?? throw new FineAlignException("--rollout-endpoint needs --rollout-model (the servers' model name)");
+        string? key = null;
+        if (r.Get(ApiKeyEnv) is string env)
+            key = Environment.GetEnvironmentVariable(env) is { Length: > 0 } k ? k
+                : throw new FineAlignException($"--rollout-api-key-env {env}: the environment variable is not set");
+        var uris = urls.Select(u => Uri.TryCreate(u, UriKind.Absolute, out var x) ? x : throw new FineAlignException($"--rollout-endpoint '{u}' is not a URL")).ToList();
+        return new RemoteRolloutEngine(new RemoteRolloutOptions
+        {
+            Endpoints = uris, Model = model, ApiKey = key, Timeout = TimeSpan.FromSeconds(r.Get(Timeout)), MaxConcurrency = r.Get(Concurrency),
+            SyncDir = r.Get(SyncDir) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = r.Get(Sync) == "lora" ? model + "-policy" : null,
+        }, m => r.Error.WriteLine("warning: " + m));
+    }
+
+    public bool SyncFull(Recipe r) => r.Get(Sync) != "none";
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using FineAlign.Data.Corpus;
 using FineAlign.Evaluation;
+using FineAlign.Generation;
 using FineAlign.Trainers;
 
 namespace FineAlign.Cli.Commands;
@@ -30,7 +31,16 @@ public static class OnlineRlCommand
         var preset = OnlineRlOptions.Preset(name);
         var cmd = new RecipeCommand(name, Describe(name));
         var flags = OnlineRlFlags.Declare(cmd, preset);
-        var evalPrompts = cmd.Declare("--eval-prompts", 0, "Built-in corpus only: held-out prompts scored for true reward and KL before and after training (eval.json).", check: Checks.AtLeast(0));
+        var evalPrompts = cmd.Declare<string?>("--eval-prompts", null,
+            "FILE: held-out prompts (PromptReader formats, first 64) evaluated as finealign eval-policy does — reward ± s.e., KL to the " +
+            "initial policy, fluency proxy, distinct-1/2, length — logged as eval/* (metrics.jsonl, TensorBoard) at step 0, every " +
+            "--eval-steps and at the end. An integer N instead (built-in corpus only): N held-out corpus prompts scored for true reward " +
+            "and KL before and after training (eval.json).",
+            check: v => v is null || File.Exists(v) || int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) && n >= 0
+                ? null : "must be an existing prompt file or a count ≥ 0");
+        var evalSteps = cmd.Declare("--eval-steps", 0, "With --eval-prompts FILE: evaluate every N steps (0 = only at step 0 and at the end).", check: Checks.AtLeast(0));
+        var evalReward = cmd.Declare<string[]>("--eval-reward", [], "With --eval-prompts FILE: reward spec(s) of the evaluation (as eval-policy's --reward). Omitted: the run's --reward.");
+        var heldOutSeed = cmd.Declare("--eval-seed", 7819L, "With --eval-prompts FILE: sampling seed of the evaluation (eval-policy's default).");
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -39,7 +49,10 @@ public static class OnlineRlCommand
             options.Validate(); // before loading anything: bad settings are a one-line error
             var (train, heldOut, corpus) = flags.LoadPrompts(r);
             options = flags.WithChatStop(options);
-            if (!corpus && r.Get(evalPrompts) > 0) throw new FineAlignException("--eval-prompts scores true sentiment on the built-in corpus; omit --prompts");
+            string? evalArg = r.Get(evalPrompts);
+            string? evalFile = evalArg is not null && File.Exists(evalArg) ? evalArg : null;
+            int evalCount = evalArg is not null && evalFile is null ? int.Parse(evalArg, CultureInfo.InvariantCulture) : 0;
+            if (!corpus && evalCount > 0) throw new FineAlignException("--eval-prompts N scores true sentiment on the built-in corpus; omit --prompts, or give --eval-prompts FILE");
             var (policy, reference, value, tokenizer) = flags.LoadModels(r, options);
             using var p = policy; using var rf = reference; using var v = value;
             if (r.Get(flags.Prompts) is string promptFile && r.Get(flags.MaxPromptLength) is null)
@@ -51,7 +64,7 @@ public static class OnlineRlCommand
                             $"{train.Count} prompts, {options.Steps} batches of {options.BatchSize} ({options.BatchSize / options.NumGenerations} prompts × " +
                             $"{options.NumGenerations}), output {options.OutputDir}");
 
-            var evalSet = heldOut.Take(r.Get(evalPrompts)).ToList();
+            var evalSet = heldOut.Take(evalCount).ToList();
             long evalSeed = r.Get(flags.Seed) + Seeds.HeldOutEvalOffset;
             SentimentEvalResult? before = null;
             if (evalSet.Count > 0 && !options.Resume)
@@ -60,12 +73,24 @@ public static class OnlineRlCommand
                 r.Out.WriteLine(string.Create(inv, $"{name}: before: true reward {before.TrueReward:F4}, KL {before.KlToInitial:F4} on {evalSet.Count} held-out prompts"));
             }
 
+            // eval-policy's definitions on the user's prompts, against the frozen reference (the initial policy).
+            string[] evalSpecs = r.Get(evalReward) is { Length: > 0 } er ? er : r.Get(flags.Reward.Specs);
+            if (evalFile is not null && evalSpecs.Length == 0) throw new UsageException("--eval-prompts FILE needs a reward: give --eval-reward SPEC (or --reward)");
+            var periodic = evalFile is null ? null
+                : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(heldOutSeed),
+                    warn: w => r.Error.WriteLine("warning: " + w));
+            using var remote = flags.Rollout.Build(r, options.OutputDir);
+            if (remote is not null) r.Out.WriteLine($"{name}: rollouts on {string.Join(", ", remote.LiveEndpoints)} (weight sync: {r.Get(flags.Rollout.Sync)})");
             var result = CliProgress.Run(r.Out, progress =>
             {
                 using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                 {
                     Progress = progress,
+                    Rollouts = remote ?? (IRolloutEngine)new LocalRolloutEngine(policy, tokenizer),
+                    SyncRolloutWeights = remote is not null && flags.Rollout.SyncFull(r),
                     TrueReward = corpus ? (_, resp) => Lexicon.TrueReward(resp) : null,
+                    Evaluate = periodic is null ? null : _ => periodic.Evaluate(policy, reference).Metrics("eval/"),
+                    EvalSteps = r.Get(evalSteps),
                 };
                 return trainer.Train(ct);
             });

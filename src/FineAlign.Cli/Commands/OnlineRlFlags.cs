@@ -54,6 +54,7 @@ internal sealed class OnlineRlFlags
     public required SamplingFlags Sampling { get; init; }
     public required RewardFlags Reward { get; init; }
     public required Option<bool> SaveRollouts { get; init; }
+    public required RolloutFlags Rollout { get; init; }
     public required OutputFlags Output { get; init; }
 
     public Option<int> MaxNewTokens => Sampling.MaxNewTokens;
@@ -102,6 +103,7 @@ internal sealed class OnlineRlFlags
             ScaleRewards = cmd.Declare("--scale-rewards", p.ScaleRewards, "GRPO only: divide centred rewards by the group std, the batch std, or none."),
             MissingEosPenalty = cmd.Declare<double?>("--missing-eos-penalty", null, "Subtract this from the score of responses cut by --max-new-tokens."),
             Sampling = SamplingFlags.Declare(cmd),
+            Rollout = RolloutFlags.Declare(cmd),
             SaveRollouts = cmd.Declare("--save-rollouts", false, "Write every rollout to rollouts.jsonl (prompt, response, score, reward, advantage, KL, token rewards)."),
         };
     }

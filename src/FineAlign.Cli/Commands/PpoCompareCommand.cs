@@ -26,6 +26,7 @@ public static class PpoCompareCommand
         cmd.SetRecipeAction((r, ct) =>
         {
             flags.ApplyThreads(r);
+            if (r.Get(flags.Rollout.Endpoints).Length > 0) throw new FineAlignException("ppo-compare generates in-process; --rollout-endpoint is for ppo, grpo and rloo");
             var (train, heldOut, corpus) = flags.LoadPrompts(r);
             if (!corpus) throw new FineAlignException("ppo-compare measures true sentiment and needs the built-in corpus prompts; omit --prompts");
             var evalSet = heldOut.Take(r.Get(evalPrompts)).ToList();

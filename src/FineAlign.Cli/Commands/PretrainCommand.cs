@@ -52,7 +52,7 @@ public static class PretrainCommand
             r.Out.WriteLine($"pretrain: {description}");
             r.Out.WriteLine($"pretrain: {train.Count} training / {eval.Count} eval blocks of {context} tokens, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress => CausalLmTrainer.Train(model, tokenizer, train, eval, options, progress, ct));
-            return TrainingReport.Finish(r, "pretrain", result, options, model, tokenizer, prompts, ct);
+            return TrainingReport.Finish(r, "pretrain", result, options, model, tokenizer, prompts, r.Get(data) is null, ct);
         });
         return cmd;
     }

@@ -81,7 +81,7 @@ public static class SftCommand
                             $"max length {maxLen}, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress =>
                 CausalLmTrainer.Train(model, tokenizer, trainExamples, evalExamples, options, progress, ct));
-            return TrainingReport.Finish(r, "sft", result, options, model, tokenizer, heldOutPrompts, ct);
+            return TrainingReport.Finish(r, "sft", result, options, model, tokenizer, heldOutPrompts, r.Get(data) is null, ct);
         });
         return cmd;
     }
@@ -104,7 +104,7 @@ public static class SftCommand
 internal static class TrainingReport
 {
     public static int Finish(Recipe r, string command, TrainingResult result, TrainingOptions options, CausalLM model,
-                             TextTokenizer tokenizer, IReadOnlyList<string> samplePrompts, CancellationToken ct)
+                             TextTokenizer tokenizer, IReadOnlyList<string> samplePrompts, bool builtinCorpus, CancellationToken ct)
     {
         var inv = CultureInfo.InvariantCulture;
         var last = result.LogHistory.LastOrDefault(e => e.ContainsKey("loss"));
@@ -130,14 +130,16 @@ internal static class TrainingReport
         using (var w = new StreamWriter(samplesPath + ".tmp"))
         {
             for (int i = 0; i < gen.Count; i++)
-                w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
-                {
-                    ["prompt"] = samplePrompts[i], ["completion"] = gen[i].Text,
-                    ["true_reward"] = Lexicon.TrueReward(samplePrompts[i] + gen[i].Text),
-                }));
+            {
+                var line = new Dictionary<string, object> { ["prompt"] = samplePrompts[i], ["completion"] = gen[i].Text };
+                // The lexicon is the built-in corpus's ground truth; on other data it would be a meaningless number.
+                if (builtinCorpus) line["true_reward"] = Lexicon.TrueReward(samplePrompts[i] + gen[i].Text);
+                w.WriteLine(JsonSerializer.Serialize(line));
+            }
         }
         File.Move(samplesPath + ".tmp", samplesPath, overwrite: true);
-        r.Out.WriteLine($"{command}: samples (temperature 0.8) → {samplesPath}");
+        r.Out.WriteLine($"{command}: samples (temperature 0.8) → {samplesPath}" + (builtinCorpus ? " with the corpus's true reward"
+            : "; no reward (not the built-in corpus: score them with finealign eval-policy --reward SPEC)"));
         for (int i = 0; i < gen.Count; i++)
             r.Out.WriteLine($"  {samplePrompts[i]}|{gen[i].Text.ReplaceLineEndings(" ")}");
         return 0;

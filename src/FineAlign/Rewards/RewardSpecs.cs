@@ -21,7 +21,7 @@ namespace FineAlign.Rewards;
 public static class RewardSpecs
 {
     public static RewardSource Build(IReadOnlyList<string> specs, TextTokenizer policyTokenizer, bool retokenize = false,
-        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null)
+        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null)
     {
         if (specs.Count == 0) throw new FineAlignException("no reward given; use e.g. --reward lexicon or --reward tlcr:PATH");
         var parts = new List<(RewardSource, double)>();
@@ -29,7 +29,7 @@ public static class RewardSpecs
         foreach (var raw in specs)
         {
             var (spec, weight) = SplitWeight(raw);
-            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used);
+            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions);
             parts.Add((source, weight));
         }
         if (parts.Count == 1 && parts[0].Item2 == 1.0) return parts[0].Item1;
@@ -48,7 +48,7 @@ public static class RewardSpecs
     }
 
     private static RewardSource BuildOne(string spec, TextTokenizer tok, bool retokenize, Action<string>? warn,
-        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used)
+        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used, JudgeOptions? judge = null)
     {
         int colon = spec.IndexOf(':');
         string kind = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
@@ -88,11 +88,25 @@ public static class RewardSpecs
             case "pivot":
             {
                 if (arg == "") throw new FineAlignException($"reward '{spec}': pivot needs a token-level source, e.g. pivot:tlcr:PATH or pivot:lexicon:token");
-                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used);
+                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used, judge);
                 return new PivotSegmentRewardSource(Name("pivot_" + inner.Name), inner, pivot);
             }
+            case "http" or "https" or "http-token":
+            {
+                // http:URL keeps the URL's own scheme: "http://host/score" is read as kind "http", arg "//host/score".
+                string url = kind == "http-token" || arg.StartsWith("http", StringComparison.OrdinalIgnoreCase) ? arg : kind + ":" + arg;
+                if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || arg == "")
+                    throw new FineAlignException($"reward '{spec}': '{url}' is not a URL (e.g. --reward http://127.0.0.1:5000/get_reward)");
+                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token");
+            }
+            case "judge":
+            {
+                if (!Uri.TryCreate(arg, UriKind.Absolute, out var uri) || (uri.Scheme != "http" && uri.Scheme != "https"))
+                    throw new FineAlignException($"reward '{spec}': '{arg}' is not an http(s) URL (e.g. --reward judge:http://127.0.0.1:8000 --judge-rubric rubric.txt)");
+                return new JudgeRewardSource(Name("judge"), uri, judge ?? new JudgeOptions());
+            }
             default:
-                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH or pivot:SPEC, optionally @WEIGHT)");
+                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL or judge:URL, optionally @WEIGHT)");
         }
     }
 

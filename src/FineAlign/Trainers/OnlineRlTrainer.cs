@@ -63,15 +63,28 @@ public sealed class OnlineRlTrainer : IDisposable
     public OnlineRlOptions Options { get; }
     /// <summary>Where rollouts come from; the local KV-cache sampler over the policy by default.</summary>
     public IRolloutEngine Rollouts { get; init; }
+    /// <summary>
+    /// With a <see cref="RemoteRolloutEngine"/>: after each step's updates write the policy to the shared folder and have
+    /// the servers reload it, so the next rollout samples from the current weights (logged lag 0).
+    /// </summary>
+    public bool SyncRolloutWeights { get; init; }
     /// <summary>Optional ground truth logged as <c>env/true_reward</c> (mean over the rollout): (prompt, response) → score.</summary>
     public Func<string, string, double>? TrueReward { get; init; }
     public IProgress<ProgressUpdate>? Progress { get; init; }
+    /// <summary>
+    /// Optional periodic held-out evaluation: step → <c>eval/*</c> scalars, called before the first step (step 0, fresh runs),
+    /// every <see cref="EvalSteps"/> steps and after the last. A hook so Trainers need not know Evaluation (the CLI builds it).
+    /// </summary>
+    public Func<int, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
+    /// <summary>Steps between <see cref="Evaluate"/> calls (0 = only at step 0 and at the end).</summary>
+    public int EvalSteps { get; init; }
     public bool WriteTensorBoard { get; init; } = true;
     /// <summary>Current β of the reward's KL penalty.</summary>
     public double KlCoef => _kl.Value;
     /// <summary>Wall seconds of the last <see cref="Step"/> by phase: "generation", "scoring" (forwards, reward, advantages), "update".</summary>
     public IReadOnlyDictionary<string, double> LastStepSeconds => _phaseSeconds;
     private readonly Dictionary<string, double> _phaseSeconds = new();
+    private IReadOnlyList<RolloutSample>? _lastSamples;
 
     /// <summary>Resumes or refuses another run's checkpoints, runs the steps, logs, checkpoints, then saves the final models.</summary>
     public OnlineRlResult Train(CancellationToken cancellation = default)
@@ -95,6 +108,13 @@ public sealed class OnlineRlTrainer : IDisposable
         string rolloutsPath = Path.Combine(o.OutputDir, RolloutsFile);
         if (o.SaveRollouts) RolloutLog.Trim(rolloutsPath, start);
 
+        if (Evaluate is not null && start == 0)
+        {
+            var entry = new Dictionary<string, double> { ["step"] = 0 };
+            foreach (var kv in Evaluate(0)) entry[kv.Key] = kv.Value;
+            logger.Log(entry);
+            history.Add(entry);
+        }
         var clock = Stopwatch.StartNew();
         int current = start;
         while (current < o.Steps && !cancellation.IsCancellationRequested)
@@ -103,7 +123,10 @@ public sealed class OnlineRlTrainer : IDisposable
             var metrics = Step(current, o.SaveRollouts ? rolloutsPath : null);
             metrics["episode"] = (double)current * o.BatchSize;
             metrics["eps"] = (double)(current - start) * o.BatchSize / Math.Max(1e-9, clock.Elapsed.TotalSeconds); // episodes per second (this process)
-            if (current % o.LoggingSteps == 0 || current == o.Steps)
+            bool evalDue = Evaluate is not null && ((EvalSteps > 0 && current % EvalSteps == 0) || current == o.Steps);
+            if (evalDue)
+                foreach (var kv in Evaluate!(current)) metrics[kv.Key] = kv.Value;
+            if (evalDue || current % o.LoggingSteps == 0 || current == o.Steps)
             {
                 var entry = new Dictionary<string, double> { ["step"] = current };
                 foreach (var kv in metrics) entry[kv.Key] = kv.Value;
@@ -148,6 +171,7 @@ public sealed class OnlineRlTrainer : IDisposable
             Temperature = o.Temperature, TopP = o.TopP, Seed = unchecked(o.Seed * 1_000_003L + step), StopTokenIds = o.StopTokenIds is { Count: > 0 } stop ? _policy.Config.EosTokenIds.Concat(stop).Distinct().ToArray() : _policy.Config.EosTokenIds,
         };
         var samples = Rollouts.Generate(request);
+        _lastSamples = samples;
         if (samples.Count != request.Count)
             throw new FineAlignException($"the rollout engine returned {samples.Count} samples for {request.Count} requested ({o.StepNoun} {step})");
         var rows = groups.SelectMany(i => Enumerable.Repeat(i, o.NumGenerations)).ToList();
@@ -168,6 +192,8 @@ public sealed class OnlineRlTrainer : IDisposable
         int b = (int)rollout.BatchSize;
 
         Tensor oldLogp, refLogp; Tensor? oldValues = null;
+        double? serverGap = null;
+        int? weightsLag = Rollouts is RemoteRolloutEngine remote ? step - 1 - remote.WeightsVersion : null;
         using (no_grad())
         {
             _policy.eval(); _value?.eval();
@@ -175,6 +201,8 @@ public sealed class OnlineRlTrainer : IDisposable
             oldLogp = rollout.ResponseLogProbs(logits, o.Temperature);
             if (values is not null) oldValues = Masked.ZeroPadding(rollout.ResponseValues(values).to(float32), mask);
             refLogp = rollout.ResponseLogProbs(_reference.Forward(rollout.InputIds, rollout.AttentionMask), o.Temperature);
+            if (Rollouts is RemoteRolloutEngine) // servers report temperature-1 log-probs: compare like with like
+                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ResponseLogProbs(logits, 1.0));
         }
 
         TokenRewards task;
@@ -248,6 +276,15 @@ public sealed class OnlineRlTrainer : IDisposable
         _phaseSeconds["update"] = phase.Elapsed.TotalSeconds;
         update.WriteTo(m);
         _kl.Update(m["objective/kl"], b);
+        if (serverGap is double gap) m["rollout/logprob_gap"] = gap;
+        if (weightsLag is int lag) m["rollout/weights_lag_steps"] = lag;
+        if (SyncRolloutWeights && Rollouts is RemoteRolloutEngine sync)
+        {
+            phase.Restart();
+            sync.SyncWeights(_policy, _tokenizer, step);
+            _phaseSeconds["sync"] = phase.Elapsed.TotalSeconds;
+            m["rollout/sync_seconds"] = _phaseSeconds["sync"];
+        }
         return m;
     }
 

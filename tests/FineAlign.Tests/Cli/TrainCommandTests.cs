@@ -41,7 +41,9 @@ public class TrainCommandTests
         Assert.Equal(6, metrics.Count(m => m.ContainsKey("loss")));
         Assert.Contains(metrics, m => m.ContainsKey("eval/loss"));
         Assert.True(File.Exists(Path.Combine(outDir, "loss.png")));
-        Assert.Equal(2, File.ReadAllLines(Path.Combine(outDir, "samples.jsonl")).Length);
+        var sampleLines = File.ReadAllLines(Path.Combine(outDir, "samples.jsonl"));
+        Assert.Equal(2, sampleLines.Length);
+        Assert.All(sampleLines, l => Assert.Contains("\"true_reward\"", l));   // the built-in corpus: its ground truth
         Assert.Contains("model saved to", stdout);
     }
 
@@ -81,6 +83,11 @@ public class TrainCommandTests
         Assert.Contains("training", stdout);
         using var model = ModelIO.Load(Path.Combine(outDir, "model"));
         Assert.Equal(96, model.Config.MaxPositionEmbeddings);
+        // The user's text: the corpus lexicon is no reward for it, so the samples carry none and the output says so.
+        var sampleLines = File.ReadAllLines(Path.Combine(outDir, "samples.jsonl"));
+        Assert.Single(sampleLines);
+        Assert.DoesNotContain("true_reward", sampleLines[0]);
+        Assert.Contains("no reward (not the built-in corpus", stdout);
     }
 
     [Fact]
