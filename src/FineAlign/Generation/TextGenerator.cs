@@ -148,19 +148,50 @@ public static class TextGenerator
         }
         Tensor sample;
         if (o.TopP < 1.0)
+            sample = SampleNucleus(filtered, o.TopP, generator, NucleusCandidates(o, logits.shape[^1]), out _);
+        else
+            sample = InverseCdf(filtered.softmax(-1), generator);
+        return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
+    }
+
+    /// <summary>How many top candidates the nucleus shortcut tries before sorting the whole vocabulary.</summary>
+    internal const int DefaultNucleusCandidates = 256;
+
+    internal static int NucleusCandidates(GenerationOptions o, long vocab)
+        => (int)Math.Min(vocab, o.TopK > 0 ? o.TopK + 1L : DefaultNucleusCandidates);
+
+    /// <summary>
+    /// Nucleus sampling (Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration") in sorted order:
+    /// the nucleus is a prefix there. Exact shortcut: the <paramref name="candidates"/> largest probabilities
+    /// (torch.topk) suffice when the tokens ranked above the last candidate already reach p, or the last candidate
+    /// has probability 0 — then every token outside is dropped in the full sort too, the cumulative sums over the
+    /// prefix are the same numbers (a sequential scan), and the same uniform draw picks the same token. Otherwise
+    /// (a flat distribution) the whole vocabulary is sorted. <paramref name="candidates"/> ≤ 1 forces the full sort.
+    /// </summary>
+    internal static Tensor SampleNucleus(Tensor filtered, double topP, torch.Generator generator, int candidates, out bool shortcut)
+    {
+        // Probabilities over the unsorted vocabulary, so both paths normalise by the same sum.
+        var probs = filtered.softmax(-1);
+        long vocab = probs.shape[^1];
+        Tensor sorted, order;
+        shortcut = false;
+        if (candidates > 1 && candidates < vocab)
         {
-            // Sample in sorted order: the nucleus is a prefix there, so no scatter back is needed.
-            var (sorted, order) = filtered.sort(-1, descending: true);
-            var probs = sorted.softmax(-1);
-            // Drop a token when the tokens ranked above it already reach p (the top token always stays).
-            var kept = probs.masked_fill((probs.cumsum(-1) - probs).gt(o.TopP), 0.0);
-            sample = order.gather(-1, InverseCdf(kept, generator).unsqueeze(-1)).squeeze(-1);
+            (sorted, order) = probs.topk(candidates, -1, largest: true, sorted: true);
+            var cum = sorted.cumsum(-1);
+            var above = cum[TensorIndex.Colon, -2];                       // mass ranked above the last candidate
+            var last = sorted[TensorIndex.Colon, -1];
+            bool covered = above.gt(topP).logical_or(last.eq(0.0)).all().item<bool>();
+            if (covered) shortcut = true;
+            else (sorted, order) = probs.sort(-1, descending: true);
         }
         else
         {
-            sample = InverseCdf(filtered.softmax(-1), generator);
+            (sorted, order) = probs.sort(-1, descending: true);
         }
-        return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
+        // Drop a token when the tokens ranked above it already reach p (the top token always stays).
+        var kept = sorted.masked_fill((sorted.cumsum(-1) - sorted).gt(topP), 0.0);
+        return order.gather(-1, InverseCdf(kept, generator).unsqueeze(-1)).squeeze(-1);
     }
 
     /// <summary>
