@@ -114,48 +114,11 @@ public sealed class BpeTrainer
         for (int i = 0; i < model.Tokens.Count; i++) vocab[model.Tokens[i]] = i;
         var merges = new JsonArray();
         foreach (var (l, r) in model.Merges) merges.Add(new JsonArray(l, r));
-        var added = new JsonArray();
-        for (int i = 0; i < model.Specials.Count; i++)
-            added.Add(new JsonObject
-            {
-                ["id"] = i, ["content"] = model.Specials[i], ["single_word"] = false, ["lstrip"] = false,
-                ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
-            });
-        JsonObject ByteLevelNode() => new() { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true };
-        JsonObject Special(string t) => new() { ["SpecialToken"] = new JsonObject { ["id"] = t, ["type_id"] = 0 } };
-        JsonObject Seq(string s, int type) => new() { ["Sequence"] = new JsonObject { ["id"] = s, ["type_id"] = type } };
-        var tokenizerJson = new JsonObject
-        {
-            ["version"] = "1.0",
-            ["truncation"] = null,
-            ["padding"] = null,
-            ["added_tokens"] = added,
-            ["normalizer"] = null,
-            ["pre_tokenizer"] = ByteLevelNode(),
-            ["post_processor"] = new JsonObject
-            {
-                ["type"] = "TemplateProcessing",
-                ["single"] = new JsonArray(Special(bos), Seq("A", 0)),
-                ["pair"] = new JsonArray(Special(bos), Seq("A", 0), Seq("B", 1)),
-                ["special_tokens"] = new JsonObject { [bos] = new JsonObject { ["id"] = bos, ["ids"] = new JsonArray(0), ["tokens"] = new JsonArray(bos) } },
-            },
-            ["decoder"] = ByteLevelNode(),
-            ["model"] = new JsonObject
-            {
-                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null,
-                ["end_of_word_suffix"] = null, ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
-                ["vocab"] = vocab, ["merges"] = merges,
-            },
-        };
+        var specials = model.Specials.Select((t, i) => (i, t)).ToList();
+        var tokenizerJson = ByteLevelBpeJson.Tokenizer(vocab, merges, specials, bos, 0);
         AtomicFile.WriteAllText(Path.Combine(folder, "tokenizer.json"), tokenizerJson.ToJsonString(opts));
 
-        var decoder = new JsonObject();
-        for (int i = 0; i < model.Specials.Count; i++)
-            decoder[i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new JsonObject
-            {
-                ["content"] = model.Specials[i], ["lstrip"] = false, ["normalized"] = false, ["rstrip"] = false,
-                ["single_word"] = false, ["special"] = true,
-            };
+        var decoder = ByteLevelBpeJson.AddedTokensDecoder(specials);
         var config = new JsonObject
         {
             ["tokenizer_class"] = "PreTrainedTokenizerFast",

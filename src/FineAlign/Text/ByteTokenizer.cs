@@ -114,54 +114,11 @@ public sealed class ByteTokenizer : TextTokenizer
         File.WriteAllText(Path.Combine(folder, "vocab.json"), vocab.ToJsonString(opts));
         File.WriteAllText(Path.Combine(folder, "merges.txt"), "#version: 0.2\n");
 
-        var added = new JsonArray();
-        for (int s = 0; s < Specials.Length; s++)
-            added.Add(new JsonObject
-            {
-                ["id"] = 256 + s, ["content"] = Specials[s], ["single_word"] = false, ["lstrip"] = false,
-                ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
-            });
-        var byteLevel = () => new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true };
-        var single = new JsonArray { new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = Bos, ["type_id"] = 0 } },
-                                     new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } } };
-        var pair = new JsonArray { new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = Bos, ["type_id"] = 0 } },
-                                   new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } },
-                                   new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "B", ["type_id"] = 1 } } };
-        var tokenizerJson = new JsonObject
-        {
-            ["version"] = "1.0",
-            ["truncation"] = null,
-            ["padding"] = null,
-            ["added_tokens"] = added,
-            ["normalizer"] = null,
-            ["pre_tokenizer"] = byteLevel(),
-            ["post_processor"] = new JsonObject
-            {
-                ["type"] = "TemplateProcessing",
-                ["single"] = single,
-                ["pair"] = pair,
-                ["special_tokens"] = new JsonObject
-                {
-                    [Bos] = new JsonObject { ["id"] = Bos, ["ids"] = new JsonArray(256), ["tokens"] = new JsonArray(Bos) },
-                },
-            },
-            ["decoder"] = byteLevel(),
-            ["model"] = new JsonObject
-            {
-                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null,
-                ["end_of_word_suffix"] = null, ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
-                ["vocab"] = JsonNode.Parse(vocab.ToJsonString()), ["merges"] = new JsonArray(),
-            },
-        };
+        var specials = Specials.Select((t, s) => (256 + s, t)).ToList();
+        var tokenizerJson = ByteLevelBpeJson.Tokenizer(JsonNode.Parse(vocab.ToJsonString())!.AsObject(), new JsonArray(), specials, Bos, 256);
         File.WriteAllText(Path.Combine(folder, "tokenizer.json"), tokenizerJson.ToJsonString(opts));
 
-        var decoder = new JsonObject();
-        for (int s = 0; s < Specials.Length; s++)
-            decoder[(256 + s).ToString()] = new JsonObject
-            {
-                ["content"] = Specials[s], ["lstrip"] = false, ["normalized"] = false, ["rstrip"] = false,
-                ["single_word"] = false, ["special"] = true,
-            };
+        var decoder = ByteLevelBpeJson.AddedTokensDecoder(specials);
         var config = new JsonObject
         {
             ["tokenizer_class"] = "PreTrainedTokenizerFast",
