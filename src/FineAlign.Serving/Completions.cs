@@ -54,13 +54,7 @@ internal static class Completions
                 JsonNode? lp = entries is null ? null : OpenAiResponses.CompletionLogprobs(entries, f.TokenIdStrings, tok, 0);
                 return Chunk(row, delta, lp, null);
             }, (row, rest, g) => Chunk(row, rest, null, OpenAiResponses.FinishReason(g.FinishReason), OpenAiResponses.StopReason(g, f.Stops, tok)));
-            if (result is not null && f.IncludeUsage)
-                await sse.SendAsync(new JsonObject
-                {
-                    ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = modelName,
-                    ["choices"] = new JsonArray(), ["usage"] = OpenAiResponses.Usage(promptTokens, result.Sequences.Sum(s => (long)s.Tokens.Length)),
-                });
-            await sse.DoneAsync();
+            await FinishStreamAsync(sse, f.IncludeUsage ? result : null, id, "text_completion", created, modelName, promptTokens);
             return;
         }
 
@@ -125,13 +119,7 @@ internal static class Completions
                                                entries is null ? null : OpenAiResponses.ChatLogprobs(entries, f.TokenIdStrings, tok), null),
                 (row, rest, g) => Chunk(row, rest.Length > 0 ? new JsonObject { ["content"] = rest } : new JsonObject(), null,
                                         OpenAiResponses.FinishReason(g.FinishReason)));
-            if (result is not null && f.IncludeUsage)
-                await sse.SendAsync(new JsonObject
-                {
-                    ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = modelName,
-                    ["choices"] = new JsonArray(), ["usage"] = OpenAiResponses.Usage(prompt.Length, result.Sequences.Sum(s => (long)s.Tokens.Length)),
-                });
-            await sse.DoneAsync();
+            await FinishStreamAsync(sse, f.IncludeUsage ? result : null, id, "chat.completion.chunk", created, modelName, prompt.Length);
             return;
         }
 
@@ -170,6 +158,18 @@ internal static class Completions
 
     private static Sampling SamplingOf(SamplingFields f, int[] eos) =>
         new(f.Temperature <= 0, f.Temperature, f.TopP, f.TopK, f.Seed, f.Stops, eos);
+
+    /// <summary>Ends a stream: the usage chunk when asked for (<paramref name="result"/> non-null), then [DONE].</summary>
+    private static async Task FinishStreamAsync(ServerSentEvents sse, JobResult? result, string id, string objectName, long created, string modelName, long promptTokens)
+    {
+        if (result is not null)
+            await sse.SendAsync(new JsonObject
+            {
+                ["id"] = id, ["object"] = objectName, ["created"] = created, ["model"] = modelName,
+                ["choices"] = new JsonArray(), ["usage"] = OpenAiResponses.Usage(promptTokens, result.Sequences.Sum(s => (long)s.Tokens.Length)),
+            });
+        await sse.DoneAsync();
+    }
 
     /// <summary>
     /// Streams one job: text deltas as tokens are chosen, then each choice's remaining text with its finish reason.
