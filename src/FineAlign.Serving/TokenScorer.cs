@@ -1,3 +1,4 @@
+using FineAlign.Data;
 using FineAlign.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -30,14 +31,8 @@ internal static class TokenScorer
             for (int i = 0; i < b; i++) result[i] = new TokenScores(rows[i].From, [], []);
             return result;
         }
-        var ids = new long[b * len];
-        var mask = new long[b * len];
-        for (int i = 0; i < b; i++)
-            for (int t = 0; t < rows[i].Ids.Length; t++)
-            {
-                ids[i * len + t] = rows[i].Ids[t];
-                mask[i * len + t] = 1;
-            }
+        var ids = PadRows.Rows(rows.Select(r => (IReadOnlyList<long>)Array.ConvertAll(r.Ids, v => (long)v)).ToList(), len, 0L);
+        var mask = PadRows.Mask(rows.Select(r => r.Ids.Length).ToList(), len, 1L);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var device = model.parameters().First().device;
