@@ -87,11 +87,7 @@ public class ChatPromptTests
     public void PpoRollouts_StopAtTheStopTokens()
     {
         using var tmp = TestPaths.NewTempDir();
-        var config = new ModelConfig
-        {
-            ModelType = "llama", VocabSize = 261, HiddenSize = 16, IntermediateSize = 32, NumLayers = 1, NumHeads = 2,
-            NumKvHeads = 2, HeadDim = 8, MaxPositionEmbeddings = 64, BosTokenId = 256, EosTokenIds = [257], PadTokenId = 258,
-        };
+        var config = TinyModels.ByteLlama();
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
         using var value = ValueModel.Shared(policy, 1);

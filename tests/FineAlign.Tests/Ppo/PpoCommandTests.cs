@@ -65,11 +65,7 @@ public class PpoCommandTests
     public void NaNRewardIsAOneLineErrorNamingTheSourceAndTheBatch()
     {
         using var tmp = TestPaths.NewTempDir();
-        var config = new ModelConfig
-        {
-            ModelType = "llama", VocabSize = 261, HiddenSize = 16, IntermediateSize = 32, NumLayers = 1, NumHeads = 2,
-            NumKvHeads = 2, HeadDim = 8, MaxPositionEmbeddings = 64, BosTokenId = 256, EosTokenIds = [257], PadTokenId = 258,
-        };
+        var config = TinyModels.ByteLlama();
         using var policy = ModelFactory.Create(config, 1);
         using var reference = ModelFactory.Create(config, 1);
         using var value = ValueModel.Shared(policy, 1);
@@ -87,11 +83,7 @@ public class PpoCommandTests
     public void RewardModelWithAnotherTokenizerIsRefusedUnlessRetokenizing()
     {
         using var tmp = TestPaths.NewTempDir();
-        var config = new ModelConfig
-        {
-            ModelType = "llama", VocabSize = 261, HiddenSize = 16, IntermediateSize = 32, NumLayers = 1, NumHeads = 2,
-            NumKvHeads = 2, HeadDim = 8, MaxPositionEmbeddings = 64, BosTokenId = 256, EosTokenIds = [257], PadTokenId = 258,
-        };
+        var config = TinyModels.ByteLlama();
         string rmDir = Path.Combine(tmp.Path, "rm"), discDir = Path.Combine(tmp.Path, "disc");
         using (var rm = new ScoredLM(ModelFactory.Create(config, 2), HeadKind.Sequence, 1)) rm.Save(rmDir, new ByteTokenizer());
         using (var d = new ScoredLM(ModelFactory.Create(config, 2), HeadKind.Token, 2)) d.Save(discDir, new ByteTokenizer());
