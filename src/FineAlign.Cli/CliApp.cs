@@ -30,6 +30,7 @@ public static class CliApp
         root.Add(PretrainCommand.Create());
         root.Add(SftCommand.Create());
         root.Add(RmCommand.Create());
+        root.Add(ImdbPrepareCommand.Create());
         root.Add(DpoCommand.Create());
         root.Add(KtoCommand.Create());
         root.Add(BcoCommand.Create());

@@ -34,6 +34,11 @@ public static class BonCommand
         var topP = cmd.Declare("--top-p", 1.0, "Nucleus sampling.", check: v => v is > 0 and <= 1 ? null : "must be in (0, 1]");
         var seed = cmd.Declare("--seed", 42, "Sampling seed.");
         var outPath = cmd.Declare<string?>("--out", null, "Write the chosen responses as JSONL (prompt, completion, reward, candidate_rewards).", alias: "-o");
+        var pairsOut = cmd.Declare<string?>("--pairs-out", null, "Best-of-n: write each prompt's best and worst candidate as a preference pair (prompt, chosen, rejected, " +
+            "score_chosen, score_rejected) for dpo/rm; prompts whose candidates all score the same are left out.");
+        var feedbackOut = cmd.Declare<string?>("--feedback-out", null, "Best-of-n: write every candidate as binary feedback (prompt, completion, label = reward > " +
+            "--feedback-threshold, reward) for bco/kto.");
+        var feedbackThreshold = cmd.Declare("--feedback-threshold", 0.0, "Reward above which a candidate is a thumbs-up in --feedback-out (0: a classifier's logit, P > ½).");
         var chatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Sampling then also stops at its end-of-turn token.");
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0");
 
@@ -68,6 +73,36 @@ public static class BonCommand
                         ["prompt"] = c.Prompt, ["completion"] = c.Best.Text, ["reward"] = c.Reward,
                         ["candidate_rewards"] = new JsonArray(c.CandidateRewards.Select(x => (JsonNode?)x).ToArray()),
                     });
+                sink.Commit();
+            }
+            if ((r.Get(pairsOut) is not null || r.Get(feedbackOut) is not null) && r.Get(mode) != "best-of-n")
+                throw new FineAlignException("--pairs-out and --feedback-out need --mode best-of-n (guided decoding keeps no whole candidates)");
+            if (r.Get(pairsOut) is string po)
+            {
+                using var sink = JsonlOutput.ToFile(po);
+                foreach (var c in chosen)
+                {
+                    var scores = c.CandidateRewards;
+                    int best = Array.IndexOf(scores.ToArray(), scores.Max()), worst = Array.IndexOf(scores.ToArray(), scores.Min());
+                    if (scores[best] <= scores[worst]) continue;
+                    sink.Write(new JsonObject
+                    {
+                        ["prompt"] = c.Prompt, ["chosen"] = c.Candidates[best].Text, ["rejected"] = c.Candidates[worst].Text,
+                        ["score_chosen"] = scores[best], ["score_rejected"] = scores[worst],
+                    });
+                }
+                sink.Commit();
+            }
+            if (r.Get(feedbackOut) is string fo)
+            {
+                using var sink = JsonlOutput.ToFile(fo);
+                foreach (var c in chosen)
+                    for (int k = 0; k < c.Candidates.Count; k++)
+                        sink.Write(new JsonObject
+                        {
+                            ["prompt"] = c.Prompt, ["completion"] = c.Candidates[k].Text,
+                            ["label"] = c.CandidateRewards[k] > r.Get(feedbackThreshold), ["reward"] = c.CandidateRewards[k],
+                        });
                 sink.Commit();
             }
             var inv = CultureInfo.InvariantCulture;

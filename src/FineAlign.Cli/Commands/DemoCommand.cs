@@ -46,8 +46,20 @@ public static class DemoCommand
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads for every stage (0 = one per core). Part of the determinism contract.", check: v => v >= 0 ? null : "must be ≥ 0");
         var seeds = cmd.Declare("--seeds", 1, "Repeat the whole pipeline with seeds --seed, --seed + 1, …: the report gives each method's mean ± 95 % interval over them (runs in runs/seed-S/).",
             check: v => v is >= 1 and <= 20 ? null : "must be between 1 and 20");
+        var task = cmd.Declare("--task", "builtin", "builtin (the generated review corpus, no downloads) or imdb (real IMDB reviews: continue a review prefix positively, " +
+            "judged by a held-out classifier; docs/IMDB.md).", check: v => v is "builtin" or "imdb" ? null : "must be builtin or imdb");
+        var imdbData = cmd.Declare("--imdb-data", "../shared/data/imdb/imdb-9k.jsonl", "--task imdb: labelled reviews, JSONL with 'text' and 'label' 0|1.");
+        var afinn = cmd.Declare("--afinn", "../shared/data/afinn/AFINN-en-165.txt", "--task imdb: the AFINN lexicon (word<TAB>score).");
         cmd.SetRecipeAction(async (r, ct) =>
         {
+            if (r.Get(task) == "imdb")
+            {
+                string o = r.Get(outDir) == "runs/demo" ? "runs/demo-imdb" : r.Get(outDir);
+                string rep = $"finealign demo --task imdb --out {ReportCommand.Quote(o)} --seed {r.Get(seed)}" + (r.Get(seeds) > 1 ? $" --seeds {r.Get(seeds)}" : "") +
+                             (r.Get(quick) ? " --quick" : "") + (r.Get(threads) > 0 ? $" --threads {r.Get(threads)}" : "") +
+                             $" --imdb-data {ReportCommand.Quote(r.Get(imdbData))} --afinn {ReportCommand.Quote(r.Get(afinn))}";
+                return await ImdbDemo.RunAsync(r, r.Get(quick), o, r.Get(seed), r.Get(threads), r.Get(seeds), r.Get(imdbData), r.Get(afinn), rep, ct);
+            }
             var budget = r.Get(quick) ? Budget.Quick : Budget.Full;
             string root = r.Get(outDir), reportDir = Path.Combine(root, "report");
             int s0 = r.Get(seed), t = r.Get(threads), n = r.Get(seeds);
@@ -229,7 +241,7 @@ public static class DemoCommand
     }
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
-    private static void Header(TextWriter output, string title, string what, string eta)
+    internal static void Header(TextWriter output, string title, string what, string eta)
     {
         if (CliProgress.IsInteractive(output))
         {
@@ -240,7 +252,7 @@ public static class DemoCommand
             output.WriteLine($"== {title} ({eta}): {what}");
     }
 
-    private static string Clock(double seconds)
+    internal static string Clock(double seconds)
     {
         var t = TimeSpan.FromSeconds(Math.Max(0, seconds));
         return $"{(int)t.TotalMinutes:D2}:{t.Seconds:D2}";

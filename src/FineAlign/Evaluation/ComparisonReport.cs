@@ -55,6 +55,8 @@ public static class ComparisonReport
                 m.Name, m.Method, runs = m.Runs.Count, reward = m.Reward, kl = m.Kl, base_logprob = m.BaseLogProb,
                 corpus_word_share = m.CorpusWordShare, well_formed_share = m.WellFormedShare, reward_well_formed = m.RewardWellFormed,
                 reward_at_kl = EqualKl.DefaultLevels.ToDictionary(k => k.ToString(Inv), k => m.RewardAtKl(k)),
+                metrics = EvalReward.SplitMetrics(settings.Metrics).Select(x => EvalReward.SplitName(x)).Select(x => x.Name ?? x.Spec)
+                    .ToDictionary(l => l, l => m.Metric(l)),
             }),
         }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
         string md = Path.Combine(outDir, MarkdownFile);
@@ -83,6 +85,8 @@ public static class ComparisonReport
         };
         header.AddRange(EqualKl.DefaultLevels.Select(k => $"{label} @ KL {k.ToString(Inv)}"));
         if (corpus) header.AddRange(["corpus words", "well-formed", $"{label} (well-formed)"]);
+        var metricLabels = runs.SelectMany(r => r.Final.Metrics?.Keys ?? Enumerable.Empty<string>()).Distinct().ToList();
+        header.AddRange(metricLabels);
         header.AddRange(["base log-prob / token (ppl)", "distinct-1", "distinct-2", "mean length"]);
         var rows = new List<string[]> { header.ToArray() };
         string F3(double v) => v.ToString("F3", Inv);
@@ -100,6 +104,7 @@ public static class ComparisonReport
                 row.Add(g.IsBase ? "—" : g.RewardAtKl(k) is { } at ? Pm(at) + (at.N < g.Runs.Count ? $" ({at.N}/{g.Runs.Count})" : "") : "not reached");
             if (corpus)
                 row.AddRange([Pct(g.CorpusWordShare), Pct(g.WellFormedShare), g.RewardWellFormed is { } rw ? Pm(rw) : "—"]);
+            foreach (var m in metricLabels) row.Add(g.Metric(m) is { } mv ? Pm(mv) : "—");
             row.AddRange([
                 $"{g.BaseLogProb.Mean.ToString("F2", Inv)} ({Math.Exp(-g.BaseLogProb.Mean).ToString("F2", Inv)})",
                 g.Distinct1.Mean.ToString("F3", Inv), g.Distinct2.Mean.ToString("F3", Inv), g.MeanLength.Mean.ToString("F1", Inv),
@@ -141,6 +146,8 @@ public static class ComparisonReport
         .. (first.Settings.OnBuiltinCorpus
             ? new[] { "**corpus words**: share of generated words the corpus grammar can write; **well-formed**: share of responses whose every sentence the grammar can write (the last one finished); the reward is also given over the well-formed responses only." }
             : []),
+        .. EvalReward.SplitMetrics(first.Settings.Metrics).Select(spec => EvalReward.SplitName(spec) is var (name, rest)
+            ? $"**{name ?? rest}**: mean over the responses of `{rest}` (an extra metric, scored like a reward but trained on by no method unless the signal column names it)." : ""),
         "**distinct-n**: distinct word n-grams / all word n-grams over all responses (lower = more repetitive); **mean length** in tokens.",
     ];
 

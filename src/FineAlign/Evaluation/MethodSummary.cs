@@ -70,6 +70,8 @@ public sealed record MethodSummary(string Name, string Method, string Signal, bo
     public SeedMean? CorpusWordShare => Optional(r => r.Final.CorpusWordShare);
     public SeedMean? WellFormedShare => Optional(r => r.Final.WellFormedShare);
     public SeedMean? RewardWellFormed => Optional(r => r.Final.RewardWellFormed);
+    /// <summary>An extra metric of the evaluation (<see cref="EvalSettings.Metrics"/>) by label; null when no run has it.</summary>
+    public SeedMean? Metric(string label) => Optional(r => r.Final.Metrics is { } m && m.TryGetValue(label, out double v) ? v : null);
 
     /// <summary>Reward at equal KL over the runs that reach it (N says how many did).</summary>
     public SeedMean? RewardAtKl(double kl) =>

@@ -44,9 +44,28 @@ public sealed class EvalReward
     public static EvalReward Build(string spec, TextTokenizer policyTokenizer, Action<string>? warn = null)
     {
         if (spec.Trim() == CorpusTruthSpec) return CorpusTruth();
-        var specs = Split(spec);
+        var (name, rest) = SplitName(spec);
+        var specs = Split(rest);
         var source = RewardSpecs.Build(specs, policyTokenizer, retokenize: true, warn: warn);
-        return new EvalReward(string.Join(Separator, specs), string.Join(Separator, specs), source, false);
+        string joined = string.Join(Separator, specs);
+        return new EvalReward(name is null ? joined : name + "=" + joined, name ?? joined, source, false);
+    }
+
+    /// <summary>
+    /// The extra metrics of an evaluation (<see cref="EvalSettings.Metrics"/>): specs separated by "; ", each scored
+    /// like a reward and reported in its own column (e.g. <c>afinn=afinn:AFINN-en-165.txt; words=known-words:train.jsonl</c>).
+    /// </summary>
+    public static IReadOnlyList<EvalReward> BuildMetrics(string specs, TextTokenizer policyTokenizer, Action<string>? warn = null) =>
+        SplitMetrics(specs).Select(s => Build(s, policyTokenizer, warn)).ToList();
+
+    public static IReadOnlyList<string> SplitMetrics(string specs) =>
+        specs.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    /// <summary>"judge=rm:PATH" → ("judge", "rm:PATH"): a leading identifier and '=' name the reward in tables.</summary>
+    public static (string? Name, string Spec) SplitName(string spec)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(spec.Trim(), @"^([A-Za-z][A-Za-z0-9_\-]*)=(.+)$");
+        return m.Success ? (m.Groups[1].Value, m.Groups[2].Value.Trim()) : (null, spec.Trim());
     }
 
     public static EvalReward FromSource(string label, RewardSource source) => new(label, label, source, false);
@@ -67,15 +86,21 @@ public sealed class EvalReward
 /// <param name="Kl">Σ_t log π − log π_base over its sampled tokens (k1).</param>
 /// <param name="BaseLogProb">Σ_t log π_base of its tokens (the fluency proxy's numerator).</param>
 /// <param name="Corpus">Built-in corpus fluency; null when the prompts are not the corpus's.</param>
-public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus);
+/// <param name="Extra">Scores of the evaluation's extra metrics (<see cref="PolicyEvalOptions.Metrics"/>), in their order.</param>
+public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus,
+    IReadOnlyList<double>? Extra = null);
 
 /// <summary>
 /// A policy's held-out evaluation: reward ± standard error, KL to the base, the fluency proxy (mean log-prob per token
 /// of the responses under the base model, and its perplexity), diversity and length; on the built-in corpus also the
 /// share of corpus words, of well-formed responses, and the reward over well-formed responses only.
 /// </summary>
-public sealed record PolicyEvalResult(IReadOnlyList<ResponseScore> Responses, string RewardLabel)
+public sealed record PolicyEvalResult(IReadOnlyList<ResponseScore> Responses, string RewardLabel, IReadOnlyList<string>? MetricLabels = null)
 {
+    /// <summary>Mean of each extra metric over the responses, by its label (empty without metrics).</summary>
+    public Dictionary<string, double> MetricMeans => (MetricLabels ?? []).Select((label, k) => (label, k))
+        .ToDictionary(x => x.label, x => Responses.Count == 0 ? 0 : Responses.Average(r => r.Extra![x.k]));
+
     public int Count => Responses.Count;
     public double Reward => Responses.Count == 0 ? 0 : Responses.Average(r => r.Reward);
     public double RewardSe => EvalPoint.StandardError(Responses.Select(r => r.Reward).ToList());
@@ -107,6 +132,7 @@ public sealed record PolicyEvalResult(IReadOnlyList<ResponseScore> Responses, st
         if (CorpusWordShare is double c) m[prefix + "corpus_word_share"] = c;
         if (WellFormedShare is double f) m[prefix + "well_formed_share"] = f;
         if (RewardWellFormed is double rw) m[prefix + "reward_well_formed"] = rw;
+        foreach (var kv in MetricMeans) m[prefix + kv.Key] = kv.Value;
         return m;
     }
 }
@@ -119,6 +145,8 @@ public sealed record PolicyEvalOptions
     public int BatchSize { get; init; } = 32;
     /// <summary>Score corpus fluency (the prompts are the built-in corpus's and the policies were trained on it).</summary>
     public bool CorpusFluency { get; init; }
+    /// <summary>Extra metrics scored on every response, each reported in its own column (e.g. a lexicon score, a held-out judge).</summary>
+    public IReadOnlyList<EvalReward> Metrics { get; init; } = [];
 }
 
 /// <summary>
@@ -143,7 +171,7 @@ public static class PolicyEval
                 var chunk = prompts.Skip(s).Take(options.BatchSize).ToList();
                 var gen = TextGenerator.Generate(policy, tokenizer, chunk,
                     new GenerationOptions { MaxNewTokens = options.MaxNewTokens, Temperature = 1.0, Seed = options.Seed + s });
-                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency));
+                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency, options.Metrics));
             }
         }
         finally
@@ -151,7 +179,7 @@ public static class PolicyEval
             if (policyWasTraining) policy.train();
             if (baseWasTraining) baseModel.train();
         }
-        return new PolicyEvalResult(scores, reward.Label);
+        return new PolicyEvalResult(scores, reward.Label, options.Metrics.Select(m => m.Label).ToList());
     }
 
     /// <summary>
@@ -159,11 +187,13 @@ public static class PolicyEval
     /// caller knows it, as the best-of-n bound).
     /// </summary>
     public static List<ResponseScore> Score(CausalLM? policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency)
+        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency, IReadOnlyList<EvalReward>? metrics = null)
     {
         using var scope = NewDisposeScope();
         var batch = RolloutBatch.From(gen, prompts, tokenizer.PaddingId);   // disposed by the scope
-        double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList()));
+        var rewardBatch = new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList());
+        double[] rewards = reward.Score(rewardBatch);
+        var extra = (metrics ?? []).Select(m => m.Score(rewardBatch)).ToList();
         double[] kl = new double[gen.Count], baseLp;
         using (no_grad())
         {
@@ -180,7 +210,7 @@ public static class PolicyEval
         var list = new List<ResponseScore>(gen.Count);
         for (int i = 0; i < gen.Count; i++)
             list.Add(new ResponseScore(prompts[i], gen[i].Text, rewards[i], kl[i], baseLp[i], gen[i].Tokens.Length,
-                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null));
+                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null, extra.Count == 0 ? null : extra.Select(e => e[i]).ToArray()));
         return list;
     }
 

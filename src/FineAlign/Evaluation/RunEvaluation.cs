@@ -18,11 +18,12 @@ namespace FineAlign.Evaluation;
 /// fluency fields are set only on the built-in corpus.
 /// </summary>
 public sealed record EvalPoint(double X, double Reward, double RewardSe, double Kl, double Distinct1, double Distinct2, double MeanLength,
-    double BaseLogProb = 0, double? CorpusWordShare = null, double? WellFormedShare = null, double? RewardWellFormed = null)
+    double BaseLogProb = 0, double? CorpusWordShare = null, double? WellFormedShare = null, double? RewardWellFormed = null,
+    Dictionary<string, double>? Metrics = null)
 {
     public static EvalPoint From(double x, PolicyEvalResult r, double? kl = null) =>
         new(x, r.Reward, r.RewardSe, kl ?? r.Kl, r.Distinct1, r.Distinct2, r.MeanLength, r.BaseLogProbPerToken,
-            r.CorpusWordShare, r.WellFormedShare, r.RewardWellFormed);
+            r.CorpusWordShare, r.WellFormedShare, r.RewardWellFormed, r.MetricLabels is { Count: > 0 } ? r.MetricMeans : null);
 
     public static double StandardError(IReadOnlyList<double> values)
     {
@@ -56,6 +57,8 @@ public sealed record EvalSettings(int Prompts, int SamplesPerPrompt, int MaxNewT
 {
     public string Reward { get; init; } = EvalReward.CorpusTruthSpec;
     public string? PromptsFile { get; init; }
+    /// <summary>Extra metrics, "; "-separated reward specs each reported in its own column (<see cref="EvalReward.BuildMetrics"/>); "" = none.</summary>
+    public string Metrics { get; init; } = "";
 
     /// <summary>Prompts from the built-in corpus: corpus fluency is measured too.</summary>
     [JsonIgnore] public bool OnBuiltinCorpus => PromptsFile is null;
@@ -78,7 +81,8 @@ public sealed record EvalSettings(int Prompts, int SamplesPerPrompt, int MaxNewT
         return Enumerable.Range(0, SamplesPerPrompt).SelectMany(_ => eval).ToList();
     }
 
-    public PolicyEvalOptions Options() => new() { MaxNewTokens = MaxNewTokens, Seed = Seed, CorpusFluency = OnBuiltinCorpus };
+    public PolicyEvalOptions Options(IReadOnlyList<EvalReward>? metrics = null) =>
+        new() { MaxNewTokens = MaxNewTokens, Seed = Seed, CorpusFluency = OnBuiltinCorpus, Metrics = metrics ?? [] };
 
     /// <summary>Equal up to what differs between seeds of one experiment (sampling seed, base model).</summary>
     public bool ComparableTo(EvalSettings other) => this with { Seed = 0, BaseModel = "" } == other with { Seed = 0, BaseModel = "" };
@@ -206,8 +210,9 @@ public static class RunEvaluator
     /// </summary>
     public static RunEvaluation Evaluate(string runDir, CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings, EvalReward reward,
         EvalPoint? baseEval, int samplesShown = 6, IProgress<ProgressUpdate>? progress = null, CancellationToken ct = default,
-        PolicyEvalResult? baseResult = null)
+        PolicyEvalResult? baseResult = null, IReadOnlyList<EvalReward>? metrics = null)
     {
+        if (metrics is null && settings.Metrics.Length > 0) metrics = EvalReward.BuildMetrics(settings.Metrics, tokenizer);
         var cached = RunEvaluation.TryLoad(runDir);
         if (cached is not null && cached.Settings == settings) return cached;
 
@@ -228,13 +233,13 @@ public static class RunEvaluator
             progress?.Report(new ProgressUpdate(stage, i, snaps.Count));
             PolicyEvalResult r;
             // The base row: the base model itself (already evaluated when the caller passes its result).
-            if (isBase) r = baseResult ?? PolicyEval.Run(baseModel, baseModel, tokenizer, prompts, reward, settings.Options());
+            if (isBase) r = baseResult ?? PolicyEval.Run(baseModel, baseModel, tokenizer, prompts, reward, settings.Options(metrics));
             else
             {
                 using var policy = ModelIO.Load(snaps[i].Folder);
                 if (policy.Config.VocabSize != baseModel.Config.VocabSize)
                     throw new FineAlignException($"{snaps[i].Folder}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
-                r = PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options());
+                r = PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options(metrics));
             }
             curve.Add(EvalPoint.From(snaps[i].Step, r));
             if (i == snaps.Count - 1) samples = Samples(r, samplesShown);
@@ -270,7 +275,8 @@ public static class RunEvaluator
 
     /// <summary>The base model's own point (KL 0) — x = 0 of every curve and the Δ reference.</summary>
     public static EvalPoint EvaluateBase(CausalLM baseModel, TextTokenizer tokenizer, EvalSettings settings, EvalReward reward) =>
-        EvalPoint.From(0, PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options()));
+        EvalPoint.From(0, PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward,
+            settings.Options(EvalReward.BuildMetrics(settings.Metrics, tokenizer))));
 
     /// <summary>
     /// Loads or computes the evaluation of each run folder (what <c>finealign report</c> and <c>demo</c> do). Cached
@@ -311,10 +317,11 @@ public static class RunEvaluator
             var tokenizer = TokenizerLoader.Load(baseFolder!);
             using var baseModel = ModelIO.Load(baseFolder!);
             var reward = EvalReward.Build(settings.Reward, tokenizer, warn);
-            var baseResult = PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options());
+            var metrics = EvalReward.BuildMetrics(settings.Metrics, tokenizer, warn);
+            var baseResult = PolicyEval.Run(baseModel, baseModel, tokenizer, settings.PromptList(), reward, settings.Options(metrics));
             var basePoint = EvalPoint.From(0, baseResult);
             foreach (var d in todo)
-                found[d] = Evaluate(d, baseModel, tokenizer, settings, reward, basePoint, progress: progress, ct: ct, baseResult: baseResult);
+                found[d] = Evaluate(d, baseModel, tokenizer, settings, reward, basePoint, progress: progress, ct: ct, baseResult: baseResult, metrics: metrics);
         }
         var list = dirs.Where(found.ContainsKey).Select(d => found[d]).ToList();
         if (list.Count == 0) throw new FineAlignException("none of the given folders holds a policy run to report");
@@ -331,6 +338,7 @@ public static class RunEvaluator
     {
         if (ns.Count == 0 || ns.Any(n => n < 1)) throw new FineAlignException("best-of-n needs n values ≥ 1");
         var prompts = settings.PromptList();
+        var metrics = EvalReward.BuildMetrics(settings.Metrics, tokenizer);
         int maxN = ns.Max();
         var ranked = BestOfN.Generate(baseModel, tokenizer, prompts, ranking, maxN,
             new GenerationOptions { MaxNewTokens = settings.MaxNewTokens, Temperature = 1.0, Seed = settings.Seed });
@@ -346,8 +354,8 @@ public static class RunEvaluator
             var scores = new List<ResponseScore>();
             for (int s = 0; s < prompts.Count; s += 32)
                 scores.AddRange(PolicyEval.Score(null, baseModel, tokenizer, prompts.Skip(s).Take(32).ToList(), picked.Skip(s).Take(32).ToList(),
-                    reward, settings.OnBuiltinCorpus));
-            var result = new PolicyEvalResult(scores, reward.Label);
+                    reward, settings.OnBuiltinCorpus, metrics));
+            var result = new PolicyEvalResult(scores, reward.Label, metrics.Select(m => m.Label).ToList());
             curve.Add(EvalPoint.From(n, result, kl: Math.Log(n) - (n - 1.0) / n));
             if (n == ns.Max()) samples = Samples(result, samplesShown);
         }

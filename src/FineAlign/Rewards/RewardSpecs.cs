@@ -105,8 +105,10 @@ public static class RewardSpecs
                     throw new FineAlignException($"reward '{spec}': '{arg}' is not an http(s) URL (e.g. --reward judge:http://127.0.0.1:8000 --judge-rubric rubric.txt)");
                 return new JudgeRewardSource(Name("judge"), uri, judge ?? new JudgeOptions());
             }
+            case AfinnReward.Kind: return AfinnReward.Build(Name("afinn"), arg);
+            case KnownWordsReward.Kind: return KnownWordsReward.Build(Name("known_words"), arg);
             default:
-                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL or judge:URL, optionally @WEIGHT)");
+                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, afinn:LEXICON, known-words:TEXT, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL or judge:URL, optionally @WEIGHT)");
         }
     }
 

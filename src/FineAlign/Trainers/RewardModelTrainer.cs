@@ -57,4 +57,39 @@ public static class RewardModelTrainer
         if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);
         return result;
     }
+
+    /// <summary>One step of <see cref="TrainClassifier"/>: the score of each (prompt, completion) against its label.</summary>
+    public static LossResult ClassifierStep(ScoredLM model, FeedbackBatch b)
+    {
+        var scores = model.SequenceScores(b.Tokens.InputIds, b.Tokens.AttentionMask);
+        var r = RewardClassificationLoss.Compute(scores, b.Labels);
+        return new LossResult(r.Loss, r.Metrics, b.Tokens.AttentionMask.sum().item<long>());
+    }
+
+    /// <summary>
+    /// A sequence reward model from labelled single texts (thumbs-up/down or class labels, the feedback layout):
+    /// <see cref="RewardClassificationLoss"/>, so the score is the log-odds of the positive label. Saved like
+    /// <see cref="Train"/>'s models (usable as <c>rm:PATH</c>).
+    /// </summary>
+    public static TrainingResult TrainClassifier(ScoredLM model, TextTokenizer tokenizer, FeedbackDataset train, FeedbackDataset? eval,
+        TrainingOptions options, IProgress<ProgressUpdate>? progress = null, CancellationToken cancellation = default)
+    {
+        if (model.Kind != HeadKind.Sequence || model.NumLabels != 1)
+            throw new FineAlignException("a reward model needs a sequence head with one output");
+        PreferenceBatching.CheckContext(model.Config.MaxPositionEmbeddings, train, eval);
+        int pad = tokenizer.PaddingId;
+        var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatching.Feedback(train.Examples, idx, pad, false));
+        var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatching.Feedback(eval.Examples, idx, pad, false)) : null;
+        string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
+        using var trainer = new Trainer<FeedbackBatch>(model, options, b => { using (b) return ClassifierStep(model, b); }, trainSource, evalSource)
+        {
+            LossUnit = Training.LossUnits.NatsPerExample,
+            Progress = progress,
+            SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
+            LoadModelWeights = dir => ScoredLM.LoadInto(model, Folder(dir)),
+        };
+        var result = trainer.Train(cancellation);
+        if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);
+        return result;
+    }
 }
