@@ -113,7 +113,8 @@ internal static class ImdbDemo
         // The classifier the methods trained on differs per seed: shown only for one seed (settings must match across seeds).
         string metrics = $"afinn=afinn:{afinn}; real_words=known-words:{Path.Combine(data, "train-text.jsonl")}" +
                          (nSeeds == 1 ? $"; classifier=rm:{Path.Combine(runs, "classifier", "model")}" : "");
-        return new EvalSettings(b.EvalPrompts, 1, b.MaxNewTokens, seed + 7777L, 0, 0, Path.Combine(runs, "base", "model"))
+        // Corpus size and seed as `finealign report` defaults them (unused with a prompts file): its rerun hits the cached evaluations.
+        return new EvalSettings(b.EvalPrompts, 1, b.MaxNewTokens, seed + 7777L, 4000, 1234, Path.Combine(runs, "base", "model"))
         {
             Reward = "judge=rm:" + judge, PromptsFile = Path.Combine(data, "prompts-test.jsonl"), Metrics = metrics,
         };
@@ -169,7 +170,7 @@ internal static class ImdbDemo
         [
             new("base", $"{b.Preset} model from scratch on the training reviews' text", ["pretrain", .. Common("base"), "--init", b.Preset, "--context-length", Inv(b.Context),
                 "--tokenizer", Path.Combine(shared, "tokenizer"), "--data", D("train-text.jsonl"), "--eval-data", D("validation-text.jsonl"),
-                .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--samples", "4", "--save-steps", "0", "--eval-steps", "0"], q ? 2 : 200, "pretrained base", "—"),
+                .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--samples", q ? "0" : "4", "--save-steps", "0", "--eval-steps", "0"], q ? 2 : 200, "pretrained base", "—"),
             new("classifier", "sequence reward: sentiment classifier on the training labels (rm --objective classification; accuracy on the test reviews)",
                 ["rm", .. Common("classifier"), "--objective", "classification", "--model", model, "--data", D("classifier-train.jsonl"),
                  "--eval-data", D("classifier-test.jsonl"), .. Train(b.ClassifierSteps, b.BatchSize, 5e-4), "--eval-steps", "0", "--save-steps", "0"], q ? 2 : 30),
@@ -194,7 +195,7 @@ internal static class ImdbDemo
                 .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--beta", "0.1", .. Curve(b.OfflineSteps)], q ? 2 : 30, "BCO", "classifier thumbs"),
             new("alol", "A-LoL on the human continuations of the training reviews, scored by the classifier", ["alol", .. Common("alol"), "--model", model,
                 "--data", D("offline-train.jsonl"), "--reward", "rm:" + rm, .. Train(b.OfflineSteps, b.BatchSize, 5e-5), "--eval-prompts", "0",
-                "--max-new-tokens", Inv(b.MaxNewTokens), "--value-prompts", Inv(q ? 4 : 128), "--value-epochs", Inv(q ? 1 : 10), .. Curve(b.OfflineSteps)],
+                "--max-new-tokens", Inv(b.MaxNewTokens), "--value-prompts", Inv(q ? 4 : 128), "--value-epochs", Inv(q ? 1 : 10), "--value-steps", Inv(q ? 5 : 300), .. Curve(b.OfflineSteps)],
                 q ? 3 : 45, "A-LoL", "classifier (sequence)"),
             new("bon", $"best-of-n from the base ranked by the classifier (n = {string.Join(", ", b.BonN)})", [], q ? 2 : 15, $"best-of-{b.BonN.Max()}", "classifier (sequence)"),
             new("evaluate", "every policy and checkpoint on the test prefixes: judge, AFINN, real words, KL, fluency, distinct-n", [], q ? 4 : 90),

@@ -38,6 +38,7 @@ public static class ReportCommand
             string reproduce = "finealign report " + string.Join(' ', dirs.Select(Quote)) + (baseDir is null ? "" : $" --base {Quote(baseDir)}") +
                                (r.Get(flags.PromptsFile) is string pf ? $" --prompts {Quote(pf)}" : "") +
                                (settings.UsesCorpusTruth ? "" : string.Concat(EvalReward.Split(settings.Reward).Select(x => $" --reward {Quote(x)}"))) +
+                               string.Concat(EvalReward.SplitMetrics(settings.Metrics).Select(x => $" --metric {Quote(x)}")) +
                                $" --out {Quote(r.Get(outDir))}";
             string md = ComparisonReport.Write(evaluations, r.Get(outDir), Context(r.Get(title), reproduce, dirs));
             r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
@@ -85,6 +86,7 @@ internal sealed class EvalFlags
     public required Option<string?> PromptsFile { get; init; }
     public required Option<string[]> Reward { get; init; }
     public required Option<bool> BuiltinCorpus { get; init; }
+    public Option<string[]>? Metrics { get; init; }
 
     public static EvalFlags Declare(RecipeCommand cmd, int prompts = 64, int samples = 1) => new()
     {
@@ -99,6 +101,8 @@ internal sealed class EvalFlags
         CorpusSize = cmd.Declare("--corpus-size", 4000, "Reviews of the built-in corpus (its held-out prompts are the evaluation prompts).", check: v => v >= 10 ? null : "must be at least 10"),
         CorpusSeed = cmd.Declare("--corpus-seed", 1234, "Seed of the built-in corpus."),
         Threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0"),
+        Metrics = cmd.Declare<string[]>("--metric", [], "Extra metric(s), each scored like a reward and shown in its own column: [NAME=]SPEC, e.g. " +
+            "afinn=afinn:AFINN-en-165.txt or real_words=known-words:train.jsonl (what demo --task imdb reports)."),
     };
 
     public EvalSettings Settings(Recipe r, string baseModel)
@@ -110,6 +114,7 @@ internal sealed class EvalFlags
         {
             PromptsFile = r.Get(PromptsFile),
             Reward = specs.Length == 0 ? EvalReward.CorpusTruthSpec : string.Join(EvalReward.Separator, specs),
+            Metrics = Metrics is null ? "" : string.Join("; ", r.Get(Metrics) ?? []),
         };
     }
 
