@@ -235,7 +235,10 @@ public sealed class OnlineRlTrainer : IDisposable
         _phaseSeconds["scoring"] = phase.Elapsed.TotalSeconds;   // item() calls above have synchronised
         phase.Restart();
 
-        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it.
+        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it. The global RNG (LoRA
+        // dropout draws from it) is seeded from (seed, step) too: a resumed run, or the same run in another process,
+        // draws the same masks without a saved RNG state.
+        torch.manual_seed(unchecked(o.Seed * 1_000_033L + step * 7_919L));
         _policy.train(); _value?.train();
         int mb = o.EffectiveMiniBatch;
         var update = new OnlineRlMetrics.UpdateStats(o);
