@@ -232,6 +232,9 @@ internal static class RealScaleBench
         });
         long weights = policy.parameters().Where(p => !p.requires_grad).Sum(p => p.numel() * p.element_size());
         long adapter = policy.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        GC.Collect(); GC.WaitForPendingFinalizers();
+        long setupPeak = Rss("VmHWM");
+        ResetPeak();                                         // from here on the peak is the iterations' own
         var trainer = new OnlineRlTrainer(policy, reference, value, tok, reward, prompts, OnlineRlOptions.Ppo with
         {
             OutputDir = Path.Combine(Path.GetTempPath(), "finealign-bench-rs-ppo"), Steps = 1000, BatchSize = batch, MiniBatchSize = batch,
@@ -270,7 +273,7 @@ internal static class RealScaleBench
             ["generation"] = Phase("generation", 0), ["scoring"] = Phase("scoring", scoreFlops), ["update"] = Phase("update", updateFlops),
             ["generation_new_tokens_per_s"] = Math.Round(batch * newTokens / Median(phases["generation"]), 1),
             ["base_weights_mb"] = weights >> 20, ["adapter_params"] = adapter, ["adapter_state_mb"] = Math.Round(adapter * 16.0 / (1 << 20)),
-            ["peak_rss_mb"] = peak, ["baseline_rss_mb"] = baseline,
+            ["peak_rss_mb"] = peak, ["baseline_rss_mb"] = baseline, ["setup_peak_rss_mb"] = setupPeak,
             ["peak_over_base_weights"] = Math.Round(peak * (double)(1 << 20) / weights, 2),
             ["objective_kl_last"] = Math.Round(last["objective/kl"], 5), ["loss_value_last"] = Math.Round(last["loss/value_avg"], 5),
             ["load_1min"] = Load(),
