@@ -22,6 +22,8 @@ public class PeftOnlineRlTests
     public static TheoryData<string, string[]> Runs => new()
     {
         { "ppo", ["ppo", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "8", "--kl-coef", "0.05"] },
+        // bf16 base (stored and loaded in bf16), fp32 adapters and the fp32 value head on the bf16 trunk.
+        { "ppo_bf16", ["ppo", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "8", "--kl-coef", "0.05", "--bf16"] },
         { "grpo", ["grpo", "--batch-size", "4", "--num-generations", "2", "--mini-batch-size", "2", "--num-iterations", "2", "--max-new-tokens", "8", "--beta", "0.04"] },
     };
 
@@ -42,7 +44,8 @@ public class PeftOnlineRlTests
         Assert.True(code == 0, err + stdout);
         var ma = Lines(a);
         Assert.Equal(3, ma.Count);
-        string kl = name == "ppo" ? "objective/kl" : "kl";
+        bool ppo = args[0] == "ppo";
+        string kl = ppo ? "objective/kl" : "kl";
         // Step 1 samples from the untrained adapters (B = 0): policy = reference to the last bit.
         Assert.Equal(0.0, ma[0][kl]!.GetValue<double>());
         Assert.True(Math.Abs(ma[2][kl]!.GetValue<double>()) > 0, $"{name}: the adapters did not move the policy away from the base");
@@ -52,7 +55,7 @@ public class PeftOnlineRlTests
             Assert.True(FineAlign.Models.Lora.IsAdapterFolder(folder), folder);
             Assert.False(File.Exists(Path.Combine(folder, "model.safetensors")), folder);
         }
-        Assert.Equal(name == "ppo", File.Exists(Path.Combine(a, OnlineRlTrainer.ValueFolder, ValueModel.HeadFile)));
+        Assert.Equal(ppo, File.Exists(Path.Combine(a, OnlineRlTrainer.ValueFolder, ValueModel.HeadFile)));
         Assert.Equal(baseHash, Hash(Path.Combine(policy, "model.safetensors")));
 
         // Stop after step 1, resume to 3: the same numbers, every field but the wall clock.
