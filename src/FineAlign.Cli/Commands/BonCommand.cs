@@ -36,6 +36,7 @@ public static class BonCommand
         var outPath = cmd.Declare<string?>("--out", null, "Write the chosen responses as JSONL (prompt, completion, reward, candidate_rewards).", alias: "-o");
         var chatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Sampling then also stops at its end-of-turn token.");
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0");
+        var rollout = RolloutFlags.Declare(cmd, withSync: false);
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -55,10 +56,16 @@ public static class BonCommand
                 MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed),
                 EosTokenIds = chat?.EndOfTurn.Id is int eot ? lm.Config.EosTokenIds.Append(eot).Distinct().ToArray() : null,
             };
-            var plain = BestOfN.Generate(lm, tokenizer, list, source, 1, gen);
+            using var remote = rollout.Build(r, ".");
+            if (remote is not null && r.Get(mode) == "guided")
+                throw new FineAlignException("--mode guided re-ranks prefixes in-process; --rollout-endpoint is for --mode best-of-n");
+            if (remote is not null) r.Out.WriteLine($"bon: sampling on {string.Join(", ", remote.LiveEndpoints)}");
+            IRolloutEngine engine = remote ?? (IRolloutEngine)new LocalRolloutEngine(lm, tokenizer);
+            gen = gen with { EosTokenIds = gen.EosTokenIds ?? lm.Config.EosTokenIds };
+            var plain = BestOfN.Generate(engine, tokenizer, list, source, 1, gen);
             var chosen = r.Get(mode) == "guided"
                 ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen)
-                : BestOfN.Generate(lm, tokenizer, list, source, r.Get(n), gen);
+                : BestOfN.Generate(engine, tokenizer, list, source, r.Get(n), gen);
             if (r.Get(outPath) is string o)
             {
                 using var sink = JsonlOutput.ToFile(o);

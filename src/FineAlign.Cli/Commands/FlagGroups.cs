@@ -122,19 +122,22 @@ internal sealed class RolloutFlags
     public required Option<string[]> Endpoints { get; init; }
     public required Option<string?> Model { get; init; }
     public required Option<string?> ApiKeyEnv { get; init; }
-    public required Option<string> Sync { get; init; }
-    public required Option<string?> SyncDir { get; init; }
+    /// <summary>Null on commands that only sample (bon, eval-policy): there is no update to sync.</summary>
+    public Option<string>? Sync { get; init; }
+    public Option<string?>? SyncDir { get; init; }
     public required Option<double> Timeout { get; init; }
     public required Option<int> Concurrency { get; init; }
 
-    public static RolloutFlags Declare(RecipeCommand cmd) => new()
+    /// <param name="withSync">Training commands: also --rollout-sync and --rollout-sync-dir.</param>
+    public static RolloutFlags Declare(RecipeCommand cmd, bool withSync = true) => new()
     {
-        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). See docs/SCALING.md."),
+        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). " +
+            (withSync ? "" : "The servers must serve the model named by --model (this command sends no weights). ") + "See docs/SCALING.md."),
         Model = cmd.Declare<string?>("--rollout-model", null, "The model name the rollout servers serve (their --served-model-name)."),
         ApiKeyEnv = cmd.Declare<string?>("--rollout-api-key-env", null, "Environment variable holding the rollout servers' API key (sent as a Bearer token)."),
-        Sync = cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) lora (a --use-peft run: write the adapter and POST /v1/load_lora_adapter, vLLM or finealign serve, sampling from '<model>-policy') or none (servers keep their weights; the importance ratio corrects the lag).",
+        Sync = !withSync ? null : cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) lora (a --use-peft run: write the adapter and POST /v1/load_lora_adapter, vLLM or finealign serve, sampling from '<model>-policy') or none (servers keep their weights; the importance ratio corrects the lag).",
             check: v => v is "full" or "none" or "lora" ? null : "must be full, lora or none"),
-        SyncDir = cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
+        SyncDir = !withSync ? null : cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
         Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
         Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
     };
@@ -145,7 +148,7 @@ internal sealed class RolloutFlags
         var urls = r.Get(Endpoints);
         if (urls.Length == 0)
         {
-            if (r.Get(Sync) != "none") throw new FineAlignException($"--rollout-sync {r.Get(Sync)} needs --rollout-endpoint");
+            if (SyncMode(r) != "none") throw new FineAlignException($"--rollout-sync {SyncMode(r)} needs --rollout-endpoint");
             return null;
         }
         string model = r.Get(Model) ?? throw new FineAlignException("--rollout-endpoint needs --rollout-model (the servers' model name)");
@@ -157,9 +160,12 @@ internal sealed class RolloutFlags
         return new RemoteRolloutEngine(new RemoteRolloutOptions
         {
             Endpoints = uris, Model = model, ApiKey = key, Timeout = TimeSpan.FromSeconds(r.Get(Timeout)), MaxConcurrency = r.Get(Concurrency),
-            SyncDir = r.Get(SyncDir) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = r.Get(Sync) == "lora" ? model + "-policy" : null,
+            SyncDir = (SyncDir is null ? null : r.Get(SyncDir)) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = SyncMode(r) == "lora" ? model + "-policy" : null,
         }, m => r.Error.WriteLine("warning: " + m));
     }
 
-    public bool SyncFull(Recipe r) => r.Get(Sync) != "none";
+    public bool SyncFull(Recipe r) => SyncMode(r) != "none";
+
+    /// <summary>full, lora or none (always none on commands without --rollout-sync).</summary>
+    public string SyncMode(Recipe r) => Sync is null ? "none" : r.Get(Sync);
 }

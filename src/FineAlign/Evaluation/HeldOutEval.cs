@@ -25,12 +25,17 @@ public sealed class HeldOutEval
     /// <summary>Evaluate every this many steps (0 = never during training).</summary>
     public int EverySteps { get; }
     public PolicyEvalOptions Options { get; }
+    /// <summary>
+    /// Where evaluation responses are sampled (null = in-process from the policy). A remote engine only makes sense when
+    /// its servers hold the current weights (<c>--rollout-sync full|lora</c>); the CLI passes it only then.
+    /// </summary>
+    public Generation.IRolloutEngine? Rollouts { get; init; }
 
     /// <summary>From a prompt file (<see cref="Data.PromptReader"/> formats) and a reward spec.</summary>
     public static HeldOutEval FromFile(string promptsFile, string rewardSpec, TextTokenizer tokenizer, int everySteps, int maxNewTokens, long seed,
-        int maxPrompts = 64, Action<string>? warn = null) =>
+        int maxPrompts = 64, Action<string>? warn = null, Generation.IRolloutEngine? rollouts = null) =>
         new(Data.PromptReader.Read(promptsFile).Take(maxPrompts).ToList(), EvalReward.Build(rewardSpec, tokenizer, warn), tokenizer, everySteps,
-            new PolicyEvalOptions { MaxNewTokens = maxNewTokens, Seed = seed });
+            new PolicyEvalOptions { MaxNewTokens = maxNewTokens, Seed = seed }) { Rollouts = rollouts };
 
     public bool Due(long step) => EverySteps > 0 && step % EverySteps == 0;
 
@@ -38,5 +43,5 @@ public sealed class HeldOutEval
     public Dictionary<string, double> MetricsAt(long step, CausalLM policy, CausalLM reference) =>
         Due(step) ? Evaluate(policy, reference).Metrics("eval/") : [];
 
-    public PolicyEvalResult Evaluate(CausalLM policy, CausalLM reference) => PolicyEval.Run(policy, reference, Tokenizer, Prompts, Reward, Options);
+    public PolicyEvalResult Evaluate(CausalLM policy, CausalLM reference) => PolicyEval.Run(policy, reference, Tokenizer, Prompts, Reward, Options, Rollouts);
 }

@@ -130,9 +130,14 @@ public sealed record PolicyEvalOptions
 /// </summary>
 public static class PolicyEval
 {
+    /// <param name="rollouts">
+    /// Where the responses are sampled: null = in-process from <paramref name="policy"/>; a remote engine (servers that hold
+    /// the policy's weights) only samples — KL and the fluency proxy are still computed here with the local models.
+    /// </param>
     public static PolicyEvalResult Run(CausalLM policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        EvalReward reward, PolicyEvalOptions options)
+        EvalReward reward, PolicyEvalOptions options, IRolloutEngine? rollouts = null)
     {
+        var engine = rollouts ?? new LocalRolloutEngine(policy, tokenizer);
         if (prompts.Count == 0) throw new FineAlignException("no evaluation prompts");
         var scores = new List<ResponseScore>(prompts.Count);
         bool policyWasTraining = policy.training, baseWasTraining = baseModel.training;
@@ -141,8 +146,11 @@ public static class PolicyEval
             for (int s = 0; s < prompts.Count; s += options.BatchSize)
             {
                 var chunk = prompts.Skip(s).Take(options.BatchSize).ToList();
-                var gen = TextGenerator.Generate(policy, tokenizer, chunk,
-                    new GenerationOptions { MaxNewTokens = options.MaxNewTokens, Temperature = 1.0, Seed = options.Seed + s });
+                var gen = engine.Sequences(new RolloutRequest
+                {
+                    PromptIds = chunk.Select((p, i) => TextGenerator.EncodePrompt(tokenizer, p, s + i)).ToList(), MaxNewTokens = options.MaxNewTokens,
+                    Temperature = 1.0, Seed = options.Seed + s, StopTokenIds = policy.Config.EosTokenIds,
+                }, tokenizer);
                 scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency));
             }
         }
