@@ -76,6 +76,8 @@ internal sealed class RewardFlags
     public required Option<int> PivotMinLength { get; init; }
     public required Option<string?> JudgeRubric { get; init; }
     public required Option<string> JudgeModel { get; init; }
+    public required Option<bool> Normalize { get; init; }
+    public required Option<double?> Clip { get; init; }
 
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
@@ -86,6 +88,8 @@ internal sealed class RewardFlags
         PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),
         JudgeRubric = cmd.Declare<string?>("--judge-rubric", null, "judge:URL rewards: a text file with {prompt} and {response}, asking for 'Score: N'."),
         JudgeModel = cmd.Declare("--judge-model", "", "judge:URL rewards: the judge server's model name (empty: its only model)."),
+        Normalize = cmd.Declare("--reward-normalize", false, "Whiten each --reward component with running statistics of its per-response totals: (r − mean) / std, updated with each batch before use (TRL use_score_norm); logged as rewards/<name>_mean, _std, _normalized; checkpointed."),
+        Clip = cmd.Declare<double?>("--reward-clip", null, "Clip each --reward component's (normalised) token rewards to [−C, C] (TRL score_clip).", check: v => v is null or > 0 ? null : "must be positive"),
     };
 
     /// <summary>The weighted sum of <paramref name="specs"/> (the --reward values when null).</summary>
@@ -93,7 +97,8 @@ internal sealed class RewardFlags
         RewardSpecs.Build(specs ?? r.Get(Specs), tokenizer, r.Get(Retokenize), m => r.Error.WriteLine("warning: " + m),
             new TlcrOptions { Mapping = r.Get(Mapping) },
             new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) },
-            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) });
+            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) },
+            new RewardNormalization { Whiten = r.Get(Normalize), Clip = r.Get(Clip) });
 }
 
 /// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>

@@ -14,14 +14,16 @@ namespace FineAlign.Rewards;
 /// <c>lexicon</c> / <c>lexicon:token</c> (built-in ground-truth sentiment, sequence or token level),
 /// <c>rm:PATH</c> (sequence reward model folder), <c>tlcr:PATH</c> (TLCR discriminator, continuous),
 /// <c>discrete:PATH</c> (the discriminator thresholded to +1/−1, 0 in the dead zone 0.4 &lt; p &lt; 0.6), <c>pivot:SPEC</c> (pivot-token segments of a
-/// token-level SPEC); <c>SPEC@W</c> weights a component. Several specs form a <see cref="WeightedRewardSum"/>.
+/// token-level SPEC); <c>SPEC@W</c> weights a component. Several specs form a <see cref="WeightedRewardSum"/>; with a
+/// <see cref="RewardNormalization"/> each component is normalised on its own (<see cref="NormalizedRewardSource"/>).
 /// Model-based sources must share the policy's tokenizer; with <c>retokenize</c> a sequence reward model with
 /// another tokenizer scores the decoded text (with a warning); token-level sources then refuse.
 /// </summary>
 public static class RewardSpecs
 {
     public static RewardSource Build(IReadOnlyList<string> specs, TextTokenizer policyTokenizer, bool retokenize = false,
-        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null)
+        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null,
+        RewardNormalization? normalization = null)
     {
         if (specs.Count == 0) throw new FineAlignException("no reward given; use e.g. --reward lexicon or --reward tlcr:PATH");
         var parts = new List<(RewardSource, double)>();
@@ -30,7 +32,8 @@ public static class RewardSpecs
         {
             var (spec, weight) = SplitWeight(raw);
             var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions);
-            parts.Add((source, weight));
+            // Each component gets its own running statistics, before its weight applies.
+            parts.Add((normalization is { Active: true } ? new NormalizedRewardSource(source, normalization) : source, weight));
         }
         if (parts.Count == 1 && parts[0].Item2 == 1.0) return parts[0].Item1;
         return new WeightedRewardSum("total", parts.ToArray());

@@ -100,6 +100,7 @@ public sealed class OnlineRlTrainer : IDisposable
             var state = _checkpoints.Load(ck, history);
             start = state.Step;
             if (_kl is AdaptiveKlController a && state.KlCoef is double beta) _kl = new AdaptiveKlController(beta, a.Target, a.Horizon);
+            RewardNormalization.Restore(_reward, state.RewardStats, ck);   // the running reward statistics continue where they were
             last = ck;
         }
         else if (CheckpointStore.Latest(o.OutputDir) is string existing)
@@ -134,9 +135,9 @@ public sealed class OnlineRlTrainer : IDisposable
                 history.Add(entry);
             }
             Progress?.Report(OnlineRlMetrics.Describe(o, current, metrics));
-            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history);
+            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         }
-        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history);
+        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         bool done = current >= o.Steps;
         if (done) _checkpoints.SaveModels(o.OutputDir);
         return new OnlineRlResult(current, history, last, done);
