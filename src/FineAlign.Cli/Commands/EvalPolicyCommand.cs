@@ -40,9 +40,10 @@ public static class EvalPolicyCommand
                 throw new FineAlignException($"{policyDir}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
             var reward = EvalReward.Build(settings.Reward, tokenizer, w => r.Error.WriteLine("warning: " + w));
             var prompts = settings.PromptList();
+            var columns = settings.PromptsFile is string file ? reward.ColumnsOf(file, FineAlign.Data.PromptReader.ReadRows(file).Rows.Take(prompts.Count).ToList()) : null;
             using var remote = rollout.Build(r, ".");
             if (remote is not null) r.Out.WriteLine($"eval-policy: sampling on {string.Join(", ", remote.LiveEndpoints)} (KL and fluency computed here with {policyDir})");
-            var result = CliProgress.Run(r.Out, _ => PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options(), remote));
+            var result = CliProgress.Run(r.Out, _ => PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options(), remote, columns));
 
             var inv = CultureInfo.InvariantCulture;
             r.Out.WriteLine(string.Create(inv, $"eval-policy: {policyDir} vs base {baseDir}, {result.Count} responses (≤ {settings.MaxNewTokens} new tokens, T = 1, seed {settings.Seed})"));

@@ -67,7 +67,7 @@ internal sealed class SamplingFlags
 /// <summary>Reward sources: --reward SPEC (repeatable) and the options of the token-level sources.</summary>
 internal sealed class RewardFlags
 {
-    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric), each optionally @WEIGHT (several = weighted sum, each logged)";
+    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric) | exact-match:COLUMN / numeric:COLUMN (1 when the response matches the --prompts row's COLUMN, e.g. 'solution'; numeric compares the answer number, after '####' or the last one), each optionally @WEIGHT (several = weighted sum, each logged)";
 
     public required Option<string[]> Specs { get; init; }
     public required Option<bool> Retokenize { get; init; }

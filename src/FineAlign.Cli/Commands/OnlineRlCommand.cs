@@ -59,6 +59,7 @@ public static class OnlineRlCommand
                 FineAlign.Data.PromptReader.CheckFit(promptFile, tokenizer, policy.Config.MaxPositionEmbeddings, r.Get(flags.MaxNewTokens), flags.Chat is { } chat ? () => chat : null);
             train = flags.FitPrompts(r, train, tokenizer);
             var source = flags.Reward.Build(r, tokenizer);
+            var columns = flags.PromptColumns(r, source);
             var inv = CultureInfo.InvariantCulture;
             r.Out.WriteLine($"{name}: {options.Advantage} advantages, policy {r.Get(flags.Policy)}, reward {string.Join(" + ", r.Get(flags.Reward.Specs))}, " +
                             $"{train.Count} prompts, {options.Steps} batches of {options.BatchSize} ({options.BatchSize / options.NumGenerations} prompts × " +
@@ -87,6 +88,7 @@ public static class OnlineRlCommand
                 using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                 {
                     Progress = progress,
+                    PromptColumns = columns,
                     Rollouts = remote ?? (IRolloutEngine)new LocalRolloutEngine(policy, tokenizer),
                     SyncRolloutWeights = remote is not null && flags.Rollout.SyncFull(r),
                     TrueReward = corpus ? (_, resp) => Lexicon.TrueReward(resp) : null,

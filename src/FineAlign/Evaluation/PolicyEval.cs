@@ -34,6 +34,18 @@ public sealed class EvalReward
     /// <summary>Column label in tables: "true reward" or the spec.</summary>
     public string Label { get; }
     public bool IsCorpusTruth { get; }
+    /// <summary>The dataset columns the reward reads (e.g. <c>solution</c> for <c>numeric:solution</c>).</summary>
+    public IReadOnlyList<string> Columns => _source.Columns;
+
+    /// <summary>
+    /// The prompt file's rows' columns for this reward: checked (file, line, field) when the reward reads any; null when it reads none.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? ColumnsOf(string path, IReadOnlyList<Data.PromptRow> rows)
+    {
+        if (Columns.Count == 0) return null;
+        Data.PromptReader.RequireColumns(path, rows, Columns, _ => $"the evaluation reward '{Label}'", _source.ColumnProblem);
+        return rows.Select(r => r.Columns).ToList();
+    }
 
     public static EvalReward CorpusTruth() => new(CorpusTruthSpec, "true reward", RewardSpecs.Lexicon("true_reward"), true);
 
@@ -135,8 +147,10 @@ public static class PolicyEval
     /// the policy's weights) only samples — KL and the fluency proxy are still computed here with the local models.
     /// </param>
     public static PolicyEvalResult Run(CausalLM policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        EvalReward reward, PolicyEvalOptions options, IRolloutEngine? rollouts = null)
+        EvalReward reward, PolicyEvalOptions options, IRolloutEngine? rollouts = null, IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
+        if (reward.Columns.Count > 0 && (columns is null || columns.Count < prompts.Count))
+            throw new FineAlignException($"the evaluation reward '{reward.Label}' reads dataset column(s) {string.Join(", ", reward.Columns)}: give a prompt file whose rows have them");
         var engine = rollouts ?? new LocalRolloutEngine(policy, tokenizer);
         if (prompts.Count == 0) throw new FineAlignException("no evaluation prompts");
         var scores = new List<ResponseScore>(prompts.Count);
@@ -151,7 +165,7 @@ public static class PolicyEval
                     PromptIds = chunk.Select((p, i) => TextGenerator.EncodePrompt(tokenizer, p, s + i)).ToList(), MaxNewTokens = options.MaxNewTokens,
                     Temperature = 1.0, Seed = options.Seed + s, StopTokenIds = policy.Config.EosTokenIds,
                 }, tokenizer);
-                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency));
+                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency, columns?.Skip(s).Take(chunk.Count).ToList()));
             }
         }
         finally
@@ -167,11 +181,11 @@ public static class PolicyEval
     /// caller knows it, as the best-of-n bound).
     /// </summary>
     public static List<ResponseScore> Score(CausalLM? policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency)
+        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency, IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
         using var scope = NewDisposeScope();
         var batch = RolloutBatch.From(gen, prompts, tokenizer.PaddingId);   // disposed by the scope
-        double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList()));
+        double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList(), columns));
         double[] kl = new double[gen.Count], baseLp;
         using (no_grad())
         {

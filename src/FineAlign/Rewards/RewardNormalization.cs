@@ -104,6 +104,8 @@ public sealed class NormalizedRewardSource : RewardSource
     /// <summary>Null when only clipping.</summary>
     public RunningMoments? Moments { get; }
     public RewardSource Inner => _inner;
+    public override IReadOnlyList<string> Columns => _inner.Columns;
+    public override string? ColumnProblem(string column, string value) => _inner.ColumnProblem(column, value);
 
     protected override Tensor ComputeValues(RewardBatch batch)
     {

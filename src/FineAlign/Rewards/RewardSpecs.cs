@@ -108,8 +108,10 @@ public static class RewardSpecs
                     throw new FineAlignException($"reward '{spec}': '{arg}' is not an http(s) URL (e.g. --reward judge:http://127.0.0.1:8000 --judge-rubric rubric.txt)");
                 return new JudgeRewardSource(Name("judge"), uri, judge ?? new JudgeOptions());
             }
+            case "exact-match" or "numeric":   // verifiable rewards from a dataset column (AnswerRewards.cs)
+                return new AnswerReward(Name(kind.Replace('-', '_')), arg, kind == "numeric" ? AnswerMatch.Numeric : AnswerMatch.Exact);
             default:
-                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL or judge:URL, optionally @WEIGHT)");
+                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL, judge:URL, exact-match:COLUMN or numeric:COLUMN, optionally @WEIGHT)");
         }
     }
 
