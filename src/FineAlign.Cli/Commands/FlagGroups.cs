@@ -78,6 +78,7 @@ internal sealed class RewardFlags
     public required Option<string> JudgeModel { get; init; }
     public required Option<bool> Normalize { get; init; }
     public required Option<double?> Clip { get; init; }
+    public required Option<string?> LabelKey { get; init; }
 
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
@@ -89,6 +90,7 @@ internal sealed class RewardFlags
         JudgeRubric = cmd.Declare<string?>("--judge-rubric", null, "judge:URL rewards: a text file with {prompt} and {response}, asking for 'Score: N'."),
         JudgeModel = cmd.Declare("--judge-model", "", "judge:URL rewards: the judge server's model name (empty: its only model)."),
         Normalize = cmd.Declare("--reward-normalize", false, "Whiten each --reward component with running statistics of its per-response totals: (r − mean) / std, updated with each batch before use (TRL use_score_norm); logged as rewards/<name>_mean, _std, _normalized; checkpointed."),
+        LabelKey = cmd.Declare<string?>("--label-key", null, "http:// rewards: send this --prompts column as OpenRLHF's \"labels\" (its --label_key; e.g. the reference answer)."),
         Clip = cmd.Declare<double?>("--reward-clip", null, "Clip each --reward component's (normalised) token rewards to [−C, C] (TRL score_clip).", check: v => v is null or > 0 ? null : "must be positive"),
     };
 
@@ -98,7 +100,7 @@ internal sealed class RewardFlags
             new TlcrOptions { Mapping = r.Get(Mapping) },
             new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) },
             new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) },
-            new RewardNormalization { Whiten = r.Get(Normalize), Clip = r.Get(Clip) });
+            new RewardNormalization { Whiten = r.Get(Normalize), Clip = r.Get(Clip) }, r.Get(LabelKey));
 }
 
 /// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>

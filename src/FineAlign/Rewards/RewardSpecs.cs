@@ -23,7 +23,7 @@ public static class RewardSpecs
 {
     public static RewardSource Build(IReadOnlyList<string> specs, TextTokenizer policyTokenizer, bool retokenize = false,
         Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null,
-        RewardNormalization? normalization = null)
+        RewardNormalization? normalization = null, string? labelKey = null)
     {
         if (specs.Count == 0) throw new FineAlignException("no reward given; use e.g. --reward lexicon or --reward tlcr:PATH");
         var parts = new List<(RewardSource, double)>();
@@ -31,7 +31,7 @@ public static class RewardSpecs
         foreach (var raw in specs)
         {
             var (spec, weight) = SplitWeight(raw);
-            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions);
+            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions, labelKey);
             // Each component gets its own running statistics, before its weight applies.
             parts.Add((normalization is { Active: true } ? new NormalizedRewardSource(source, normalization) : source, weight));
         }
@@ -51,7 +51,7 @@ public static class RewardSpecs
     }
 
     private static RewardSource BuildOne(string spec, TextTokenizer tok, bool retokenize, Action<string>? warn,
-        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used, JudgeOptions? judge = null)
+        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used, JudgeOptions? judge = null, string? labelKey = null)
     {
         int colon = spec.IndexOf(':');
         string kind = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
@@ -91,7 +91,7 @@ public static class RewardSpecs
             case "pivot":
             {
                 if (arg == "") throw new FineAlignException($"reward '{spec}': pivot needs a token-level source, e.g. pivot:tlcr:PATH or pivot:lexicon:token");
-                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used, judge);
+                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used, judge, labelKey);
                 return new PivotSegmentRewardSource(Name("pivot_" + inner.Name), inner, pivot);
             }
             case "http" or "https" or "http-token":
@@ -100,7 +100,7 @@ public static class RewardSpecs
                 string url = kind == "http-token" || arg.StartsWith("http", StringComparison.OrdinalIgnoreCase) ? arg : kind + ":" + arg;
                 if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || arg == "")
                     throw new FineAlignException($"reward '{spec}': '{url}' is not a URL (e.g. --reward http://127.0.0.1:5000/get_reward)");
-                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token");
+                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token", tokenizer: tok, labelColumn: labelKey);
             }
             case "judge":
             {
