@@ -33,6 +33,9 @@ internal static partial class RemoteBench
         int prompts = int.Parse(args.GetValueOrDefault("prompts", "8")), n = int.Parse(args.GetValueOrDefault("n", "4"));
         int newTokens = int.Parse(args.GetValueOrDefault("new-tokens", "48")), serveThreads = int.Parse(args.GetValueOrDefault("serve-threads", "1"));
         int ppoSteps = int.Parse(args.GetValueOrDefault("ppo-steps", "4"));
+        // Requests in flight per endpoint (--rollout-concurrency): by default every prompt of the request at once, so a server
+        // can batch them as the local engine batches the whole request.
+        int? concurrency = args.TryGetValue("concurrency", out var c) ? int.Parse(c) : null;
         string cli = args.GetValueOrDefault("finealign", Path.Combine(AppContext.BaseDirectory, "FineAlign.Cli.dll"));
         if (!File.Exists(cli)) { Console.Error.WriteLine($"{cli} not found: build the bench (it references the CLI) or pass --finealign PATH/FineAlign.Cli.dll"); return 1; }
         torch.set_num_threads(threads);
@@ -56,7 +59,7 @@ internal static partial class RemoteBench
             Console.WriteLine(new JsonObject
             {
                 ["workload"] = "remote-setup", ["params"] = parameters, ["servers"] = servers.Count, ["serve_threads"] = serveThreads, ["bench_threads"] = threads,
-                ["prompts"] = prompts, ["n"] = n, ["max_new_tokens"] = newTokens, ["cores"] = Environment.ProcessorCount, ["load_1min"] = Load(),
+                ["prompts"] = prompts, ["n"] = n, ["rollout_concurrency"] = concurrency?.ToString() ?? "all prompts", ["max_new_tokens"] = newTokens, ["cores"] = Environment.ProcessorCount, ["load_1min"] = Load(),
             }.ToJsonString());
 
             // 1. Generation throughput.
@@ -68,11 +71,13 @@ internal static partial class RemoteBench
             };
             using var local = ModelIO.Load(modelDir);
             var engines = new List<(string Name, IRolloutEngine Engine)> { ("local", new LocalRolloutEngine(local, tokenizer)) };
-            foreach (int k in new[] { 1, 2, 4 })
-                engines.Add(($"serve x{k}", new RemoteRolloutEngine(new RemoteRolloutOptions
-                {
-                    Endpoints = servers.Take(k).Select(s => s.Url).ToList(), Model = "bench", MaxConcurrency = 2, Timeout = TimeSpan.FromMinutes(10),
-                })));
+            foreach (bool seeded in new[] { true, false })   // finealign serve decodes a seeded request alone; unseeded ones share batches
+                foreach (int k in new[] { 1, 2, 4 })
+                    engines.Add(($"serve x{k}{(seeded ? "" : " unseeded")}", new RemoteRolloutEngine(new RemoteRolloutOptions
+                    {
+                        Endpoints = servers.Take(k).Select(s => s.Url).ToList(), Model = "bench", MaxConcurrency = concurrency ?? prompts, Timeout = TimeSpan.FromMinutes(10),
+                        Seeded = seeded,
+                    })));
             foreach (var (_, e) in engines) e.Generate(Request(-1) with { MaxNewTokens = 4 });   // warm-up: every server, the local engine
             var seconds = engines.ToDictionary(e => e.Name, _ => new List<double>());
             var tokens = engines.ToDictionary(e => e.Name, _ => new List<long>());
@@ -101,18 +106,18 @@ internal static partial class RemoteBench
 
             // 2. PPO iteration time: local generation vs 1 and 2 servers (full weight sync after every update).
             double localStep = 0;
-            foreach (int k in new[] { 0, 1, 2 })
+            foreach (var (k, seeded) in new[] { (0, true), (1, true), (2, true), (1, false), (2, false) })
             {
                 using var remote = k == 0 ? null : new RemoteRolloutEngine(new RemoteRolloutOptions
                 {
-                    Endpoints = servers.Take(k).Select(s => s.Url).ToList(), Model = "bench", MaxConcurrency = 2, Timeout = TimeSpan.FromMinutes(10),
-                    SyncDir = Path.Combine(root, $"sync-{k}"),
+                    Endpoints = servers.Take(k).Select(s => s.Url).ToList(), Model = "bench", MaxConcurrency = concurrency ?? prompts * n, Timeout = TimeSpan.FromMinutes(10),
+                    SyncDir = Path.Combine(root, $"sync-{k}-{seeded}"), Seeded = seeded,
                 });
-                var (mean, phases) = Ppo(modelDir, Path.Combine(root, $"ppo-{k}"), remote, prompts * n, newTokens, ppoSteps);
+                var (mean, phases) = Ppo(modelDir, Path.Combine(root, $"ppo-{k}-{seeded}"), remote, prompts * n, newTokens, ppoSteps);
                 if (k == 0) localStep = mean;
                 var row = new JsonObject
                 {
-                    ["workload"] = "remote-ppo", ["rollouts"] = k == 0 ? "local" : $"serve x{k}", ["batch"] = prompts * n, ["steps_timed"] = ppoSteps - 1,
+                    ["workload"] = "remote-ppo", ["rollouts"] = k == 0 ? "local" : $"serve x{k}{(seeded ? "" : " unseeded")}", ["batch"] = prompts * n, ["steps_timed"] = ppoSteps - 1,
                     ["mean_step_s"] = Math.Round(mean, 3), ["over_local"] = Math.Round(mean / localStep, 3), ["load_1min"] = Load(),
                 };
                 foreach (var kv in phases) row[$"{kv.Key}_s"] = Math.Round(kv.Value, 3);

@@ -134,6 +134,7 @@ internal sealed class RolloutFlags
     public Option<string?>? SyncDir { get; init; }
     public required Option<double> Timeout { get; init; }
     public required Option<int> Concurrency { get; init; }
+    public required Option<string> Seed { get; init; }
 
     /// <param name="withSync">Training commands: also --rollout-sync and --rollout-sync-dir.</param>
     public static RolloutFlags Declare(RecipeCommand cmd, bool withSync = true) => new()
@@ -147,6 +148,8 @@ internal sealed class RolloutFlags
         SyncDir = !withSync ? null : cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
         Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
         Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
+        Seed = cmd.Declare("--rollout-seed", "per-prompt", "per-prompt: each request carries seed (run seed, step) + prompt index, so samples are reproducible whichever server answers; none: unseeded requests, which finealign serve can batch together (it decodes a seeded request alone) — faster, not reproducible.",
+            check: v => v is "per-prompt" or "none" ? null : "must be per-prompt or none"),
     };
 
     /// <summary>The remote engine, or null when no --rollout-endpoint was given.</summary>
@@ -167,6 +170,7 @@ internal sealed class RolloutFlags
         return new RemoteRolloutEngine(new RemoteRolloutOptions
         {
             Endpoints = uris, Model = model, ApiKey = key, Timeout = TimeSpan.FromSeconds(r.Get(Timeout)), MaxConcurrency = r.Get(Concurrency),
+            Seeded = r.Get(Seed) == "per-prompt",
             SyncDir = (SyncDir is null ? null : r.Get(SyncDir)) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = SyncMode(r) == "lora" ? model + "-policy" : null,
         }, m => r.Error.WriteLine("warning: " + m));
     }

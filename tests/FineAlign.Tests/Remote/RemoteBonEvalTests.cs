@@ -112,6 +112,29 @@ public class RemoteBonEvalTests
         Assert.Contains(responses, x => Math.Abs(x!["kl"]!.GetValue<double>()) > 1e-4);
     }
 
+    [Fact]
+    public async Task UnseededRolloutsShareTheServersBatchesAndSeededOnesDoNot()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        var request = new RolloutRequest { PromptIds = [[256, 97], [256, 98], [256, 99], [256, 100]], SamplesPerPrompt = 2, MaxNewTokens = 4, Seed = 1, StopTokenIds = [257] };
+        foreach (bool seeded in new[] { true, false })
+        {
+            // A long batch window: the four requests, sent together, arrive inside it even on a loaded machine.
+            await using var server = await FineAlign.Serving.OpenAiServer.StartAsync(new FineAlign.Serving.ServeOptions
+            {
+                ModelPath = modelDir, ServedModelName = "tiny", Port = 0, BatchWindow = TimeSpan.FromMilliseconds(500),
+            });
+            using var engine = new RemoteRolloutEngine(new RemoteRolloutOptions
+            {
+                Endpoints = [server.BaseAddress], Model = "tiny", MaxConcurrency = 4, Seeded = seeded, Timeout = TimeSpan.FromSeconds(30),
+            });
+            Assert.Equal(8, engine.Generate(request).Count);
+            if (seeded) Assert.Equal(1, server.Metrics.MaxRequestsPerBatch);   // a seeded request is decoded alone
+            else Assert.True(server.Metrics.MaxRequestsPerBatch > 1, $"max requests per batch {server.Metrics.MaxRequestsPerBatch}");
+        }
+    }
+
     [Theory]
     [InlineData("full", 8)]   // 2 steps × 2 prompts of training + 2 evaluations × 2 held-out prompts
     [InlineData("none", 4)]   // servers hold stale weights: evaluation samples in-process
