@@ -46,6 +46,9 @@ public static class EvalPolicyCommand
             var result = CliProgress.Run(r.Out, _ => PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options(), remote, columns));
 
             var inv = CultureInfo.InvariantCulture;
+            // The servers only sample; if they hold other weights than --model, KL and reward describe a different policy.
+            if (remote is not null && result.SamplerGap is double gap && gap > 1e-2)
+                r.Error.WriteLine(string.Create(inv, $"warning: the rollout servers' log-probs differ from {policyDir}'s by {gap:F4} per token on average: they serve other weights than --model"));
             r.Out.WriteLine(string.Create(inv, $"eval-policy: {policyDir} vs base {baseDir}, {result.Count} responses (≤ {settings.MaxNewTokens} new tokens, T = 1, seed {settings.Seed})"));
             r.Out.WriteLine(string.Create(inv, $"  reward ({reward.Label}): {result.Reward:F4} ± {result.RewardSe:F4} (s.e.)"));
             r.Out.WriteLine(string.Create(inv, $"  KL to base: {result.Kl:F3} nats per response"));

@@ -79,7 +79,10 @@ public sealed class EvalReward
 /// <param name="Kl">Σ_t log π − log π_base over its sampled tokens (k1).</param>
 /// <param name="BaseLogProb">Σ_t log π_base of its tokens (the fluency proxy's numerator).</param>
 /// <param name="Corpus">Built-in corpus fluency; null when the prompts are not the corpus's.</param>
-public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus);
+/// <param name="SamplerGap">Mean |sampler log-prob − policy log-prob| over its tokens (T = 1): ≈ 0 when the sampler (a rollout
+/// server) holds the policy's weights; null when the sampler reported none or no policy was scored.</param>
+public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus,
+    double? SamplerGap = null);
 
 /// <summary>
 /// A policy's held-out evaluation: reward ± standard error, KL to the base, the fluency proxy (mean log-prob per token
@@ -96,6 +99,8 @@ public sealed record PolicyEvalResult(IReadOnlyList<ResponseScore> Responses, st
     public double BaseLogProbPerToken => Responses.Sum(r => r.Tokens) == 0 ? 0 : Responses.Sum(r => r.BaseLogProb) / Responses.Sum(r => r.Tokens);
     public double BasePerplexity => Math.Exp(-BaseLogProbPerToken);
     public double MeanLength => Responses.Count == 0 ? 0 : Responses.Average(r => r.Tokens);
+    /// <summary>Mean over responses of <see cref="ResponseScore.SamplerGap"/>; null when none has one.</summary>
+    public double? SamplerGap => Responses.Where(r => r.SamplerGap is not null).Select(r => r.SamplerGap!.Value).DefaultIfEmpty(double.NaN).Average() is double g && !double.IsNaN(g) ? g : null;
     public double Distinct1 => PolicyEval.DistinctN(Responses.Select(r => r.Response), 1);
     public double Distinct2 => PolicyEval.DistinctN(Responses.Select(r => r.Response), 2);
     public bool HasCorpusFluency => Responses.Count > 0 && Responses.All(r => r.Corpus is not null);
@@ -187,6 +192,7 @@ public static class PolicyEval
         var batch = RolloutBatch.From(gen, prompts, tokenizer.PaddingId);   // disposed by the scope
         double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList(), columns));
         double[] kl = new double[gen.Count], baseLp;
+        var gaps = new double?[gen.Count];
         using (no_grad())
         {
             baseModel.eval();
@@ -197,12 +203,21 @@ public static class PolicyEval
                 policy.eval();
                 var lp = batch.ResponseLogProbs(policy.Forward(batch.InputIds, batch.AttentionMask), 1.0);
                 kl = Kl.PerToken(lp, lq, batch.ResponseMask).sum(1).to(ScalarType.Float64).data<double>().ToArray();
+                var local = lp.contiguous().data<float>().ToArray();
+                long t = lp.shape[1];
+                for (int i = 0; i < gen.Count; i++)
+                {
+                    double sum = 0; int count = 0;
+                    for (int j = 0; j < gen[i].LogProbs.Length && j < t; j++)
+                        if (float.IsFinite(gen[i].LogProbs[j])) { sum += Math.Abs(gen[i].LogProbs[j] - local[i * t + j]); count++; }
+                    if (count > 0) gaps[i] = sum / count;
+                }
             }
         }
         var list = new List<ResponseScore>(gen.Count);
         for (int i = 0; i < gen.Count; i++)
             list.Add(new ResponseScore(prompts[i], gen[i].Text, rewards[i], kl[i], baseLp[i], gen[i].Tokens.Length,
-                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null));
+                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null, gaps[i]));
         return list;
     }
 

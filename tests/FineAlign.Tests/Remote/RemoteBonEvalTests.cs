@@ -110,6 +110,14 @@ public class RemoteBonEvalTests
         // KL is measured here, against a base that differs from the policy: not zero, and finite.
         Assert.All(responses, x => Assert.True(double.IsFinite(x!["kl"]!.GetValue<double>())));
         Assert.Contains(responses, x => Math.Abs(x!["kl"]!.GetValue<double>()) > 1e-4);
+        Assert.DoesNotContain("other weights", err);
+
+        // Servers holding other weights than --model: the log-prob gap gives it away.
+        await using var wrong = await RemoteRolloutTests.Serve(baseDir);
+        var (code2, stdout2, err2) = await Task.Run(() => CliRunner.Run("eval-policy", "--model", policyDir, "--base", baseDir, "--prompts", prompts,
+            "--reward", "lexicon", "--max-new-tokens", "5", "--threads", "1", "--rollout-endpoint", wrong.BaseAddress.ToString(), "--rollout-model", "tiny"));
+        Assert.True(code2 == 0, err2 + stdout2);
+        Assert.Contains("they serve other weights than --model", err2);
     }
 
     [Fact]
