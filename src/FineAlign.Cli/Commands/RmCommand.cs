@@ -31,7 +31,7 @@ public static class RmCommand
             using var model = new ScoredLM(trunk, HeadKind.Sequence, 1, options.Seed);
             if (r.Get(objective) == "classification")
             {
-                var (ftrain, feval) = data.LoadFeedback(r, tokenizer, trunk.Config.MaxPositionEmbeddings);
+                var (ftrain, feval) = data.LoadFeedback(r, tokenizer, trunk.Config.MaxPositionEmbeddings, flags.TemplateFolder(r));
                 r.Out.WriteLine($"rm: {description} + scalar head, classification objective");
                 r.Out.WriteLine($"rm: {PreferenceFlags.Describe(ftrain)} for training, {(feval is null ? "no eval set" : feval.Examples.Count + " held out")}, output {options.OutputDir}");
                 var fresult = CliProgress.Run(r.Out, progress => RewardModelTrainer.TrainClassifier(model, tokenizer, ftrain, feval, options, progress, ct));
@@ -39,7 +39,7 @@ public static class RmCommand
                     $"reward model saved to {Path.Combine(options.OutputDir, CausalLmTrainer.ModelFolder)} (Hugging Face sequence classification)",
                     "accuracy", "rewards/positive", "rewards/negative");
             }
-            var (train, eval) = data.LoadPairs(r, tokenizer, trunk.Config.MaxPositionEmbeddings);
+            var (train, eval) = data.LoadPairs(r, tokenizer, trunk.Config.MaxPositionEmbeddings, flags.TemplateFolder(r));
             r.Out.WriteLine($"rm: {description} + scalar head");
             r.Out.WriteLine($"rm: {PreferenceFlags.Describe(train)} for training, {(eval is null ? "no eval set" : eval.Pairs.Count + " held out")}, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress => RewardModelTrainer.Train(model, tokenizer, train, eval, options,

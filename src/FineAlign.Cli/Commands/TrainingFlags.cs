@@ -110,12 +110,15 @@ internal sealed class TrainingFlags
     }
 
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
+    /// <summary>Where the --model's chat_template.jinja and named templates are looked up (its tokenizer's folder); null without --model.</summary>
+    public string? TemplateFolder(Recipe r) => r.Get(Model) is string given ? ModelIO.TokenizerFolder(ModelFolder.Resolve(given)) : null;
+
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
         if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
             var tokenizer = TokenizerLoader.Load(ModelIO.TokenizerFolder(dir));
-            var model = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+            var model = Peft.Prepare(r, ModelIO.Load(dir, Peft.LoadDtype(r)), dir, r.Get(Seed));
             return (model, tokenizer, $"{model.Config.ModelType} model from {dir}{Peft.Describe(r)}");
         }
         TextTokenizer scratchTokenizer = r.Get(Tokenizer) is string tokDir ? TokenizerLoader.Load(tokDir) : new ByteTokenizer();

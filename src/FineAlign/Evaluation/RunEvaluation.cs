@@ -354,7 +354,7 @@ public static class RunEvaluator
             var scores = new List<ResponseScore>();
             for (int s = 0; s < prompts.Count; s += 32)
                 scores.AddRange(PolicyEval.Score(null, baseModel, tokenizer, prompts.Skip(s).Take(32).ToList(), picked.Skip(s).Take(32).ToList(),
-                    reward, settings.OnBuiltinCorpus, metrics));
+                    reward, settings.OnBuiltinCorpus, metrics: metrics));
             var result = new PolicyEvalResult(scores, reward.Label, metrics.Select(m => m.Label).ToList());
             curve.Add(EvalPoint.From(n, result, kl: Math.Log(n) - (n - 1.0) / n));
             if (n == ns.Max()) samples = Samples(result, samplesShown);
