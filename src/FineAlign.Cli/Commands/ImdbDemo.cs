@@ -19,12 +19,15 @@ namespace FineAlign.Cli.Commands;
 /// </summary>
 internal static class ImdbDemo
 {
-    /// <summary>Sizes of one run. <see cref="Full"/>: sized for ~15 minutes on 2 quiet cores; <see cref="Quick"/>: a CI smoke test.</summary>
+    /// <summary>
+    /// Sizes of one run. <see cref="Full"/>: estimated ~15 minutes on 2 quiet cores from a pretraining step of ~1.1 s measured at load ~5
+    /// (500 + 200 pretraining steps are about 13 of them; docs/IMDB.md) — not yet measured end to end. <see cref="Quick"/>: a CI smoke test.
+    /// </summary>
     internal sealed record Budget(string Preset, int Context, int VocabSize, int MaxReviews, int PretrainSteps, double PretrainLr, int JudgePretrainSteps,
         int ClassifierSteps, int TlcrSteps, int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens,
         int ContinuationWords, int SamplePrompts, int SampleN, int EvalPrompts, int[] BonN, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 128, 2048, 0, 600, 2e-3, 300, 150, 80, 30, 16, 8, 48, 16, 24, 32, 384, 4, 128, [1, 2, 4, 8], 4);
+        public static readonly Budget Full = new("small", 128, 2048, 0, 500, 2e-3, 200, 150, 80, 30, 16, 8, 48, 16, 24, 32, 384, 4, 128, [1, 2, 4, 8], 4);
         public static readonly Budget Quick = new("tiny", 64, 300, 400, 12, 2e-3, 6, 6, 4, 2, 4, 4, 4, 8, 8, 12, 8, 2, 8, [1, 2], 2);
     }
 
