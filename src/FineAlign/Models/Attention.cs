@@ -123,17 +123,35 @@ internal sealed class AttentionPlan
     public AttentionPlan WithMask(Tensor? mask) => new() { Positions = Positions, Mask = mask, IsCausal = IsCausal, Cache = Cache };
 
     /// <summary>
-    /// <see cref="Attend"/> over a KV cache: for one new token with grouped-query attention, each group's query heads
-    /// become the query rows of their shared k/v head instead of repeating the whole cache per head every step.
+    /// How one new token attends to the cache on the decode path: libtorch's fused SDPA kernel (the default) or three
+    /// plain calls (q·kᵀ, softmax, ·v). decode-profile times both in one process: the three calls were 1.3–3× slower
+    /// (bench/RESULTS.md), so SDPA stays. Process-wide; set it only from a benchmark.
+    /// </summary>
+    internal static bool DecodeWithMatmul { get; set; }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Scalar> Scales = new();
+
+    /// <summary>
+    /// <see cref="Attend"/> over a KV cache. For one new token: with grouped-query attention each group's query heads
+    /// become the query rows of their shared k/v head (no copy of the cache per head), and the kernel is
+    /// <see cref="DecodeWithMatmul"/>'s choice. Several new tokens (prefill) go to <see cref="Attend"/>.
     /// </summary>
     public Tensor AttendCached(Tensor q, Tensor k, Tensor v)
     {
-        long heads = q.shape[1], kvHeads = k.shape[1];
-        if (kvHeads == heads || q.shape[2] != 1 || IsCausal) return Attend(q, k, v);
-        long b = q.shape[0], d = q.shape[3];
-        var grouped = q.reshape(b, kvHeads, heads / kvHeads, d);                   // heads j·rep … j·rep + rep − 1 share k/v head j
-        var mask = Mask is null ? null : (Mask.dtype == q.dtype ? Mask : Mask.to(q.dtype));   // [B, 1, 1, S] broadcasts over the group rows
-        return F.scaled_dot_product_attention(grouped, k, v, mask).reshape(b, heads, 1, v.shape[3]);
+        if (q.shape[2] != 1 || IsCausal) return Attend(q, k, v);
+        long b = q.shape[0], heads = q.shape[1], kvHeads = k.shape[1], d = q.shape[3];
+        var grouped = kvHeads == heads ? q : q.reshape(b, kvHeads, heads / kvHeads, d);   // heads j·rep … j·rep + rep − 1 share k/v head j
+        var mask = Mask is null ? null : (Mask.dtype == q.dtype ? Mask : Mask.to(q.dtype));   // [B, 1, 1, S] broadcasts over the rows
+        Tensor o;
+        if (!DecodeWithMatmul) o = F.scaled_dot_product_attention(grouped, k, v, mask);
+        else
+        {
+            var scale = Scales.GetOrAdd(d, dim => (1.0 / Math.Sqrt(dim)).ToScalar());   // lives with the process (see LiveScalars)
+            var scores = grouped.matmul(k.transpose(-2, -1)).mul_(scale);              // [B, Hkv, rep, S]
+            if (mask is not null) scores.add_(mask);
+            o = scores.softmax(-1).matmul(v);
+        }
+        return kvHeads == heads ? o : o.reshape(b, heads, 1, v.shape[3]);
     }
 
     /// <summary>Scaled dot-product attention with grouped-query support (k/v heads repeated as in HF's repeat_kv).</summary>
