@@ -49,17 +49,18 @@ internal sealed class PreferenceFlags
         };
     }
 
-    public PreferenceEncoding Encoding(Recipe r, int context)
+    /// <param name="modelFolder">The resolved model folder (its chat_template.jinja and named templates are used, as sft does); null for a fresh model.</param>
+    public PreferenceEncoding Encoding(Recipe r, int context, string? modelFolder)
     {
         int maxLen = r.Get(MaxLength) ?? context;
         if (maxLen > context) throw new FineAlignException($"--max-length {maxLen} exceeds the model's context of {context} tokens.");
-        return new PreferenceEncoding { MaxLength = maxLen, MaxPromptLength = r.Get(MaxPromptLength), ChatTemplate = r.Get(ChatTemplate) };
+        return new PreferenceEncoding { MaxLength = maxLen, MaxPromptLength = r.Get(MaxPromptLength), ChatTemplate = r.Get(ChatTemplate), TemplateFolder = modelFolder };
     }
 
     /// <summary>Training and eval pairs (eval null when none).</summary>
-    public (PreferenceDataset Train, PreferenceDataset? Eval) LoadPairs(Recipe r, TextTokenizer tokenizer, int context)
+    public (PreferenceDataset Train, PreferenceDataset? Eval) LoadPairs(Recipe r, TextTokenizer tokenizer, int context, string? modelFolder)
     {
-        var enc = Encoding(r, context);
+        var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
         if (r.Get(Data) is string path)
         {
@@ -78,9 +79,9 @@ internal sealed class PreferenceFlags
     }
 
     /// <summary>Training and eval feedback (eval null when none); the built-in pairs are unpaired.</summary>
-    public (FeedbackDataset Train, FeedbackDataset? Eval) LoadFeedback(Recipe r, TextTokenizer tokenizer, int context)
+    public (FeedbackDataset Train, FeedbackDataset? Eval) LoadFeedback(Recipe r, TextTokenizer tokenizer, int context, string? modelFolder)
     {
-        var enc = Encoding(r, context);
+        var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
         if (r.Get(Data) is string path)
         {
