@@ -58,6 +58,7 @@ internal sealed class OnlineRlFlags
     public required OutputFlags Output { get; init; }
 
     public Option<int> MaxNewTokens => Sampling.MaxNewTokens;
+    private IReadOnlyList<PromptRow>? _rows;   // set by LoadPrompts from --prompts
 
     public static OnlineRlFlags Declare(RecipeCommand cmd, OnlineRlOptions preset, int? defaultSteps = null, string? defaultOut = null)
     {
@@ -133,13 +134,34 @@ internal sealed class OnlineRlFlags
         if (r.Get(Prompts) is string path)
         {
             string dir = r.Get(Policy);
-            var (list, anyChat) = PromptReader.ReadDetailed(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
+            var (rows, anyChat) = PromptReader.ReadRows(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
             if (!anyChat) _chat = null;
-            if (list.Count == 0) throw new FineAlignException($"{path}: no prompts");
-            return (list, [], false);
+            if (rows.Count == 0) throw new FineAlignException($"{path}: no prompts");
+            _rows = rows;
+            return (rows.Select(x => x.Prompt).ToList(), [], false);
         }
         var (train, eval) = ReviewCorpus.Prompts(r.Get(Corpus.Seed), r.Get(Corpus.Size));
         return (train, eval, true);
+    }
+
+    /// <summary>
+    /// After <see cref="LoadPrompts"/>: the prompt rows' dataset columns for the trainer (null for the built-in corpus), checked
+    /// against the columns <paramref name="reward"/> reads — a row without one is a one-line error naming file, line and field.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? PromptColumns(Recipe r, RewardSource reward) =>
+        CheckColumns(r.Get(Prompts), _rows, reward, r.Get(Reward.Specs));
+
+    internal static IReadOnlyList<IReadOnlyDictionary<string, string>>? CheckColumns(string? path, IReadOnlyList<PromptRow>? rows, RewardSource reward, IReadOnlyList<string> specs)
+    {
+        if (path is null || rows is null)
+        {
+            if (reward.Columns.Count > 0)
+                throw new FineAlignException($"--reward {string.Join(" ", specs)} reads the dataset column(s) {string.Join(", ", reward.Columns.Select(c => $"'{c}'"))}: give --prompts FILE whose rows have them");
+            return null;
+        }
+        PromptReader.RequireColumns(path, rows, reward.Columns, c => $"--reward {specs.FirstOrDefault(s => s.EndsWith(":" + c, StringComparison.Ordinal) || s.Contains(":" + c + "@", StringComparison.Ordinal)) ?? string.Join(" ", specs)}",
+            reward.ColumnProblem);
+        return rows.Select(x => x.Columns).ToList();
     }
 
     /// <summary>--max-prompt-length applied (with a warning naming how many prompts were cut).</summary>
@@ -157,9 +179,7 @@ internal sealed class OnlineRlFlags
     {
         string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
-        if (r.Get(Peft.Bf16) && options.UsesCritic && r.Get(ValueModel) is null && (r.Get(SharedTrunk) || r.Get(Peft.UsePeft)))
-            throw new FineAlignException("--bf16 with the value head on the policy's trunk is not supported yet; give --value-model or drop --bf16.");
-        var policy = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+        var policy = Peft.Prepare(r, ModelIO.Load(dir, Peft.LoadDtype(r)), dir, r.Get(Seed));
         // LoRA: the reference is the base with the adapter off, and the value head sits on the policy's trunk (one base in memory).
         var reference = Training.ModelSetup.Reference(policy) ?? ModelIO.Load(dir);
         ValueModel? value = null;

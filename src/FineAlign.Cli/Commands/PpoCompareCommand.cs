@@ -66,6 +66,7 @@ public static class PpoCompareCommand
                     using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                     {
                         Progress = progress, WriteTensorBoard = false, TrueReward = (_, resp) => Lexicon.TrueReward(resp),
+                        PromptColumns = flags.PromptColumns(r, source),
                     };
                     return trainer.Train(ct);
                 });

@@ -10,7 +10,9 @@ using static TorchSharp.torch;
 namespace FineAlign.Trainers;
 
 /// <summary>The engine's checkpoint: what it restores on resume.</summary>
-public sealed record OnlineRlState(int Step, int Seed, string? Advantage, double? KlCoef, List<Dictionary<string, double>> LogHistory);
+/// <param name="RewardStats">Running statistics of the normalised reward components (<c>--reward-normalize</c>), by name; null without.</param>
+public sealed record OnlineRlState(int Step, int Seed, string? Advantage, double? KlCoef, List<Dictionary<string, double>> LogHistory,
+    Dictionary<string, Rewards.RunningMomentsState>? RewardStats = null);
 
 /// <summary>
 /// Checkpoints of the online-RL engine (<c>OnlineRlTrainer</c>): model/ (and value/ with a critic), the optimizer, <see cref="StateFile"/>,
@@ -29,13 +31,13 @@ internal sealed class OnlineRlCheckpoints(OnlineRlOptions options, CausalLM poli
         value?.Save(Path.Combine(dir, RunLayout.ValueFolder), tokenizer);
     }
 
-    public string Save(int step, double klCoef, List<Dictionary<string, double>> history) =>
+    public string Save(int step, double klCoef, List<Dictionary<string, double>> history, Dictionary<string, Rewards.RunningMomentsState>? rewardStats = null) =>
         CheckpointStore.Save(options.OutputDir, step, dir =>
         {
             SaveModels(dir);
             optimizer.save_state_dict(Path.Combine(dir, CheckpointStore.OptimizerFile));
             File.WriteAllText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(
-                new OnlineRlState(step, options.Seed, AdvantageEstimators.Canonical(options.Advantage), klCoef, history)));
+                new OnlineRlState(step, options.Seed, AdvantageEstimators.Canonical(options.Advantage), klCoef, history, rewardStats)));
             new TrainerState { GlobalStep = step, MaxSteps = options.Steps, Seed = options.Seed, TorchNumThreads = torch.get_num_threads() }
                 .Save(Path.Combine(dir, CheckpointStore.StateFile));
         }, options.SaveTotalLimit);
@@ -69,14 +71,15 @@ internal static class RolloutLog
         Func<string, string, double>? trueReward)
     {
         var r = s.Rollout;
-        var rew = s.Task.Values.contiguous().data<float>().ToArray();
-        var sc = scores.contiguous().data<float>().ToArray();
-        var seq = s.ShapedRewards.sum(1).contiguous().data<float>().ToArray();
-        var klRow = s.Kl.sum(1).contiguous().data<float>().ToArray();
+        // Written once per step (with --save-rollouts), so one host copy per tensor; .cpu() is a no-op on CPU.
+        var rew = s.Task.Values.cpu().contiguous().data<float>().ToArray();
+        var sc = scores.cpu().contiguous().data<float>().ToArray();
+        var seq = s.ShapedRewards.sum(1).cpu().contiguous().data<float>().ToArray();
+        var klRow = s.Kl.sum(1).cpu().contiguous().data<float>().ToArray();
         // Outcome estimators give one advantage per sequence; GAE and REINFORCE++ vary per token (the first token's is logged).
-        var adv = tokenAdvantages.select(1, 0).contiguous().data<float>().ToArray();
-        var mask = r.ResponseMask.contiguous().data<float>().ToArray();
-        var ids = r.ResponseIds.contiguous().data<long>().ToArray();
+        var adv = tokenAdvantages.select(1, 0).cpu().contiguous().data<float>().ToArray();
+        var mask = r.ResponseMask.cpu().contiguous().data<float>().ToArray();
+        var ids = r.ResponseIds.cpu().contiguous().data<long>().ToArray();
         int t = (int)r.ResponseIds.shape[1];
         using var w = new StreamWriter(path, append: true);
         for (int i = 0; i < r.Prompts.Length; i++)

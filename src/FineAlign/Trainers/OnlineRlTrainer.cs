@@ -68,6 +68,11 @@ public sealed class OnlineRlTrainer : IDisposable
     /// the servers reload it, so the next rollout samples from the current weights (logged lag 0).
     /// </summary>
     public bool SyncRolloutWeights { get; init; }
+    /// <summary>
+    /// Each prompt's dataset columns (the other fields of its row in the prompt file, aligned with the prompts), handed to
+    /// the reward with every response of that prompt; required when the reward reads columns (<see cref="RewardSource.Columns"/>).
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? PromptColumns { get; init; }
     /// <summary>Optional ground truth logged as <c>env/true_reward</c> (mean over the rollout): (prompt, response) → score.</summary>
     public Func<string, string, double>? TrueReward { get; init; }
     public IProgress<ProgressUpdate>? Progress { get; init; }
@@ -85,11 +90,16 @@ public sealed class OnlineRlTrainer : IDisposable
     public IReadOnlyDictionary<string, double> LastStepSeconds => _phaseSeconds;
     private readonly Dictionary<string, double> _phaseSeconds = new();
     private IReadOnlyList<RolloutSample>? _lastSamples;
+    private IReadOnlyList<int> _lastRowPrompts = [];
 
     /// <summary>Resumes or refuses another run's checkpoints, runs the steps, logs, checkpoints, then saves the final models.</summary>
     public OnlineRlResult Train(CancellationToken cancellation = default)
     {
         var o = Options;
+        if (_reward.Columns.Count > 0 && PromptColumns is null)
+            throw new FineAlignException($"reward '{_reward.Name}' reads the dataset column(s) {string.Join(", ", _reward.Columns.Select(c => $"'{c}'"))}: give --prompts FILE whose rows have them");
+        if (PromptColumns is not null && PromptColumns.Count != _prompts.Count)
+            throw new FineAlignException($"{PromptColumns.Count} rows of dataset columns for {_prompts.Count} prompts");
         Directory.CreateDirectory(o.OutputDir);
         CheckpointStore.CleanTemporary(o.OutputDir);
         int start = 0;
@@ -100,6 +110,7 @@ public sealed class OnlineRlTrainer : IDisposable
             var state = _checkpoints.Load(ck, history);
             start = state.Step;
             if (_kl is AdaptiveKlController a && state.KlCoef is double beta) _kl = new AdaptiveKlController(beta, a.Target, a.Horizon);
+            RewardNormalization.Restore(_reward, state.RewardStats, ck);   // the running reward statistics continue where they were
             last = ck;
         }
         else if (CheckpointStore.Latest(o.OutputDir) is string existing)
@@ -134,9 +145,9 @@ public sealed class OnlineRlTrainer : IDisposable
                 history.Add(entry);
             }
             Progress?.Report(OnlineRlMetrics.Describe(o, current, metrics));
-            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history);
+            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         }
-        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history);
+        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         bool done = current >= o.Steps;
         if (done) _checkpoints.SaveModels(o.OutputDir);
         return new OnlineRlResult(current, history, last, done);
@@ -175,6 +186,7 @@ public sealed class OnlineRlTrainer : IDisposable
         if (samples.Count != request.Count)
             throw new FineAlignException($"the rollout engine returned {samples.Count} samples for {request.Count} requested ({o.StepNoun} {step})");
         var rows = groups.SelectMany(i => Enumerable.Repeat(i, o.NumGenerations)).ToList();
+        _lastRowPrompts = rows;
         return RolloutBatch.From(samples, rows.Select(i => _promptIds[i]).ToList(), rows.Select(i => _prompts[i]).ToList(),
             samples.Select(s => _tokenizer.Decode(s.ResponseIds)).ToList(), _tokenizer.PaddingId);
     }
@@ -197,18 +209,22 @@ public sealed class OnlineRlTrainer : IDisposable
         using (no_grad())
         {
             _policy.eval(); _value?.eval();
-            var (logits, values) = Forward(rollout.InputIds, rollout.AttentionMask);
-            oldLogp = rollout.ResponseLogProbs(logits, o.Temperature);
+            // Hidden states only; the LM head runs chunked at the response positions (no [B, P + T, vocab] logits).
+            var (hidden, values) = Forward(rollout.InputIds, rollout.AttentionMask);
+            oldLogp = rollout.ScoreResponses(_policy, hidden, o.Temperature).LogProbs;
             if (values is not null) oldValues = Masked.ZeroPadding(rollout.ResponseValues(values).to(float32), mask);
-            refLogp = rollout.ResponseLogProbs(_reference.Forward(rollout.InputIds, rollout.AttentionMask), o.Temperature);
+            using (var refScope = NewDisposeScope())
+                refLogp = rollout.ScoreResponses(_reference, _reference.ForwardHidden(rollout.InputIds, rollout.AttentionMask), o.Temperature)
+                    .LogProbs.MoveToOuterDisposeScope();
             if (Rollouts is RemoteRolloutEngine) // servers report temperature-1 log-probs: compare like with like
-                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ResponseLogProbs(logits, 1.0));
+                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ScoreResponses(_policy, hidden, 1.0).LogProbs);
         }
 
         TokenRewards task;
         try
         {
-            task = _reward.Compute(new RewardBatch(rollout.ResponseIds, mask, null, rollout.Prompts, rollout.Responses));
+            task = _reward.Compute(new RewardBatch(rollout.ResponseIds, mask, null, rollout.Prompts, rollout.Responses,
+                PromptColumns is null ? null : _lastRowPrompts.Select(i => PromptColumns[i]).ToList()));
         }
         catch (FineAlignException ex)
         {
@@ -232,7 +248,10 @@ public sealed class OnlineRlTrainer : IDisposable
         _phaseSeconds["scoring"] = phase.Elapsed.TotalSeconds;   // item() calls above have synchronised
         phase.Restart();
 
-        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it.
+        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it. The global RNG (LoRA
+        // dropout draws from it) is seeded from (seed, step) too: a resumed run, or the same run in another process,
+        // draws the same masks without a saved RNG state.
+        torch.manual_seed(unchecked(o.Seed * 1_000_033L + step * 7_919L));
         _policy.train(); _value?.train();
         int mb = o.EffectiveMiniBatch;
         var update = new OnlineRlMetrics.UpdateStats(o);
@@ -244,8 +263,9 @@ public sealed class OnlineRlTrainer : IDisposable
                 using var inner = NewDisposeScope();
                 var idx = tensor(order.Skip(s).Take(mb).Select(i => (long)i).ToArray());
                 var mk = mask.index_select(0, idx);
-                var (logits, values) = Forward(rollout.InputIds.index_select(0, idx), rollout.AttentionMask.index_select(0, idx));
-                var logp = rollout.ResponseLogProbs(logits, o.Temperature, idx);
+                var (hidden, values) = Forward(rollout.InputIds.index_select(0, idx), rollout.AttentionMask.index_select(0, idx));
+                // PPO's entropy metric comes from the same chunks of logits as the log-probs (forward only, detached).
+                var (logp, entropy) = rollout.ScoreResponses(_policy, hidden, o.Temperature, idx, entropy: o.UsesCritic);
                 var old = oldLogp.index_select(0, idx);
                 var adv = est.Advantages.index_select(0, idx);
                 var policyLoss = _policyLoss(new PolicyLossInput
@@ -269,7 +289,7 @@ public sealed class OnlineRlTrainer : IDisposable
                 loss.backward();
                 if (o.MaxGradNorm > 0) nn.utils.clip_grad_norm_(_params, o.MaxGradNorm);
                 _optimizer.step();
-                update.Add(rollout.ResponseLogits(logits), logp, old, adv, mk, lossValue, policyLoss, valueLoss);
+                update.Add(entropy, logp, old, adv, mk, lossValue, policyLoss, valueLoss);
             }
         }
         _optimizer.zero_grad();
@@ -288,12 +308,12 @@ public sealed class OnlineRlTrainer : IDisposable
         return m;
     }
 
-    // Policy logits and, with a critic, values: one trunk pass when the value head shares it.
-    private (Tensor Logits, Tensor? Values) Forward(Tensor ids, Tensor mask)
+    // The policy's final hidden states and, with a critic, values: one trunk pass when the value head shares it.
+    private (Tensor Hidden, Tensor? Values) Forward(Tensor ids, Tensor mask)
     {
-        if (_value is null) return (_policy.Forward(ids, mask), null);
-        var (logits, values) = _value.Forward(_policy, ids, mask);
-        return (logits, values);
+        if (_value is null) return (_policy.ForwardHidden(ids, mask), null);
+        var (hidden, values) = _value.ForwardHidden(_policy, ids, mask);
+        return (hidden, values);
     }
 
     public void Dispose() => _optimizer.Dispose();
