@@ -39,7 +39,9 @@ public class FusedDecodeTests
         using var ids = LoraTests.Ids();
         var names = model.state_dict().Keys.ToList();
         var before = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        string fingerprint = WeightCopy.Fingerprint(model);
         Assert.True(MaxDiff(Full(model, ids), Cached(model, ids)) < 1e-5);
+        Assert.Equal(fingerprint, WeightCopy.Fingerprint(model));   // reads each tensor's bytes: views at an offset included
 
         // Same names, shapes and values as before the first decode (the state dict is what safetensors and GGUF export write).
         var after = model.state_dict();
