@@ -13,6 +13,29 @@ public sealed record PreferenceAccuracy(int Pairs, double Accuracy, double MeanM
 {
     /// <summary>Half-width of the 95% normal interval of the accuracy.</summary>
     public double ConfidenceHalfWidth => 1.96 * Math.Sqrt(Accuracy * (1 - Accuracy) / Math.Max(1, Pairs));
+
+    /// <summary>Per pair, in input order: did the chosen response score strictly higher?</summary>
+    public IReadOnlyList<bool> Correct { get; init; } = [];
+}
+
+/// <summary>
+/// Accuracy where length cannot decide. <see cref="Similar"/>: the pairs whose completions differ in length by at most
+/// a share of the longer one (tokens the scorer saw, so two replies both cut at --max-length count as equal), with the
+/// "shorter wins" rule's accuracy on the same pairs. <see cref="Balanced"/>: the mean of the accuracies on the pairs
+/// where the chosen completion is the shorter one and on the others; any rule that only compares lengths scores 50% on it.
+/// </summary>
+public sealed record LengthControlled(double SimilarWithin, int SimilarPairs, double Similar, double SimilarShorterWins,
+    int ShorterChosenPairs, double ShorterChosen, int OtherPairs, double Other)
+{
+    /// <summary>Half-width of the 95% normal interval of <see cref="Similar"/>.</summary>
+    public double SimilarHalfWidth => 1.96 * Math.Sqrt(Similar * (1 - Similar) / Math.Max(1, SimilarPairs));
+
+    /// <summary>Mean of the two strata's accuracies (NaN when one stratum is empty).</summary>
+    public double Balanced => ShorterChosenPairs == 0 || OtherPairs == 0 ? double.NaN : (ShorterChosen + Other) / 2;
+
+    /// <summary>Half-width of the 95% interval of <see cref="Balanced"/>: 1.96·√(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂)/2.</summary>
+    public double BalancedHalfWidth => 1.96 * Math.Sqrt(ShorterChosen * (1 - ShorterChosen) / Math.Max(1, ShorterChosenPairs)
+                                                        + Other * (1 - Other) / Math.Max(1, OtherPairs)) / 2;
 }
 
 /// <summary>
@@ -37,6 +60,33 @@ public static class PreferenceEval
         return new LengthBaseline(pairs.Count, (double)shorter / pairs.Count, (double)longer / pairs.Count);
     }
 
+    /// <summary>
+    /// The length-controlled accuracies of <paramref name="accuracy"/> (which must carry its per-pair results) over the
+    /// same <paramref name="pairs"/>; "similar" means |len(chosen) − len(rejected)| ≤ <paramref name="similarWithin"/> · the longer.
+    /// </summary>
+    public static LengthControlled LengthControl(IReadOnlyList<EncodedPair> pairs, PreferenceAccuracy accuracy, double similarWithin = 0.1)
+    {
+        var correct = accuracy.Correct;
+        if (correct.Count != pairs.Count)
+            throw new ArgumentException($"{correct.Count} per-pair results for {pairs.Count} pairs: score the same pairs", nameof(accuracy));
+        int similar = 0, similarRight = 0, similarShorter = 0, shorter = 0, shorterRight = 0, other = 0, otherRight = 0;
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            int c = pairs[i].Chosen.Completion.Length, r = pairs[i].Rejected.Completion.Length;
+            if (Math.Abs(c - r) <= similarWithin * Math.Max(c, r))
+            {
+                similar++;
+                if (correct[i]) similarRight++;
+                if (c < r) similarShorter++;
+            }
+            if (c < r) { shorter++; if (correct[i]) shorterRight++; }
+            else { other++; if (correct[i]) otherRight++; }
+        }
+        static double Share(int k, int n) => n == 0 ? double.NaN : (double)k / n;
+        return new LengthControlled(similarWithin, similar, Share(similarRight, similar), Share(similarShorter, similar),
+            shorter, Share(shorterRight, shorter), other, Share(otherRight, other));
+    }
+
     /// <summary>Scores of a sequence reward model: r(x, y_w) vs r(x, y_l).</summary>
     public static PreferenceAccuracy RewardModel(ScoredLM rewardModel, IReadOnlyList<EncodedPair> pairs, int padId, int batchSize = 32)
         => Run(pairs, padId, batchSize, rewardModel, b => rewardModel.SequenceScores(b.Tokens.InputIds, b.Tokens.AttentionMask));
@@ -59,6 +109,7 @@ public static class PreferenceEval
         {
             using var noGrad = no_grad();
             int correct = 0;
+            var right = new bool[pairs.Count];
             double margin = 0, chosen = 0, rejected = 0;
             for (int start = 0; start < pairs.Count; start += batchSize)
             {
@@ -69,12 +120,12 @@ public static class PreferenceEval
                 for (int k = 0; k < idx.Length; k++)
                 {
                     double c = s[k], r = s[idx.Length + k];
-                    if (c > r) correct++;
+                    if (c > r) { correct++; right[idx[k]] = true; }
                     margin += c - r; chosen += c; rejected += r;
                 }
             }
             int n = pairs.Count;
-            return new PreferenceAccuracy(n, (double)correct / n, margin / n, chosen / n, rejected / n);
+            return new PreferenceAccuracy(n, (double)correct / n, margin / n, chosen / n, rejected / n) { Correct = right };
         }
         finally
         {
