@@ -74,9 +74,9 @@ public static class EvalPrefCommand
         string Pct(double v) => double.IsNaN(v) ? "n/a" : v.ToString("P1", inv);
         r.Out.WriteLine(string.Create(inv,
             $"{command}: length-controlled: on the {lc.SimilarPairs} pairs whose replies differ in length by ≤ {lc.SimilarWithin:P0} the {what} scores " +
-            $"{Pct(lc.Similar)} ± {Pct(lc.SimilarHalfWidth)} (shorter wins there {Pct(lc.SimilarShorterWins)}); balanced over the {lc.ShorterChosenPairs} " +
-            $"chosen-shorter ({Pct(lc.ShorterChosen)}) and {lc.OtherPairs} other pairs ({Pct(lc.Other)}): {Pct(lc.Balanced)} ± {Pct(lc.BalancedHalfWidth)} " +
-            $"(any length-only rule scores 50% there)"));
+            $"{Pct(lc.Similar)} ± {Pct(lc.SimilarHalfWidth)} (shorter wins there {Pct(lc.SimilarShorterWins)}); length-balanced (mean over the " +
+            $"{lc.ShorterChosenPairs} chosen-shorter pairs, {Pct(lc.ShorterChosen)}, and the {lc.LongerChosenPairs} chosen-longer, {Pct(lc.LongerChosen)}; " +
+            $"a length-only rule scores 50%): {Pct(lc.Balanced)} ± {Pct(lc.BalancedHalfWidth)}; {lc.EqualPairs} equal-length pairs: {Pct(lc.Equal)}"));
         if (output is not null)
         {
             var json = new Dictionary<string, object?>
@@ -87,7 +87,8 @@ public static class EvalPrefCommand
                 ["similar_length_within"] = lc.SimilarWithin, ["similar_length_pairs"] = lc.SimilarPairs,
                 ["similar_length_accuracy"] = Json(lc.Similar), ["similar_length_shorter_wins"] = Json(lc.SimilarShorterWins),
                 ["shorter_chosen_pairs"] = lc.ShorterChosenPairs, ["shorter_chosen_accuracy"] = Json(lc.ShorterChosen),
-                ["other_pairs"] = lc.OtherPairs, ["other_accuracy"] = Json(lc.Other),
+                ["longer_chosen_pairs"] = lc.LongerChosenPairs, ["longer_chosen_accuracy"] = Json(lc.LongerChosen),
+                ["equal_length_pairs"] = lc.EqualPairs, ["equal_length_accuracy"] = Json(lc.Equal),
                 ["length_balanced_accuracy"] = Json(lc.Balanced), ["length_balanced_ci95"] = Json(lc.BalancedHalfWidth),
             };
             File.WriteAllText(output, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));

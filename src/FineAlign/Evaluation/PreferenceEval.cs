@@ -22,20 +22,22 @@ public sealed record PreferenceAccuracy(int Pairs, double Accuracy, double MeanM
 /// Accuracy where length cannot decide. <see cref="Similar"/>: the pairs whose completions differ in length by at most
 /// a share of the longer one (tokens the scorer saw, so two replies both cut at --max-length count as equal), with the
 /// "shorter wins" rule's accuracy on the same pairs. <see cref="Balanced"/>: the mean of the accuracies on the pairs
-/// where the chosen completion is the shorter one and on the others; any rule that only compares lengths scores 50% on it.
+/// where the chosen completion is strictly shorter and on those where it is strictly longer, so "shorter wins" and
+/// "longer wins" both score 50% on it; pairs of equal length (<see cref="Equal"/>) are left out of it, since a rule
+/// that breaks length ties at random would score above 50% if they were counted with either side.
 /// </summary>
 public sealed record LengthControlled(double SimilarWithin, int SimilarPairs, double Similar, double SimilarShorterWins,
-    int ShorterChosenPairs, double ShorterChosen, int OtherPairs, double Other)
+    int ShorterChosenPairs, double ShorterChosen, int LongerChosenPairs, double LongerChosen, int EqualPairs, double Equal)
 {
     /// <summary>Half-width of the 95% normal interval of <see cref="Similar"/>.</summary>
     public double SimilarHalfWidth => 1.96 * Math.Sqrt(Similar * (1 - Similar) / Math.Max(1, SimilarPairs));
 
-    /// <summary>Mean of the two strata's accuracies (NaN when one stratum is empty).</summary>
-    public double Balanced => ShorterChosenPairs == 0 || OtherPairs == 0 ? double.NaN : (ShorterChosen + Other) / 2;
+    /// <summary>Mean of the two strict strata's accuracies (NaN when one stratum is empty).</summary>
+    public double Balanced => ShorterChosenPairs == 0 || LongerChosenPairs == 0 ? double.NaN : (ShorterChosen + LongerChosen) / 2;
 
     /// <summary>Half-width of the 95% interval of <see cref="Balanced"/>: 1.96·√(p₁(1−p₁)/n₁ + p₂(1−p₂)/n₂)/2.</summary>
     public double BalancedHalfWidth => 1.96 * Math.Sqrt(ShorterChosen * (1 - ShorterChosen) / Math.Max(1, ShorterChosenPairs)
-                                                        + Other * (1 - Other) / Math.Max(1, OtherPairs)) / 2;
+                                                        + LongerChosen * (1 - LongerChosen) / Math.Max(1, LongerChosenPairs)) / 2;
 }
 
 /// <summary>
@@ -69,7 +71,7 @@ public static class PreferenceEval
         var correct = accuracy.Correct;
         if (correct.Count != pairs.Count)
             throw new ArgumentException($"{correct.Count} per-pair results for {pairs.Count} pairs: score the same pairs", nameof(accuracy));
-        int similar = 0, similarRight = 0, similarShorter = 0, shorter = 0, shorterRight = 0, other = 0, otherRight = 0;
+        int similar = 0, similarRight = 0, similarShorter = 0, shorter = 0, shorterRight = 0, longer = 0, longerRight = 0, equal = 0, equalRight = 0;
         for (int i = 0; i < pairs.Count; i++)
         {
             int c = pairs[i].Chosen.Completion.Length, r = pairs[i].Rejected.Completion.Length;
@@ -80,11 +82,12 @@ public static class PreferenceEval
                 if (c < r) similarShorter++;
             }
             if (c < r) { shorter++; if (correct[i]) shorterRight++; }
-            else { other++; if (correct[i]) otherRight++; }
+            else if (c > r) { longer++; if (correct[i]) longerRight++; }
+            else { equal++; if (correct[i]) equalRight++; }
         }
         static double Share(int k, int n) => n == 0 ? double.NaN : (double)k / n;
         return new LengthControlled(similarWithin, similar, Share(similarRight, similar), Share(similarShorter, similar),
-            shorter, Share(shorterRight, shorter), other, Share(otherRight, other));
+            shorter, Share(shorterRight, shorter), longer, Share(longerRight, longer), equal, Share(equalRight, equal));
     }
 
     /// <summary>Scores of a sequence reward model: r(x, y_w) vs r(x, y_l).</summary>

@@ -39,18 +39,23 @@ public class LengthControlledTests
         Assert.Equal(1.0 / 3, lc.SimilarShorterWins, 12);
         Assert.Equal(2, lc.ShorterChosenPairs);
         Assert.Equal(1.0, lc.ShorterChosen);
-        Assert.Equal(3, lc.OtherPairs);
-        Assert.Equal(1.0 / 3, lc.Other, 12);
-        Assert.Equal((1.0 + 1.0 / 3) / 2, lc.Balanced, 12);
+        Assert.Equal(2, lc.LongerChosenPairs);
+        Assert.Equal(0.5, lc.LongerChosen, 12);
+        Assert.Equal(1, lc.EqualPairs);
+        Assert.Equal(0.0, lc.Equal);
+        Assert.Equal(0.75, lc.Balanced, 12);
     }
 
     [Fact]
     public void ALengthOnlyRuleScoresHalfOnTheBalancedAccuracy()
     {
-        EncodedPair[] pairs = [Pair(3, 5), Pair(1, 2), Pair(6, 4), Pair(2, 2), Pair(7, 9)];
+        EncodedPair[] pairs = [Pair(3, 5), Pair(1, 2), Pair(6, 4), Pair(2, 2), Pair(7, 9), Pair(4, 4)];
         var shorterWins = pairs.Select(p => p.Chosen.Completion.Length < p.Rejected.Completion.Length).ToArray();
-        var acc = new PreferenceAccuracy(5, shorterWins.Count(x => x) / 5.0, 0, 0, 0) { Correct = shorterWins };
+        var acc = new PreferenceAccuracy(6, shorterWins.Count(x => x) / 6.0, 0, 0, 0) { Correct = shorterWins };
         Assert.Equal(0.5, PreferenceEval.LengthControl(pairs, acc).Balanced, 12);
+        // A rule that prefers the shorter reply and gets every length tie right still scores 50%: ties are not in it.
+        bool[] tiesRight = [true, true, false, true, true, true];
+        Assert.Equal(0.5, PreferenceEval.LengthControl(pairs, acc with { Correct = tiesRight }).Balanced, 12);
     }
 
     [Fact]
