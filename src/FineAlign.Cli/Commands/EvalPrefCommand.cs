@@ -69,7 +69,8 @@ public static class EvalPrefCommand
         var length = PreferenceEval.Length(pairs.Pairs);
         r.Out.WriteLine(string.Create(inv,
             $"{command}: length baseline on the same pairs: the shorter reply wins {length.ShorterWins:P1}, the longer reply wins {length.LongerWins:P1} " +
-            $"(equal length {length.Ties:P1}); the {what} beats it by {acc.Accuracy - length.Best:+0.0%;-0.0%;0.0%}"));
+            $"(equal length {length.Ties:P1}; the better rule with ties decided by a coin: {length.BestWithCoinTies:P1}); " +
+            $"the {what} beats that by {acc.Accuracy - length.BestWithCoinTies:+0.0%;-0.0%;0.0%}"));
         var lc = PreferenceEval.LengthControl(pairs.Pairs, acc);
         string Pct(double v) => double.IsNaN(v) ? "n/a" : v.ToString("P1", inv);
         r.Out.WriteLine(string.Create(inv,
@@ -84,6 +85,7 @@ public static class EvalPrefCommand
                 ["data"] = pairs.Source, ["score"] = what, ["pairs"] = acc.Pairs, ["accuracy"] = acc.Accuracy, ["accuracy_ci95"] = acc.ConfidenceHalfWidth,
                 ["mean_margin"] = acc.MeanMargin, ["mean_chosen"] = acc.MeanChosen, ["mean_rejected"] = acc.MeanRejected,
                 ["length_shorter_wins"] = length.ShorterWins, ["length_longer_wins"] = length.LongerWins,
+                ["length_best_coin_ties"] = length.BestWithCoinTies,
                 ["similar_length_within"] = lc.SimilarWithin, ["similar_length_pairs"] = lc.SimilarPairs,
                 ["similar_length_accuracy"] = Json(lc.Similar), ["similar_length_shorter_wins"] = Json(lc.SimilarShorterWins),
                 ["shorter_chosen_pairs"] = lc.ShorterChosenPairs, ["shorter_chosen_accuracy"] = Json(lc.ShorterChosen),

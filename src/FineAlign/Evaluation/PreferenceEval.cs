@@ -49,6 +49,12 @@ public sealed record LengthBaseline(int Pairs, double ShorterWins, double Longer
 {
     public double Ties => 1 - ShorterWins - LongerWins;
     public double Best => Math.Max(ShorterWins, LongerWins);
+
+    /// <summary>
+    /// The better length rule's expected accuracy when length ties are decided by a coin: the fair bar for a learned
+    /// score, which can get tied pairs right (with replies cut at --max-length, ties are common).
+    /// </summary>
+    public double BestWithCoinTies => Best + Ties / 2;
 }
 
 public static class PreferenceEval

@@ -17,6 +17,7 @@ public class LengthBaselineTests
         Assert.Equal(0.25, b.LongerWins);
         Assert.Equal(0.25, b.Ties, 12);
         Assert.Equal(0.5, b.Best);
+        Assert.Equal(0.625, b.BestWithCoinTies, 12);   // the tie is won half the time
     }
 }
 
