@@ -64,7 +64,7 @@ public static class AlolCommand
             int context = policy.Config.MaxPositionEmbeddings;
             int maxLen = r.Get(maxLength) ?? context;
             if (maxLen > context) throw new FineAlignException($"--max-length {maxLen} exceeds the model's context of {context} tokens.");
-            var enc = new PreferenceEncoding { MaxLength = maxLen };
+            var enc = new PreferenceEncoding { MaxLength = maxLen, TemplateFolder = flags.TemplateFolder(r) };
             Action<string> warn = m => r.Error.WriteLine("warning: " + m);
             var specs = r.Get(reward);
             OfflineDataset train;

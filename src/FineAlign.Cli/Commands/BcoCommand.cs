@@ -25,7 +25,7 @@ public static class BcoCommand
             var options = flags.Build(r);
             var (policy, tokenizer, description) = PreferenceFlags.RequirePolicy(r, flags, "bco");
             using var _ = policy;
-            var (train, eval) = data.LoadFeedback(r, tokenizer, policy.Config.MaxPositionEmbeddings);
+            var (train, eval) = data.LoadFeedback(r, tokenizer, policy.Config.MaxPositionEmbeddings, flags.TemplateFolder(r));
             var reference = PreferenceFlags.LoadReference(r.Get(refModel), policy);
             r.Out.WriteLine($"bco: {description}; reference: {r.Get(refModel) ?? "the initial policy"}; β {r.Get(beta)}{(r.Get(udm) ? ", UDM weights" : "")}");
             r.Out.WriteLine($"bco: {PreferenceFlags.Describe(train)} for training, {(eval is null ? "no eval set" : eval.Examples.Count + " held out")}, output {options.OutputDir}");

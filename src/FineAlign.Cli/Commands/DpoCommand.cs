@@ -40,7 +40,7 @@ public static class DpoCommand
                 throw new FineAlignException("--sync-ref-model moves the reference toward the policy; with --use-peft the reference is the base with the adapter off, so the two cannot be combined.");
             var (policy, tokenizer, description) = PreferenceFlags.RequirePolicy(r, flags, "dpo");
             using var _ = policy;
-            var (train, eval) = data.LoadPairs(r, tokenizer, policy.Config.MaxPositionEmbeddings);
+            var (train, eval) = data.LoadPairs(r, tokenizer, policy.Config.MaxPositionEmbeddings, flags.TemplateFolder(r));
             var reference = PreferenceFlags.LoadReference(r.Get(refModel), policy);
             r.Out.WriteLine($"dpo: {description}; reference: {r.Get(refModel) ?? "the initial policy"}; loss {dpo.LossType.ToString().ToLowerInvariant()}, β {dpo.Beta}");
             r.Out.WriteLine($"dpo: {PreferenceFlags.Describe(train)} for training, {(eval is null ? "no eval set" : eval.Pairs.Count + " held out")}, output {options.OutputDir}");

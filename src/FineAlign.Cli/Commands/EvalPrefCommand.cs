@@ -31,7 +31,7 @@ public static class EvalPrefCommand
             string resolved = ModelFolder.Resolve(dir);
             using var policy = ModelIO.Load(resolved);
             var tokenizer = TokenizerLoader.Load(resolved);
-            var pairs = HeldOut(r, data, tokenizer, policy.Config.MaxPositionEmbeddings);
+            var pairs = HeldOut(r, data, tokenizer, policy.Config.MaxPositionEmbeddings, ModelIO.TokenizerFolder(resolved));
             using var reference = PreferenceFlags.LoadReference(r.Get(refModel), policy);
             var acc = reference is null
                 ? PreferenceEval.LogLikelihood(policy, pairs.Pairs, tokenizer.PaddingId, r.Get(batch))
@@ -42,13 +42,13 @@ public static class EvalPrefCommand
     }
 
     /// <summary>--data, or the built-in held-out pairs.</summary>
-    internal static PreferenceDataset HeldOut(Recipe r, PreferenceFlags data, TextTokenizer tokenizer, int context)
+    internal static PreferenceDataset HeldOut(Recipe r, PreferenceFlags data, TextTokenizer tokenizer, int context, string? modelFolder)
     {
-        var enc = data.Encoding(r, context);
+        var enc = data.Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = data.FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(data.Data) is string path)
         {
-            var folds = data.FoldChoice(r);
             var all = PreferenceDataset.Load(path, tokenizer, enc, warn);
             if (folds is not null)
                 return all with { Source = folds.Describe(path), Pairs = KFold.Split(all.Pairs, p => p.Line, path, folds, "pairs").Test };

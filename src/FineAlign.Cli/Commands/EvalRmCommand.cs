@@ -27,7 +27,7 @@ public static class EvalRmCommand
             string resolved = ModelFolder.Resolve(dir);
             using var rm = ScoredLM.Load(resolved);
             var tokenizer = TokenizerLoader.Load(resolved);
-            var pairs = EvalPrefCommand.HeldOut(r, data, tokenizer, rm.Config.MaxPositionEmbeddings);
+            var pairs = EvalPrefCommand.HeldOut(r, data, tokenizer, rm.Config.MaxPositionEmbeddings, resolved);
             var acc = PreferenceEval.RewardModel(rm, pairs.Pairs, tokenizer.PaddingId, r.Get(batch));
             return EvalPrefCommand.Report(r, "eval-rm", pairs, acc, r.Get(output), "reward");
         });

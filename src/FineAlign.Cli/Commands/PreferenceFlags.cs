@@ -72,21 +72,22 @@ internal sealed class PreferenceFlags
         return spec;
     }
 
-    public PreferenceEncoding Encoding(Recipe r, int context)
+    /// <param name="modelFolder">The resolved model folder (its chat_template.jinja and named templates are used, as sft does); null for a fresh model.</param>
+    public PreferenceEncoding Encoding(Recipe r, int context, string? modelFolder)
     {
         int maxLen = r.Get(MaxLength) ?? context;
         if (maxLen > context) throw new FineAlignException($"--max-length {maxLen} exceeds the model's context of {context} tokens.");
-        return new PreferenceEncoding { MaxLength = maxLen, MaxPromptLength = r.Get(MaxPromptLength), ChatTemplate = r.Get(ChatTemplate) };
+        return new PreferenceEncoding { MaxLength = maxLen, MaxPromptLength = r.Get(MaxPromptLength), ChatTemplate = r.Get(ChatTemplate), TemplateFolder = modelFolder };
     }
 
     /// <summary>Training and eval pairs (eval null when none).</summary>
-    public (PreferenceDataset Train, PreferenceDataset? Eval) LoadPairs(Recipe r, TextTokenizer tokenizer, int context)
+    public (PreferenceDataset Train, PreferenceDataset? Eval) LoadPairs(Recipe r, TextTokenizer tokenizer, int context, string? modelFolder)
     {
-        var enc = Encoding(r, context);
+        var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(Data) is string path)
         {
-            var folds = FoldChoice(r);
             var train = PreferenceDataset.Load(path, tokenizer, enc, warn);
             if (folds is not null)
             {
@@ -107,13 +108,13 @@ internal sealed class PreferenceFlags
     }
 
     /// <summary>Training and eval feedback (eval null when none); the built-in pairs are unpaired.</summary>
-    public (FeedbackDataset Train, FeedbackDataset? Eval) LoadFeedback(Recipe r, TextTokenizer tokenizer, int context)
+    public (FeedbackDataset Train, FeedbackDataset? Eval) LoadFeedback(Recipe r, TextTokenizer tokenizer, int context, string? modelFolder)
     {
-        var enc = Encoding(r, context);
+        var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(Data) is string path)
         {
-            var folds = FoldChoice(r);
             var train = FeedbackDataset.Load(path, tokenizer, enc, warn);
             if (folds is not null)
             {

@@ -24,7 +24,7 @@ public static class RmCommand
             var options = flags.Build(r);
             var (trunk, tokenizer, description) = flags.LoadOrCreateModel(r);
             using var model = new ScoredLM(trunk, HeadKind.Sequence, 1, options.Seed);
-            var (train, eval) = data.LoadPairs(r, tokenizer, trunk.Config.MaxPositionEmbeddings);
+            var (train, eval) = data.LoadPairs(r, tokenizer, trunk.Config.MaxPositionEmbeddings, flags.TemplateFolder(r));
             r.Out.WriteLine($"rm: {description} + scalar head");
             r.Out.WriteLine($"rm: {PreferenceFlags.Describe(train)} for training, {(eval is null ? "no eval set" : eval.Pairs.Count + " held out")}, output {options.OutputDir}");
             var result = CliProgress.Run(r.Out, progress => RewardModelTrainer.Train(model, tokenizer, train, eval, options,

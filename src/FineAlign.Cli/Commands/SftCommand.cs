@@ -48,7 +48,7 @@ public static class SftCommand
             var sftOptions = new SftOptions
             {
                 MaxLength = maxLen, OverLength = r.Get(overLength), CompletionOnlyLoss = r.Get(completionOnly), ChatTemplate = r.Get(chatTemplate),
-                TemplateFolder = r.Get(flags.Model), ChatTemplateKwargs = TemplateCommand.ParseKwargs(r.Get(chatKwargs)),
+                TemplateFolder = flags.TemplateFolder(r), ChatTemplateKwargs = TemplateCommand.ParseKwargs(r.Get(chatKwargs)),
             };
             Action<string> warn = m => r.Error.WriteLine("warning: " + m);
 

@@ -110,6 +110,9 @@ internal sealed class TrainingFlags
     }
 
     /// <summary>The starting model and its tokenizer: a loaded HF folder, or a fresh preset with the byte tokenizer.</summary>
+    /// <summary>Where the --model's chat_template.jinja and named templates are looked up (its tokenizer's folder); null without --model.</summary>
+    public string? TemplateFolder(Recipe r) => r.Get(Model) is string given ? ModelIO.TokenizerFolder(ModelFolder.Resolve(given)) : null;
+
     public (CausalLM Model, TextTokenizer Tokenizer, string Description) LoadOrCreateModel(Recipe r)
     {
         if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model

@@ -225,6 +225,8 @@ public sealed record PreferenceEncoding
     public int? MaxPromptLength { get; init; }
     /// <summary>Chat format for message data (chatml, llama2, zephyr); null = from the tokenizer.</summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>The model folder, where chat_template.jinja and named templates are looked up, as for SFT (null: only the tokenizer's template).</summary>
+    public string? TemplateFolder { get; init; }
 }
 
 /// <summary>What encoding dropped or changed, reported once at the end of loading.</summary>
@@ -262,7 +264,8 @@ public sealed class PreferenceEncoder
         if (options.MaxPromptLength is < 1) throw new FineAlignException($"max prompt length must be at least 1 (got {options.MaxPromptLength})");
         Options = options;
         _vocab = tokenizer.VocabSize;
-        _sft = new SftEncoder(tokenizer, new SftOptions { MaxLength = options.MaxLength, CompletionOnlyLoss = true, ChatTemplate = options.ChatTemplate });
+        _sft = new SftEncoder(tokenizer, new SftOptions { MaxLength = options.MaxLength, CompletionOnlyLoss = true, ChatTemplate = options.ChatTemplate,
+                                                       TemplateFolder = options.TemplateFolder });
     }
 
     public PreferenceEncoding Options { get; }

@@ -267,6 +267,20 @@ public static class ModelIO
     /// the target, which then replaces the target by rename, so a crash never leaves a half-written model.
     /// An existing target is replaced only if it is empty or itself a model folder (has config.json).
     /// </summary>
+    /// <summary>
+    /// Removes the hidden folders a <see cref="WriteFolder"/> killed mid-way leaves in <paramref name="parent"/>
+    /// (".NAME.tmp-*" being filled, ".NAME.old-*" being replaced). Call it only where the folder will be written again
+    /// (a resumed run redoes its final save), since a kill between the two renames leaves the only copies there.
+    /// </summary>
+    public static void CleanInterruptedWrites(string parent)
+    {
+        if (!Directory.Exists(parent)) return;
+        foreach (var dir in Directory.GetDirectories(parent, ".*"))
+            if (InterruptedWrite.IsMatch(Path.GetFileName(dir))) Directory.Delete(dir, true);
+    }
+
+    private static readonly System.Text.RegularExpressions.Regex InterruptedWrite = new(@"^\..+\.(tmp|old)-[0-9a-f]{12}$");
+
     public static void WriteFolder(string folder, Action<string> fill)
     {
         string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);

@@ -110,8 +110,13 @@ public static class RewardSpecs
         }
     }
 
-    private static string Require(string spec, string arg) =>
-        arg != "" ? arg : throw new FineAlignException($"reward '{spec}' needs a model folder after ':'");
+    // The folder as --model finds it: a model folder, a run folder (its model/), or org/name from the hub cache.
+    private static string Require(string spec, string arg)
+    {
+        if (arg == "") throw new FineAlignException($"reward '{spec}' needs a model folder after ':'");
+        try { return ModelLocator.Resolve(arg); }
+        catch (FineAlignException e) { throw new FineAlignException($"reward '{spec}': {e.Message}"); }
+    }
 
     private static ScoredLM LoadDiscriminator(string spec, string path, TextTokenizer tok, bool retokenize)
     {

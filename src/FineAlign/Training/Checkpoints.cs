@@ -130,12 +130,16 @@ public static class CheckpointStore
         return final;
     }
 
-    /// <summary>Removes temp folders left by a killed run (call before training starts).</summary>
+    /// <summary>
+    /// Removes temp folders left by a killed run (call before training starts): half-written checkpoints, and the
+    /// hidden folders of a final model save that was killed (the resumed run saves the model again).
+    /// </summary>
     public static void CleanTemporary(string outputDir)
     {
         if (!Directory.Exists(outputDir)) return;
         foreach (var dir in Directory.GetDirectories(outputDir, TempPrefix + "*"))
             Directory.Delete(dir, true);
+        FineAlign.Models.ModelIO.CleanInterruptedWrites(outputDir);
     }
 
     // Rename first, so a crash mid-delete leaves a temp folder, never a damaged checkpoint-N.

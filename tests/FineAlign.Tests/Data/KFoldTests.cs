@@ -121,6 +121,19 @@ public class KFoldCommandTests
         Assert.Contains("6 held out", stdout);
     }
 
+    [Fact]
+    public void FoldsWithoutADataFileAreAnErrorNotIgnored()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string run = Path.Combine(dir.Path, "rm");
+        var (code, stdout, stderr) = CliRunner.Run("rm", "--init", "tiny", "--context-length", "32", "--out", run, "--max-steps", "1",
+            "--threads", "1", "--folds", "5", "--fold", "1");
+        Assert.Equal(1, code);
+        Assert.Single(CliRunner.Lines(stderr));
+        Assert.Contains("--folds/--fold split a --data file", stderr);
+        Assert.False(Directory.Exists(run), stdout);
+    }
+
     [Theory]
     [InlineData("--fold", "6", "--folds", "5")]
     [InlineData("--fold", "1")]

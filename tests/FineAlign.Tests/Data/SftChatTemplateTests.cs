@@ -64,6 +64,25 @@ public class SftChatTemplateTests
     }
 
     [Fact]
+    public void PreferencePairs_UseTheModelFolders_ChatTemplateJinja()
+    {
+        // dpo, rm, kto, bco, alol and eval-* encode conversational pairs with the model folder's template, as sft does.
+        using var dir = TestPaths.NewTempDir();
+        string model = Path.Combine(dir.Path, "m");
+        Directory.CreateDirectory(model);
+        Tok.Save(model);
+        File.WriteAllText(Path.Combine(model, "chat_template.jinja"), HeaderTemplate + "\n");
+        var tok = TokenizerLoader.Load(model);
+        string data = Write(dir, "p.jsonl", """{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Yes"}], "rejected": [{"role": "assistant", "content": "No"}]}""");
+        var pair = Assert.Single(PreferenceDataset.Load(data, tok, new PreferenceEncoding { MaxLength = 256, TemplateFolder = model }).Pairs);
+        Assert.Equal("<|bos|><|im_start|>user\n\nHi<|im_end|><|im_start|>assistant\n\nYes<|im_end|>",
+            tok.Decode(pair.Chosen.ToExample().InputIds, skipSpecialTokens: false));
+        // Without the folder, only the tokenizer's own template (the byte tokenizer's chatml) is known: a different text.
+        var plain = Assert.Single(PreferenceDataset.Load(data, tok, new PreferenceEncoding { MaxLength = 256 }).Pairs);
+        Assert.NotEqual(pair.Chosen.ToExample().InputIds, plain.Chosen.ToExample().InputIds);
+    }
+
+    [Fact]
     public void ListFormChatTemplate_PicksDefault_OrNeedsAName()
     {
         using var dir = TestPaths.NewTempDir();

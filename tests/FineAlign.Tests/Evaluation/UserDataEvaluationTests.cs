@@ -25,6 +25,35 @@ public class UserDataEvaluationTests
     }
 
     [Fact]
+    public void RmRewardSpec_FindsTheModelInARunFolder_AndNamesAMissingOne()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string b = CommandFixtures.SaveByteModel(Path.Combine(dir.Path, "base"), seed: 11);
+        string run = Path.Combine(dir.Path, "rm-run");
+        using (var trunk = ModelIO.Load(b))
+        using (var scored = new ScoredLM(trunk, HeadKind.Sequence, 1, seed: 5))
+            scored.Save(Path.Combine(run, "model"), new ByteTokenizer());
+        // rm:RUN resolves to RUN/model as --model does; the scores are the ones of the model folder itself.
+        var tok = new ByteTokenizer();
+        using var ids = TorchSharp.torch.tensor(tok.Encode("there"), dtype: TorchSharp.torch.ScalarType.Int64).unsqueeze(0);
+        using var mask = TorchSharp.torch.ones_like(ids, dtype: TorchSharp.torch.ScalarType.Float32);
+        using var prompt = TorchSharp.torch.tensor(tok.Encode("Hello"), dtype: TorchSharp.torch.ScalarType.Int64).unsqueeze(0);
+        var batch = new FineAlign.Rewards.RewardBatch(ids, mask, prompt, ["Hello"], ["there"]);
+        float[] Scores(string spec)
+        {
+            using var r = FineAlign.Rewards.RewardSpecs.Build([spec], tok).Compute(batch);
+            using var totals = r.SequenceTotals();
+            return totals.data<float>().ToArray();
+        }
+        float[] direct = Scores("rm:" + Path.Combine(run, "model"));
+        Assert.NotEqual(0f, direct[0]);
+        Assert.Equal(direct, Scores("rm:" + run));
+        var e = Assert.Throws<FineAlignException>(() => FineAlign.Rewards.RewardSpecs.Build(["rm:" + Path.Combine(dir.Path, "nope")], new ByteTokenizer()));
+        Assert.StartsWith($"reward 'rm:{Path.Combine(dir.Path, "nope")}': ", e.Message);
+        Assert.Contains("not found", e.Message);
+    }
+
+    [Fact]
     public void ReportOnANonCorpusRunNamesItsRewardAndShowsNoGroundTruth()
     {
         using var dir = TestPaths.NewTempDir();

@@ -31,6 +31,27 @@ public class CheckpointStoreTests
     }
 
     [Fact]
+    public void CleanTemporary_RemovesTheFoldersOfAKilledModelSave_AndNothingElse()
+    {
+        // A run killed inside its final model save leaves .model.tmp-* (being filled) or .model.old-* (being replaced).
+        using var tmp = TestPaths.NewTempDir();
+        CheckpointStore.Save(tmp.Path, 2, d => WriteFake(d, "2"));
+        Assert.Throws<IOException>(() => FineAlign.Models.ModelIO.WriteFolder(Path.Combine(tmp.Path, "model"), d =>
+        {
+            File.WriteAllText(Path.Combine(d, "config.json"), "{}");
+            throw new IOException("simulated kill");
+        }));
+        string killedTmp = Path.Combine(tmp.Path, ".model.tmp-0123456789ab"), killedOld = Path.Combine(tmp.Path, ".model.old-ba9876543210");
+        Directory.CreateDirectory(killedTmp);
+        Directory.CreateDirectory(killedOld);
+        Directory.CreateDirectory(Path.Combine(tmp.Path, ".git"));           // not ours: kept
+        Directory.CreateDirectory(Path.Combine(tmp.Path, "model"));
+        CheckpointStore.CleanTemporary(tmp.Path);
+        Assert.Equal(new[] { ".git", "checkpoint-2", "model" },
+            Directory.GetDirectories(tmp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+    }
+
+    [Fact]
     public void IncompleteOrForeignFoldersAreIgnored()
     {
         using var tmp = TestPaths.NewTempDir();
