@@ -14,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize|rs_all|rs_bf16|rs_dpo]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize|serve|remote|rs_all|rs_bf16|rs_dpo]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -57,6 +57,7 @@ if (workload == "tokenize") return TokenizerBench.Run(reps);
 torch.set_num_threads(threads);
 torch.manual_seed(0);
 if (workload == "serve") return await ServeBench.RunAsync(reps);   // finealign serve vs direct generation (ServeBench.cs)
+if (workload == "remote") return await RemoteBench.RunAsync(argsMap, reps, threads);   // rollouts on 1/2/4 serve processes, PPO local vs remote (RemoteBench.cs)
 
 var config = Stories15M();
 long nAll = CountParams(config, out long nEmbedding);

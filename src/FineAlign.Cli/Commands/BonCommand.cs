@@ -20,7 +20,7 @@ public static class BonCommand
             "decoding (--mode guided: every --chunk-tokens tokens, --n candidate continuations are re-ranked by the reward, in the spirit of DeAL). " +
             "Reports the mean reward against plain sampling with the same seed (and the true sentiment on the built-in prompts).");
         var model = cmd.Declare("--model", "runs/sft/model", "Model folder (HF format).", alias: "--policy");
-        var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec(s): lexicon, lexicon:token, rm:PATH, tlcr:PATH, ... (@WEIGHT; several = sum).");
+        var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec(s): " + RewardFlags.SpecHelp + ".");
         var mode = cmd.Declare("--mode", "best-of-n", "best-of-n or guided.", check: v => v is "best-of-n" or "guided" ? null : "must be best-of-n or guided");
         var n = cmd.Declare("--n", 4, "Samples per prompt (best-of-n) or candidates per chunk (guided).", check: v => v >= 1 ? null : "must be at least 1");
         var chunk = cmd.Declare("--chunk-tokens", 8, "Guided: tokens generated between re-rankings.", check: v => v >= 1 ? null : "must be at least 1");
@@ -36,6 +36,7 @@ public static class BonCommand
         var outPath = cmd.Declare<string?>("--out", null, "Write the chosen responses as JSONL (prompt, completion, reward, candidate_rewards).", alias: "-o");
         var chatTemplate = cmd.Declare<string?>("--chat-template", null, "For conversational prompts (message lists): " + GenerateCommand.ChatTemplateHelp + " Sampling then also stops at its end-of-turn token.");
         var threads = cmd.Declare("--threads", 0, "Torch CPU threads (0 = one per core).", check: v => v >= 0 ? null : "must be ≥ 0");
+        var rollout = RolloutFlags.Declare(cmd, withSync: false);
 
         cmd.SetRecipeAction((r, ct) =>
         {
@@ -46,19 +47,29 @@ public static class BonCommand
             var source = RewardSpecs.Build(r.Get(reward), tokenizer, false, m => r.Error.WriteLine("warning: " + m));
             bool corpus = r.Get(prompts) is null;
             ChatTemplate? chat = null;
-            var list = (r.Get(prompts) is string p
-                ? PromptReader.Read(p, () => chat = ChatTemplates.Resolve(r.Get(chatTemplate), tokenizer, dir)).ToList()
-                : ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval.ToList()).Take(r.Get(numPrompts)).ToList();
+            var rows = r.Get(prompts) is string p
+                ? PromptReader.ReadRows(p, () => chat = ChatTemplates.Resolve(r.Get(chatTemplate), tokenizer, dir)).Rows.Take(r.Get(numPrompts)).ToList()
+                : null;
+            var list = (rows?.Select(x => x.Prompt) ?? ReviewCorpus.Prompts(r.Get(corpusSeed), r.Get(corpusSize)).Eval).Take(r.Get(numPrompts)).ToList();
             if (list.Count == 0) throw new FineAlignException($"{r.Get(prompts)}: no prompts");
+            var columns = OnlineRlFlags.CheckColumns(r.Get(prompts), rows, source, r.Get(reward));
             var gen = new GenerationOptions
             {
                 MaxNewTokens = r.Get(maxNew), Temperature = r.Get(temperature), TopP = r.Get(topP), Seed = r.Get(seed),
                 EosTokenIds = chat?.EndOfTurn.Id is int eot ? lm.Config.EosTokenIds.Append(eot).Distinct().ToArray() : null,
             };
-            var plain = BestOfN.Generate(lm, tokenizer, list, source, 1, gen);
+            using var remote = rollout.Build(r, ".");
+            if (remote is not null && r.Get(mode) == "guided")
+                throw new FineAlignException("--mode guided re-ranks prefixes in-process; --rollout-endpoint is for --mode best-of-n");
+            if (remote is not null) r.Out.WriteLine($"bon: sampling on {string.Join(", ", remote.LiveEndpoints)}");
+            IRolloutEngine engine = remote ?? (IRolloutEngine)new LocalRolloutEngine(lm, tokenizer);
+            gen = gen with { EosTokenIds = gen.EosTokenIds ?? lm.Config.EosTokenIds };
+            if (columns is not null && source.Columns.Count > 0 && r.Get(mode) == "guided")
+                throw new FineAlignException("--mode guided scores prefixes; a reward that reads dataset columns (exact-match:, numeric:) needs --mode best-of-n");
+            var plain = BestOfN.Generate(engine, tokenizer, list, source, 1, gen, columns: columns);
             var chosen = r.Get(mode) == "guided"
                 ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen)
-                : BestOfN.Generate(lm, tokenizer, list, source, r.Get(n), gen);
+                : BestOfN.Generate(engine, tokenizer, list, source, r.Get(n), gen, columns: columns);
             if (r.Get(outPath) is string o)
             {
                 using var sink = JsonlOutput.ToFile(o);

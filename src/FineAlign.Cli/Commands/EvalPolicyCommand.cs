@@ -24,6 +24,7 @@ public static class EvalPolicyCommand
         var output = cmd.Declare<string?>("--output", null, "Also write the numbers and every response as JSON to this file.", alias: "-o");
         var shown = cmd.Declare("--show-samples", 3, "Sample responses printed.", check: v => v >= 0 ? null : "must be ≥ 0");
         var flags = EvalFlags.Declare(cmd, prompts: 64);
+        var rollout = RolloutFlags.Declare(cmd, withSync: false);
         cmd.SetRecipeAction((r, ct) =>
         {
             flags.ApplyThreads(r);
@@ -39,9 +40,15 @@ public static class EvalPolicyCommand
                 throw new FineAlignException($"{policyDir}: vocabulary {policy.Config.VocabSize} differs from the base model's {baseModel.Config.VocabSize}; KL to the base is undefined");
             var reward = EvalReward.Build(settings.Reward, tokenizer, w => r.Error.WriteLine("warning: " + w));
             var prompts = settings.PromptList();
-            var result = CliProgress.Run(r.Out, _ => PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options()));
+            var columns = settings.PromptsFile is string file ? reward.ColumnsOf(file, FineAlign.Data.PromptReader.ReadRows(file).Rows.Take(prompts.Count).ToList()) : null;
+            using var remote = rollout.Build(r, ".");
+            if (remote is not null) r.Out.WriteLine($"eval-policy: sampling on {string.Join(", ", remote.LiveEndpoints)} (KL and fluency computed here with {policyDir})");
+            var result = CliProgress.Run(r.Out, _ => PolicyEval.Run(policy, baseModel, tokenizer, prompts, reward, settings.Options(), remote, columns));
 
             var inv = CultureInfo.InvariantCulture;
+            // The servers only sample; if they hold other weights than --model, KL and reward describe a different policy.
+            if (remote is not null && result.SamplerGap is double gap && gap > 1e-2)
+                r.Error.WriteLine(string.Create(inv, $"warning: the rollout servers' log-probs differ from {policyDir}'s by {gap:F4} per token on average: they serve other weights than --model"));
             r.Out.WriteLine(string.Create(inv, $"eval-policy: {policyDir} vs base {baseDir}, {result.Count} responses (≤ {settings.MaxNewTokens} new tokens, T = 1, seed {settings.Seed})"));
             r.Out.WriteLine(string.Create(inv, $"  reward ({reward.Label}): {result.Reward:F4} ± {result.RewardSe:F4} (s.e.)"));
             r.Out.WriteLine(string.Create(inv, $"  KL to base: {result.Kl:F3} nats per response"));

@@ -67,7 +67,7 @@ internal sealed class SamplingFlags
 /// <summary>Reward sources: --reward SPEC (repeatable) and the options of the token-level sources.</summary>
 internal sealed class RewardFlags
 {
-    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric), each optionally @WEIGHT (several = weighted sum, each logged)";
+    public const string SpecHelp = "lexicon | lexicon:token | rm:PATH | tlcr:PATH | discrete:PATH | pivot:SPEC | http://URL (OpenRLHF remote reward model) | http-token:http://URL (per-token rewards) | judge:URL (LLM-as-judge with --judge-rubric) | exact-match:COLUMN / numeric:COLUMN (1 when the response matches the --prompts row's COLUMN, e.g. 'solution'; numeric compares the answer number, after '####' or the last one), each optionally @WEIGHT (several = weighted sum, each logged)";
 
     public required Option<string[]> Specs { get; init; }
     public required Option<bool> Retokenize { get; init; }
@@ -76,6 +76,9 @@ internal sealed class RewardFlags
     public required Option<int> PivotMinLength { get; init; }
     public required Option<string?> JudgeRubric { get; init; }
     public required Option<string> JudgeModel { get; init; }
+    public required Option<bool> Normalize { get; init; }
+    public required Option<double?> Clip { get; init; }
+    public required Option<string?> LabelKey { get; init; }
 
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
@@ -86,6 +89,9 @@ internal sealed class RewardFlags
         PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),
         JudgeRubric = cmd.Declare<string?>("--judge-rubric", null, "judge:URL rewards: a text file with {prompt} and {response}, asking for 'Score: N'."),
         JudgeModel = cmd.Declare("--judge-model", "", "judge:URL rewards: the judge server's model name (empty: its only model)."),
+        Normalize = cmd.Declare("--reward-normalize", false, "Whiten each --reward component with running statistics of its per-response totals: (r − mean) / std, updated with each batch before use (TRL use_score_norm); logged as rewards/<name>_mean, _std, _normalized; checkpointed."),
+        LabelKey = cmd.Declare<string?>("--label-key", null, "http:// rewards: send this --prompts column as OpenRLHF's \"labels\" (its --label_key; e.g. the reference answer)."),
+        Clip = cmd.Declare<double?>("--reward-clip", null, "Clip each --reward component's (normalised) token rewards to [−C, C] (TRL score_clip).", check: v => v is null or > 0 ? null : "must be positive"),
     };
 
     /// <summary>The weighted sum of <paramref name="specs"/> (the --reward values when null).</summary>
@@ -93,7 +99,8 @@ internal sealed class RewardFlags
         RewardSpecs.Build(specs ?? r.Get(Specs), tokenizer, r.Get(Retokenize), m => r.Error.WriteLine("warning: " + m),
             new TlcrOptions { Mapping = r.Get(Mapping) },
             new PivotOptions { SmoothingWindow = r.Get(PivotWindow), MinSegmentLength = r.Get(PivotMinLength) },
-            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) });
+            new JudgeOptions { RubricPath = r.Get(JudgeRubric), Model = r.Get(JudgeModel) },
+            new RewardNormalization { Whiten = r.Get(Normalize), Clip = r.Get(Clip) }, r.Get(LabelKey));
 }
 
 /// <summary>The run folder and its checkpoints: --out, --save-steps, --save-total-limit, --resume.</summary>
@@ -122,21 +129,27 @@ internal sealed class RolloutFlags
     public required Option<string[]> Endpoints { get; init; }
     public required Option<string?> Model { get; init; }
     public required Option<string?> ApiKeyEnv { get; init; }
-    public required Option<string> Sync { get; init; }
-    public required Option<string?> SyncDir { get; init; }
+    /// <summary>Null on commands that only sample (bon, eval-policy): there is no update to sync.</summary>
+    public Option<string>? Sync { get; init; }
+    public Option<string?>? SyncDir { get; init; }
     public required Option<double> Timeout { get; init; }
     public required Option<int> Concurrency { get; init; }
+    public required Option<string> Seed { get; init; }
 
-    public static RolloutFlags Declare(RecipeCommand cmd) => new()
+    /// <param name="withSync">Training commands: also --rollout-sync and --rollout-sync-dir.</param>
+    public static RolloutFlags Declare(RecipeCommand cmd, bool withSync = true) => new()
     {
-        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). See docs/SCALING.md."),
+        Endpoints = cmd.Declare<string[]>("--rollout-endpoint", [], "Generate on this OpenAI-compatible server (vLLM, SGLang, finealign serve) instead of in-process; repeat for several (round robin, a failing one is skipped). " +
+            (withSync ? "" : "The servers must serve the model named by --model (this command sends no weights). ") + "See docs/SCALING.md."),
         Model = cmd.Declare<string?>("--rollout-model", null, "The model name the rollout servers serve (their --served-model-name)."),
         ApiKeyEnv = cmd.Declare<string?>("--rollout-api-key-env", null, "Environment variable holding the rollout servers' API key (sent as a Bearer token)."),
-        Sync = cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) lora (a --use-peft run: write the adapter and POST /v1/load_lora_adapter, vLLM or finealign serve, sampling from '<model>-policy') or none (servers keep their weights; the importance ratio corrects the lag).",
+        Sync = !withSync ? null : cmd.Declare("--rollout-sync", "none", "Weight sync after each update: full (write the policy to --rollout-sync-dir and POST /v1/reload_weights, finealign serve) lora (a --use-peft run: write the adapter and POST /v1/load_lora_adapter, vLLM or finealign serve, sampling from '<model>-policy') or none (servers keep their weights; the importance ratio corrects the lag).",
             check: v => v is "full" or "none" or "lora" ? null : "must be full, lora or none"),
-        SyncDir = cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
+        SyncDir = !withSync ? null : cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
         Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
         Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
+        Seed = cmd.Declare("--rollout-seed", "per-prompt", "per-prompt: each request carries seed (run seed, step) + prompt index, so samples are reproducible whichever server answers; none: unseeded requests, which finealign serve can batch together (it decodes a seeded request alone) — faster, not reproducible.",
+            check: v => v is "per-prompt" or "none" ? null : "must be per-prompt or none"),
     };
 
     /// <summary>The remote engine, or null when no --rollout-endpoint was given.</summary>
@@ -145,7 +158,7 @@ internal sealed class RolloutFlags
         var urls = r.Get(Endpoints);
         if (urls.Length == 0)
         {
-            if (r.Get(Sync) != "none") throw new FineAlignException($"--rollout-sync {r.Get(Sync)} needs --rollout-endpoint");
+            if (SyncMode(r) != "none") throw new FineAlignException($"--rollout-sync {SyncMode(r)} needs --rollout-endpoint");
             return null;
         }
         string model = r.Get(Model) ?? throw new FineAlignException("--rollout-endpoint needs --rollout-model (the servers' model name)");
@@ -157,9 +170,13 @@ internal sealed class RolloutFlags
         return new RemoteRolloutEngine(new RemoteRolloutOptions
         {
             Endpoints = uris, Model = model, ApiKey = key, Timeout = TimeSpan.FromSeconds(r.Get(Timeout)), MaxConcurrency = r.Get(Concurrency),
-            SyncDir = r.Get(SyncDir) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = r.Get(Sync) == "lora" ? model + "-policy" : null,
+            Seeded = r.Get(Seed) == "per-prompt",
+            SyncDir = (SyncDir is null ? null : r.Get(SyncDir)) ?? Path.Combine(outputDir, "rollout-weights"), LoraName = SyncMode(r) == "lora" ? model + "-policy" : null,
         }, m => r.Error.WriteLine("warning: " + m));
     }
 
-    public bool SyncFull(Recipe r) => r.Get(Sync) != "none";
+    public bool SyncFull(Recipe r) => SyncMode(r) != "none";
+
+    /// <summary>full, lora or none (always none on commands without --rollout-sync).</summary>
+    public string SyncMode(Recipe r) => Sync is null ? "none" : r.Get(Sync);
 }

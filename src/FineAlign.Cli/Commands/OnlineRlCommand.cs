@@ -59,6 +59,7 @@ public static class OnlineRlCommand
                 FineAlign.Data.PromptReader.CheckFit(promptFile, tokenizer, policy.Config.MaxPositionEmbeddings, r.Get(flags.MaxNewTokens), flags.Chat is { } chat ? () => chat : null);
             train = flags.FitPrompts(r, train, tokenizer);
             var source = flags.Reward.Build(r, tokenizer);
+            var columns = flags.PromptColumns(r, source);
             var inv = CultureInfo.InvariantCulture;
             r.Out.WriteLine($"{name}: {options.Advantage} advantages, policy {r.Get(flags.Policy)}, reward {string.Join(" + ", r.Get(flags.Reward.Specs))}, " +
                             $"{train.Count} prompts, {options.Steps} batches of {options.BatchSize} ({options.BatchSize / options.NumGenerations} prompts × " +
@@ -76,16 +77,18 @@ public static class OnlineRlCommand
             // eval-policy's definitions on the user's prompts, against the frozen reference (the initial policy).
             string[] evalSpecs = r.Get(evalReward) is { Length: > 0 } er ? er : r.Get(flags.Reward.Specs);
             if (evalFile is not null && evalSpecs.Length == 0) throw new UsageException("--eval-prompts FILE needs a reward: give --eval-reward SPEC (or --reward)");
+            using var remote = flags.Rollout.Build(r, options.OutputDir);
+            // Held-out evaluation samples on the rollout servers only when they hold the current weights (synced after every update).
             var periodic = evalFile is null ? null
                 : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(heldOutSeed),
-                    warn: w => r.Error.WriteLine("warning: " + w));
-            using var remote = flags.Rollout.Build(r, options.OutputDir);
-            if (remote is not null) r.Out.WriteLine($"{name}: rollouts on {string.Join(", ", remote.LiveEndpoints)} (weight sync: {r.Get(flags.Rollout.Sync)})");
+                    warn: w => r.Error.WriteLine("warning: " + w), rollouts: remote is not null && flags.Rollout.SyncFull(r) ? remote : null);
+            if (remote is not null) r.Out.WriteLine($"{name}: rollouts on {string.Join(", ", remote.LiveEndpoints)} (weight sync: {flags.Rollout.SyncMode(r)})");
             var result = CliProgress.Run(r.Out, progress =>
             {
                 using var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, train, options)
                 {
                     Progress = progress,
+                    PromptColumns = columns,
                     Rollouts = remote ?? (IRolloutEngine)new LocalRolloutEngine(policy, tokenizer),
                     SyncRolloutWeights = remote is not null && flags.Rollout.SyncFull(r),
                     TrueReward = corpus ? (_, resp) => Lexicon.TrueReward(resp) : null,

@@ -58,6 +58,7 @@ internal sealed class OnlineRlFlags
     public required OutputFlags Output { get; init; }
 
     public Option<int> MaxNewTokens => Sampling.MaxNewTokens;
+    private IReadOnlyList<PromptRow>? _rows;   // set by LoadPrompts from --prompts
 
     public static OnlineRlFlags Declare(RecipeCommand cmd, OnlineRlOptions preset, int? defaultSteps = null, string? defaultOut = null)
     {
@@ -133,13 +134,34 @@ internal sealed class OnlineRlFlags
         if (r.Get(Prompts) is string path)
         {
             string dir = r.Get(Policy);
-            var (list, anyChat) = PromptReader.ReadDetailed(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
+            var (rows, anyChat) = PromptReader.ReadRows(path, () => _chat = ChatTemplates.Resolve(r.Get(ChatTemplate), TokenizerLoader.Load(dir), dir));
             if (!anyChat) _chat = null;
-            if (list.Count == 0) throw new FineAlignException($"{path}: no prompts");
-            return (list, [], false);
+            if (rows.Count == 0) throw new FineAlignException($"{path}: no prompts");
+            _rows = rows;
+            return (rows.Select(x => x.Prompt).ToList(), [], false);
         }
         var (train, eval) = ReviewCorpus.Prompts(r.Get(Corpus.Seed), r.Get(Corpus.Size));
         return (train, eval, true);
+    }
+
+    /// <summary>
+    /// After <see cref="LoadPrompts"/>: the prompt rows' dataset columns for the trainer (null for the built-in corpus), checked
+    /// against the columns <paramref name="reward"/> reads — a row without one is a one-line error naming file, line and field.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? PromptColumns(Recipe r, RewardSource reward) =>
+        CheckColumns(r.Get(Prompts), _rows, reward, r.Get(Reward.Specs));
+
+    internal static IReadOnlyList<IReadOnlyDictionary<string, string>>? CheckColumns(string? path, IReadOnlyList<PromptRow>? rows, RewardSource reward, IReadOnlyList<string> specs)
+    {
+        if (path is null || rows is null)
+        {
+            if (reward.Columns.Count > 0)
+                throw new FineAlignException($"--reward {string.Join(" ", specs)} reads the dataset column(s) {string.Join(", ", reward.Columns.Select(c => $"'{c}'"))}: give --prompts FILE whose rows have them");
+            return null;
+        }
+        PromptReader.RequireColumns(path, rows, reward.Columns, c => $"--reward {specs.FirstOrDefault(s => s.EndsWith(":" + c, StringComparison.Ordinal) || s.Contains(":" + c + "@", StringComparison.Ordinal)) ?? string.Join(" ", specs)}",
+            reward.ColumnProblem);
+        return rows.Select(x => x.Columns).ToList();
     }
 
     /// <summary>--max-prompt-length applied (with a warning naming how many prompts were cut).</summary>

@@ -29,7 +29,8 @@ public static class PpoCompareCommand
             var setup = new PpoComparisonSetup(train, heldOut.Take(r.Get(evalPrompts)).ToList(), options, r.Get(flags.MaxNewTokens),
                 r.Get(flags.Seed) + Seeds.HeldOutEvalOffset);
             var result = CliProgress.Run(r.Out, progress => PpoComparison.Run(setup, chosen, () => flags.LoadModels(r, options),
-                (tokenizer, spec) => flags.Reward.Build(r, tokenizer, [spec]), progress, r.Out.WriteLine, ct));
+                (tokenizer, spec) => flags.Reward.Build(r, tokenizer, [spec]), progress, r.Out.WriteLine, ct,
+                promptColumns: source => flags.PromptColumns(r, source)));
             string root = r.Get(flags.Output.Out);
             r.Out.Write(PpoComparison.Write(result, root));
             r.Out.WriteLine($"ppo-compare: table → {Path.Combine(root, "comparison.md")}, plot → {Path.Combine(root, "comparison.png")}");

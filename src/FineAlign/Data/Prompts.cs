@@ -43,6 +43,32 @@ public static class PromptReader
     }
 
     /// <summary>
+    /// The prompts with their line numbers and their rows' other fields (<see cref="PromptRow.Columns"/>), which reward
+    /// specs such as <c>exact-match:solution</c> read — as TRL hands a dataset's columns to its reward functions.
+    /// </summary>
+    public static (IReadOnlyList<PromptRow> Rows, bool AnyChat) ReadRows(string path, Func<ChatTemplate>? chat = null)
+    {
+        var (prompts, anyChat) = ReadWithLines(path, chat);
+        return (prompts.Select(p => new PromptRow(p.Prompt, p.Line, p.Columns)).ToList(), anyChat);
+    }
+
+    /// <summary>
+    /// Refuses, naming file, line and field, the first row without one of <paramref name="columns"/> (a JSON null counts as
+    /// missing); <paramref name="reader"/> says who reads it (e.g. "the reward 'numeric:solution'").
+    /// </summary>
+    public static void RequireColumns(string path, IReadOnlyList<PromptRow> rows, IReadOnlyList<string> columns, Func<string, string> reader,
+        Func<string, string, string?>? problem = null)
+    {
+        foreach (var row in rows)
+            foreach (var c in columns)
+            {
+                if (!row.Columns.TryGetValue(c, out var value))
+                    throw new DataFormatException(path, row.Line, c, $"missing; {reader(c)} reads this column of every prompt row");
+                if (problem?.Invoke(c, value) is string why) throw new DataFormatException(path, row.Line, c, why);
+            }
+    }
+
+    /// <summary>
     /// Refuses, naming file:line, the first prompt that leaves no room for <paramref name="maxNewTokens"/> in the
     /// model's <paramref name="context"/> (BOS included), before any rollout or output exists. Without the check the
     /// run would start, write its folder and fail in the first generation with no line to fix.
@@ -52,7 +78,7 @@ public static class PromptReader
         int budget = context - maxNewTokens, bos = tokenizer.AddBos && tokenizer.BosId is not null ? 1 : 0;
         if (budget < 1)
             throw new FineAlignException($"--max-new-tokens {maxNewTokens} leaves no room for a prompt in the model's context of {context} tokens");
-        foreach (var (prompt, line) in ReadWithLines(path, chat).Prompts)
+        foreach (var (prompt, line, _) in ReadWithLines(path, chat).Prompts)
         {
             int n = tokenizer.Encode(prompt).Length + bos;
             if (n > budget)
@@ -62,10 +88,10 @@ public static class PromptReader
         }
     }
 
-    private static (List<(string Prompt, long Line)> Prompts, bool AnyChat) ReadWithLines(string path, Func<ChatTemplate>? chat)
+    private static (List<(string Prompt, long Line, IReadOnlyDictionary<string, string> Columns)> Prompts, bool AnyChat) ReadWithLines(string path, Func<ChatTemplate>? chat)
     {
         var single = new SingleFormat<PromptFormat>(path, Describe);
-        var prompts = new List<(string, long)>();
+        var prompts = new List<(string, long, IReadOnlyDictionary<string, string>)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         ChatTemplate? template = null;
         bool anyChat = false;
@@ -110,7 +136,7 @@ public static class PromptReader
             single.Check(format, line.LineNumber);
             // Feedback files repeat a prompt once per rated completion; sample each prompt once.
             if (format == PromptFormat.Feedback && !seen.Add(prompt)) continue;
-            prompts.Add((prompt, line.LineNumber));
+            prompts.Add((prompt, line.LineNumber, PromptRow.ColumnsOf(o)));
         }
         return (prompts, anyChat);
     }
@@ -164,5 +190,24 @@ public static class PromptReader
         int turn = prompt.IndexOf(HumanMarker, lo, StringComparison.Ordinal);
         if (turn >= 0 && (assistant < 0 || turn < assistant)) lo = turn;
         return prompt[lo..];
+    }
+}
+
+/// <summary>
+/// One prompt of a prompt file, its line, and the row's other top-level fields as text (a JSON string as is, anything
+/// else as its JSON; nulls left out): the dataset columns a reward may read, e.g. <c>solution</c>.
+/// </summary>
+public sealed record PromptRow(string Prompt, long Line, IReadOnlyDictionary<string, string> Columns)
+{
+    /// <summary>The fields that are not the prompt itself.</summary>
+    public static IReadOnlyDictionary<string, string> ColumnsOf(JsonObject o)
+    {
+        var columns = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in o)
+        {
+            if (key is "prompt" or "messages" || value is null) continue;
+            columns[key] = value is JsonValue v && v.TryGetValue(out string? text) ? text : value.ToJsonString();
+        }
+        return columns;
     }
 }

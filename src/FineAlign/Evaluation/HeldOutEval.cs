@@ -25,12 +25,25 @@ public sealed class HeldOutEval
     /// <summary>Evaluate every this many steps (0 = never during training).</summary>
     public int EverySteps { get; }
     public PolicyEvalOptions Options { get; }
+    /// <summary>
+    /// Where evaluation responses are sampled (null = in-process from the policy). A remote engine only makes sense when
+    /// its servers hold the current weights (<c>--rollout-sync full|lora</c>); the CLI passes it only then.
+    /// </summary>
+    public Generation.IRolloutEngine? Rollouts { get; init; }
+    /// <summary>Each prompt's dataset columns, for rewards that read them (null otherwise).</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? Columns { get; init; }
 
     /// <summary>From a prompt file (<see cref="Data.PromptReader"/> formats) and a reward spec.</summary>
     public static HeldOutEval FromFile(string promptsFile, string rewardSpec, TextTokenizer tokenizer, int everySteps, int maxNewTokens, long seed,
-        int maxPrompts = 64, Action<string>? warn = null) =>
-        new(Data.PromptReader.Read(promptsFile).Take(maxPrompts).ToList(), EvalReward.Build(rewardSpec, tokenizer, warn), tokenizer, everySteps,
-            new PolicyEvalOptions { MaxNewTokens = maxNewTokens, Seed = seed });
+        int maxPrompts = 64, Action<string>? warn = null, Generation.IRolloutEngine? rollouts = null)
+    {
+        var rows = Data.PromptReader.ReadRows(promptsFile).Rows.Take(maxPrompts).ToList();
+        var reward = EvalReward.Build(rewardSpec, tokenizer, warn);
+        return new(rows.Select(r => r.Prompt).ToList(), reward, tokenizer, everySteps, new PolicyEvalOptions { MaxNewTokens = maxNewTokens, Seed = seed })
+        {
+            Rollouts = rollouts, Columns = reward.ColumnsOf(promptsFile, rows),
+        };
+    }
 
     public bool Due(long step) => EverySteps > 0 && step % EverySteps == 0;
 
@@ -38,5 +51,5 @@ public sealed class HeldOutEval
     public Dictionary<string, double> MetricsAt(long step, CausalLM policy, CausalLM reference) =>
         Due(step) ? Evaluate(policy, reference).Metrics("eval/") : [];
 
-    public PolicyEvalResult Evaluate(CausalLM policy, CausalLM reference) => PolicyEval.Run(policy, reference, Tokenizer, Prompts, Reward, Options);
+    public PolicyEvalResult Evaluate(CausalLM policy, CausalLM reference) => PolicyEval.Run(policy, reference, Tokenizer, Prompts, Reward, Options, Rollouts, Columns);
 }

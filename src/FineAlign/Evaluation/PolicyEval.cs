@@ -34,6 +34,18 @@ public sealed class EvalReward
     /// <summary>Column label in tables: "true reward" or the spec.</summary>
     public string Label { get; }
     public bool IsCorpusTruth { get; }
+    /// <summary>The dataset columns the reward reads (e.g. <c>solution</c> for <c>numeric:solution</c>).</summary>
+    public IReadOnlyList<string> Columns => _source.Columns;
+
+    /// <summary>
+    /// The prompt file's rows' columns for this reward: checked (file, line, field) when the reward reads any; null when it reads none.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? ColumnsOf(string path, IReadOnlyList<Data.PromptRow> rows)
+    {
+        if (Columns.Count == 0) return null;
+        Data.PromptReader.RequireColumns(path, rows, Columns, _ => $"the evaluation reward '{Label}'", _source.ColumnProblem);
+        return rows.Select(r => r.Columns).ToList();
+    }
 
     public static EvalReward CorpusTruth() => new(CorpusTruthSpec, "true reward", RewardSpecs.Lexicon("true_reward"), true);
 
@@ -67,7 +79,10 @@ public sealed class EvalReward
 /// <param name="Kl">Σ_t log π − log π_base over its sampled tokens (k1).</param>
 /// <param name="BaseLogProb">Σ_t log π_base of its tokens (the fluency proxy's numerator).</param>
 /// <param name="Corpus">Built-in corpus fluency; null when the prompts are not the corpus's.</param>
-public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus);
+/// <param name="SamplerGap">Mean |sampler log-prob − policy log-prob| over its tokens (T = 1): ≈ 0 when the sampler (a rollout
+/// server) holds the policy's weights; null when the sampler reported none or no policy was scored.</param>
+public sealed record ResponseScore(string Prompt, string Response, double Reward, double Kl, double BaseLogProb, int Tokens, FluencyScore? Corpus,
+    double? SamplerGap = null);
 
 /// <summary>
 /// A policy's held-out evaluation: reward ± standard error, KL to the base, the fluency proxy (mean log-prob per token
@@ -84,6 +99,8 @@ public sealed record PolicyEvalResult(IReadOnlyList<ResponseScore> Responses, st
     public double BaseLogProbPerToken => Responses.Sum(r => r.Tokens) == 0 ? 0 : Responses.Sum(r => r.BaseLogProb) / Responses.Sum(r => r.Tokens);
     public double BasePerplexity => Math.Exp(-BaseLogProbPerToken);
     public double MeanLength => Responses.Count == 0 ? 0 : Responses.Average(r => r.Tokens);
+    /// <summary>Mean over responses of <see cref="ResponseScore.SamplerGap"/>; null when none has one.</summary>
+    public double? SamplerGap => Responses.Where(r => r.SamplerGap is not null).Select(r => r.SamplerGap!.Value).DefaultIfEmpty(double.NaN).Average() is double g && !double.IsNaN(g) ? g : null;
     public double Distinct1 => PolicyEval.DistinctN(Responses.Select(r => r.Response), 1);
     public double Distinct2 => PolicyEval.DistinctN(Responses.Select(r => r.Response), 2);
     public bool HasCorpusFluency => Responses.Count > 0 && Responses.All(r => r.Corpus is not null);
@@ -130,9 +147,16 @@ public sealed record PolicyEvalOptions
 /// </summary>
 public static class PolicyEval
 {
+    /// <param name="rollouts">
+    /// Where the responses are sampled: null = in-process from <paramref name="policy"/>; a remote engine (servers that hold
+    /// the policy's weights) only samples — KL and the fluency proxy are still computed here with the local models.
+    /// </param>
     public static PolicyEvalResult Run(CausalLM policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        EvalReward reward, PolicyEvalOptions options)
+        EvalReward reward, PolicyEvalOptions options, IRolloutEngine? rollouts = null, IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
+        if (reward.Columns.Count > 0 && (columns is null || columns.Count < prompts.Count))
+            throw new FineAlignException($"the evaluation reward '{reward.Label}' reads dataset column(s) {string.Join(", ", reward.Columns)}: give a prompt file whose rows have them");
+        var engine = rollouts ?? new LocalRolloutEngine(policy, tokenizer);
         if (prompts.Count == 0) throw new FineAlignException("no evaluation prompts");
         var scores = new List<ResponseScore>(prompts.Count);
         bool policyWasTraining = policy.training, baseWasTraining = baseModel.training;
@@ -141,9 +165,12 @@ public static class PolicyEval
             for (int s = 0; s < prompts.Count; s += options.BatchSize)
             {
                 var chunk = prompts.Skip(s).Take(options.BatchSize).ToList();
-                var gen = TextGenerator.Generate(policy, tokenizer, chunk,
-                    new GenerationOptions { MaxNewTokens = options.MaxNewTokens, Temperature = 1.0, Seed = options.Seed + s });
-                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency));
+                var gen = engine.Sequences(new RolloutRequest
+                {
+                    PromptIds = chunk.Select((p, i) => TextGenerator.EncodePrompt(tokenizer, p, s + i)).ToList(), MaxNewTokens = options.MaxNewTokens,
+                    Temperature = 1.0, Seed = options.Seed + s, StopTokenIds = policy.Config.EosTokenIds,
+                }, tokenizer);
+                scores.AddRange(Score(policy, baseModel, tokenizer, chunk, gen, reward, options.CorpusFluency, columns?.Skip(s).Take(chunk.Count).ToList()));
             }
         }
         finally
@@ -159,12 +186,13 @@ public static class PolicyEval
     /// caller knows it, as the best-of-n bound).
     /// </summary>
     public static List<ResponseScore> Score(CausalLM? policy, CausalLM baseModel, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency)
+        IReadOnlyList<GeneratedSequence> gen, EvalReward reward, bool corpusFluency, IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
         using var scope = NewDisposeScope();
         var batch = RolloutBatch.From(gen, prompts, tokenizer.PaddingId);   // disposed by the scope
-        double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList()));
+        double[] rewards = reward.Score(new RewardBatch(batch.ResponseIds, batch.ResponseMask, null, prompts, gen.Select(g => g.Text).ToList(), columns));
         double[] kl = new double[gen.Count], baseLp;
+        var gaps = new double?[gen.Count];
         using (no_grad())
         {
             baseModel.eval();
@@ -175,12 +203,21 @@ public static class PolicyEval
                 policy.eval();
                 var lp = batch.ResponseLogProbs(policy.Forward(batch.InputIds, batch.AttentionMask), 1.0);
                 kl = Kl.PerToken(lp, lq, batch.ResponseMask).sum(1).to(ScalarType.Float64).data<double>().ToArray();
+                var local = lp.contiguous().data<float>().ToArray();
+                long t = lp.shape[1];
+                for (int i = 0; i < gen.Count; i++)
+                {
+                    double sum = 0; int count = 0;
+                    for (int j = 0; j < gen[i].LogProbs.Length && j < t; j++)
+                        if (float.IsFinite(gen[i].LogProbs[j])) { sum += Math.Abs(gen[i].LogProbs[j] - local[i * t + j]); count++; }
+                    if (count > 0) gaps[i] = sum / count;
+                }
             }
         }
         var list = new List<ResponseScore>(gen.Count);
         for (int i = 0; i < gen.Count; i++)
             list.Add(new ResponseScore(prompts[i], gen[i].Text, rewards[i], kl[i], baseLp[i], gen[i].Tokens.Length,
-                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null));
+                corpusFluency ? CorpusFluency.Score(prompts[i], gen[i].Text) : null, gaps[i]));
         return list;
     }
 

@@ -57,11 +57,12 @@ public static class PpoComparison
     /// Runs the comparison: evaluates the starting policy on the held-out prompts, then for each variant trains PPO from
     /// fresh copies of the same models (same seed and budget; its folder under <c>Options.OutputDir</c> is started
     /// fresh) and evaluates it the same way (true sentiment, KL to the initial policy, distinct-1/2, length, fluency).
-    /// <paramref name="log"/> receives one line per finished run.
+    /// <paramref name="log"/> receives one line per finished run; <paramref name="promptColumns"/> gives a reward that reads
+    /// dataset columns its rows (null: none, and such a reward is refused by the trainer).
     /// </summary>
     public static PpoComparisonResult Run(PpoComparisonSetup setup, IReadOnlyList<PpoVariant> variants, PpoModelLoader loadModels,
         Func<TextTokenizer, string, RewardSource> buildReward, IProgress<ProgressUpdate>? progress = null, Action<string>? log = null,
-        CancellationToken ct = default)
+        CancellationToken ct = default, Func<RewardSource, IReadOnlyList<IReadOnlyDictionary<string, string>>?>? promptColumns = null)
     {
         if (variants.Count == 0) throw new FineAlignException("ppo-compare: no variants to run");
         if (setup.EvalPrompts.Count == 0) throw new FineAlignException("ppo-compare: no held-out prompts to evaluate on");
@@ -89,6 +90,7 @@ public static class PpoComparison
             using (var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, source, setup.TrainPrompts, options)
                    {
                        Progress = progress, WriteTensorBoard = false, TrueReward = (_, resp) => Lexicon.TrueReward(resp),
+                       PromptColumns = promptColumns?.Invoke(source),   // dataset columns for rewards that read them (OnlineRlTrainer)
                    })
                 result = trainer.Train(ct);
             double secs = clock.Elapsed.TotalSeconds;

@@ -1,3 +1,5 @@
+using FineAlign.Text;
+
 namespace FineAlign.Generation;
 
 /// <summary>
@@ -56,4 +58,24 @@ public interface IRolloutEngine
 {
     /// <summary>Samples <see cref="RolloutRequest.Count"/> responses, prompt-major.</summary>
     IReadOnlyList<RolloutSample> Generate(RolloutRequest request);
+}
+
+/// <summary>Helpers over any <see cref="IRolloutEngine"/>.</summary>
+public static class RolloutEngines
+{
+    /// <summary>
+    /// The request's samples as <see cref="GeneratedSequence"/>s (prompt-major, texts decoded without special tokens), the
+    /// shape decoding-time methods and evaluation read. Log-probs: the engine's own (a remote server's are temperature 1;
+    /// missing ones are NaN) — informational only, every caller that needs log-probs recomputes them.
+    /// </summary>
+    public static IReadOnlyList<GeneratedSequence> Sequences(this IRolloutEngine engine, RolloutRequest request, TextTokenizer tokenizer)
+    {
+        var samples = engine.Generate(request);
+        if (samples.Count != request.Count)
+            throw new FineAlignException($"the rollout engine returned {samples.Count} samples for {request.Count} requested");
+        int n = request.SamplesPerPrompt;
+        return samples.Select((s, k) => new GeneratedSequence(request.PromptIds[k / n], s.ResponseIds,
+            s.LogProbs ?? Enumerable.Repeat(float.NaN, s.ResponseIds.Length).ToArray(), tokenizer.Decode(s.ResponseIds),
+            s.Finish == RolloutFinish.Stop ? FinishReason.Eos : FinishReason.Length)).ToList();
+    }
 }

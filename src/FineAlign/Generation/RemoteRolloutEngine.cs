@@ -30,6 +30,11 @@ public sealed record RemoteRolloutOptions
     /// (<c>load_inplace</c>) and sample from that name; null = full-weight sync through <c>/v1/reload_weights</c>.
     /// </summary>
     public string? LoraName { get; init; }
+    /// <summary>
+    /// Send a per-prompt <c>seed</c> (default): samples reproducible and independent of which server answered. Off, servers
+    /// sample unseeded — <c>finealign serve</c> decodes a seeded request alone, unseeded ones share a batch.
+    /// </summary>
+    public bool Seeded { get; init; } = true;
 
     public void Validate()
     {
@@ -156,9 +161,9 @@ public sealed class RemoteRolloutEngine : IRolloutEngine, IDisposable
         {
             ["model"] = WeightsVersion > 0 && _options.LoraName is string lora ? lora : _options.Model, ["prompt"] = new JsonArray(request.PromptIds[prompt].Select(t => (JsonNode)t).ToArray()),
             ["n"] = request.SamplesPerPrompt, ["max_tokens"] = request.MaxNewTokens, ["temperature"] = request.Temperature,
-            ["top_p"] = request.TopP, ["seed"] = unchecked(request.Seed + prompt), ["logprobs"] = 0,
-            ["return_tokens_as_token_ids"] = true, ["skip_special_tokens"] = false,
+            ["top_p"] = request.TopP, ["logprobs"] = 0, ["return_tokens_as_token_ids"] = true, ["skip_special_tokens"] = false,
         };
+        if (_options.Seeded) body["seed"] = unchecked(request.Seed + prompt);
         if (request.TopK > 0) body["top_k"] = request.TopK;
         if (request.StopTokenIds is { Count: > 0 } stops) body["stop_token_ids"] = new JsonArray(stops.Select(t => (JsonNode)t).ToArray());
         string json = body.ToJsonString();

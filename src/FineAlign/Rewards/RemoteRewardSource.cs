@@ -6,9 +6,12 @@ using static TorchSharp.torch;
 namespace FineAlign.Rewards;
 
 /// <summary>
-/// A reward model behind HTTP, speaking OpenRLHF's remote reward-model protocol (openrlhf/utils/remote_rm_utils.py,
-/// openrlhf/cli/serve_rm.py): POST <c>{"query": [prompt + response, …], "prompts": [prompt, …], "labels": [null, …]}</c>,
-/// reply <c>{"rewards": [r, …]}</c> (<c>"scores"</c> is accepted too). FineAlign adds <c>"responses"</c> (texts) and
+/// A reward model behind HTTP, speaking OpenRLHF's remote reward-model protocol (openrlhf/utils/agent.py's
+/// _fetch_rewards_via_http, openrlhf/cli/serve_rm.py): POST <c>{"query": [prompt + response, …], "prompts": [prompt, …],
+/// "labels": [label, …]}</c> where, as in OpenRLHF, a query is the prompt followed by the response decoded with its special
+/// tokens (the EOS included) and a label is the prompt row's <c>--label-key</c> column (null without one); reply
+/// <c>{"rewards": [r, …]}</c> (<c>"scores"</c> when there is no "rewards"), and the means of <c>"extra_logs"</c> lists are
+/// logged as <c>rewards/&lt;name&gt;/&lt;key&gt;</c>. FineAlign adds <c>"responses"</c> (texts) and
 /// <c>"response_ids"</c> (token ids) so a server can score tokens. Sequence rewards land on each response's last token;
 /// the token-level variant (<c>http-token:URL</c>) reads <c>"rewards": [[r_1, …, r_T], …]</c>, one value per response
 /// token (FineAlign's [B, T] contract). Any bad reply (HTTP error, unreachable, wrong count or length, a non-number) is
@@ -21,14 +24,22 @@ public sealed class RemoteRewardSource : RewardSource
     private readonly bool _tokenLevel;
     private readonly int _attempts;
     private readonly string? _apiKey;
+    private readonly Text.TextTokenizer? _tokenizer;
+    private readonly string? _labelColumn;
     private int _calls;
+    private Dictionary<string, double> _extraLogs = new();
 
-    public RemoteRewardSource(string name, Uri url, bool tokenLevel, int attempts = 3, string? apiKey = null) : base(name)
+    /// <param name="tokenizer">Decodes the response ids with their special tokens for "query" (OpenRLHF's query); null: the response text.</param>
+    /// <param name="labelColumn">The dataset column sent as "labels" (OpenRLHF's --label_key); null: nulls.</param>
+    public RemoteRewardSource(string name, Uri url, bool tokenLevel, int attempts = 3, string? apiKey = null,
+        Text.TextTokenizer? tokenizer = null, string? labelColumn = null) : base(name)
     {
         if (!url.IsAbsoluteUri || (url.Scheme != "http" && url.Scheme != "https"))
             throw new FineAlignException($"reward '{name}': '{url}' is not an http(s) URL");
-        _url = url; _tokenLevel = tokenLevel; _attempts = Math.Max(1, attempts); _apiKey = apiKey;
+        _url = url; _tokenLevel = tokenLevel; _attempts = Math.Max(1, attempts); _apiKey = apiKey; _tokenizer = tokenizer; _labelColumn = labelColumn;
     }
+
+    public override IReadOnlyList<string> Columns => _labelColumn is null ? [] : [_labelColumn];
 
     protected override Tensor ComputeValues(RewardBatch batch)
     {
@@ -42,9 +53,12 @@ public sealed class RemoteRewardSource : RewardSource
         for (int i = 0; i < b; i++)
         {
             var row = new JsonArray();
-            for (int j = 0; j < t; j++) if (mask[i * t + j]) { row.Add(ids[i * t + j]); lengths[i]++; }
+            var valid = new List<int>();
+            for (int j = 0; j < t; j++) if (mask[i * t + j]) { row.Add(ids[i * t + j]); valid.Add((int)ids[i * t + j]); lengths[i]++; }
             string prompt = batch.PromptTexts?[i] ?? "", response = batch.ResponseTexts?[i] ?? "";
-            prompts.Add(prompt); responses.Add(response); queries.Add(prompt + response); labels.Add(null); rid.Add(row);
+            string query = prompt + (_tokenizer is null ? response : _tokenizer.Decode(valid, skipSpecialTokens: false));
+            prompts.Add(prompt); responses.Add(response); queries.Add(query); rid.Add(row);
+            labels.Add(_labelColumn is null ? null : ColumnValue(batch, i, _labelColumn));
         }
         string body = new JsonObject
         {
@@ -55,6 +69,7 @@ public sealed class RemoteRewardSource : RewardSource
         JsonArray list = (reply["rewards"] ?? reply["scores"] ?? reply["score"]) as JsonArray
             ?? throw new FineAlignException($"{where}: the reply has no 'rewards' list");
         if (list.Count != b) throw new FineAlignException($"{where}: {list.Count} rewards for {b} responses");
+        _extraLogs = ExtraLogs(reply["extra_logs"]);
         var values = new float[b * t];
         for (int i = 0; i < b; i++)
         {
@@ -76,6 +91,25 @@ public sealed class RemoteRewardSource : RewardSource
             }
         }
         return tensor(values, new long[] { b, t });
+    }
+
+    // OpenRLHF's extra_logs: {key: [v per query] or v}; the mean of the numbers of each key.
+    private Dictionary<string, double> ExtraLogs(JsonNode? node)
+    {
+        var logs = new Dictionary<string, double>();
+        if (node is not JsonObject o) return logs;
+        foreach (var (key, value) in o)
+        {
+            var numbers = (value is JsonArray a ? a.ToList() : [value]).Select(x => x is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d) ? d : double.NaN).ToList();
+            if (numbers.Count > 0 && numbers.All(double.IsFinite)) logs[$"rewards/{Name}/{key}"] = numbers.Average();
+        }
+        return logs;
+    }
+
+    protected override void AddMetrics(Dictionary<string, double> metrics, Tensor values, Tensor mask)
+    {
+        base.AddMetrics(metrics, values, mask);
+        foreach (var kv in _extraLogs) metrics[kv.Key] = kv.Value;
     }
 
     private static float Number(JsonNode? node, string where, string what)

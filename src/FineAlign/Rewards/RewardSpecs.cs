@@ -14,14 +14,16 @@ namespace FineAlign.Rewards;
 /// <c>lexicon</c> / <c>lexicon:token</c> (built-in ground-truth sentiment, sequence or token level),
 /// <c>rm:PATH</c> (sequence reward model folder), <c>tlcr:PATH</c> (TLCR discriminator, continuous),
 /// <c>discrete:PATH</c> (the discriminator thresholded to +1/−1, 0 in the dead zone 0.4 &lt; p &lt; 0.6), <c>pivot:SPEC</c> (pivot-token segments of a
-/// token-level SPEC); <c>SPEC@W</c> weights a component. Several specs form a <see cref="WeightedRewardSum"/>.
+/// token-level SPEC); <c>SPEC@W</c> weights a component. Several specs form a <see cref="WeightedRewardSum"/>; with a
+/// <see cref="RewardNormalization"/> each component is normalised on its own (<see cref="NormalizedRewardSource"/>).
 /// Model-based sources must share the policy's tokenizer; with <c>retokenize</c> a sequence reward model with
 /// another tokenizer scores the decoded text (with a warning); token-level sources then refuse.
 /// </summary>
 public static class RewardSpecs
 {
     public static RewardSource Build(IReadOnlyList<string> specs, TextTokenizer policyTokenizer, bool retokenize = false,
-        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null)
+        Action<string>? warn = null, TlcrOptions? tlcrOptions = null, PivotOptions? pivotOptions = null, JudgeOptions? judgeOptions = null,
+        RewardNormalization? normalization = null, string? labelKey = null)
     {
         if (specs.Count == 0) throw new FineAlignException("no reward given; use e.g. --reward lexicon or --reward tlcr:PATH");
         var parts = new List<(RewardSource, double)>();
@@ -29,8 +31,9 @@ public static class RewardSpecs
         foreach (var raw in specs)
         {
             var (spec, weight) = SplitWeight(raw);
-            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions);
-            parts.Add((source, weight));
+            var source = BuildOne(spec, policyTokenizer, retokenize, warn, tlcrOptions, pivotOptions, used, judgeOptions, labelKey);
+            // Each component gets its own running statistics, before its weight applies.
+            parts.Add((normalization is { Active: true } ? new NormalizedRewardSource(source, normalization) : source, weight));
         }
         if (parts.Count == 1 && parts[0].Item2 == 1.0) return parts[0].Item1;
         return new WeightedRewardSum("total", parts.ToArray());
@@ -48,7 +51,7 @@ public static class RewardSpecs
     }
 
     private static RewardSource BuildOne(string spec, TextTokenizer tok, bool retokenize, Action<string>? warn,
-        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used, JudgeOptions? judge = null)
+        TlcrOptions? tlcr, PivotOptions? pivot, HashSet<string> used, JudgeOptions? judge = null, string? labelKey = null)
     {
         int colon = spec.IndexOf(':');
         string kind = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
@@ -88,7 +91,7 @@ public static class RewardSpecs
             case "pivot":
             {
                 if (arg == "") throw new FineAlignException($"reward '{spec}': pivot needs a token-level source, e.g. pivot:tlcr:PATH or pivot:lexicon:token");
-                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used, judge);
+                var inner = BuildOne(arg, tok, retokenize, warn, tlcr, pivot, used, judge, labelKey);
                 return new PivotSegmentRewardSource(Name("pivot_" + inner.Name), inner, pivot);
             }
             case "http" or "https" or "http-token":
@@ -97,7 +100,7 @@ public static class RewardSpecs
                 string url = kind == "http-token" || arg.StartsWith("http", StringComparison.OrdinalIgnoreCase) ? arg : kind + ":" + arg;
                 if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || arg == "")
                     throw new FineAlignException($"reward '{spec}': '{url}' is not a URL (e.g. --reward http://127.0.0.1:5000/get_reward)");
-                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token");
+                return new RemoteRewardSource(Name(kind == "http-token" ? "http_token" : "http"), uri, tokenLevel: kind == "http-token", tokenizer: tok, labelColumn: labelKey);
             }
             case "judge":
             {
@@ -105,8 +108,10 @@ public static class RewardSpecs
                     throw new FineAlignException($"reward '{spec}': '{arg}' is not an http(s) URL (e.g. --reward judge:http://127.0.0.1:8000 --judge-rubric rubric.txt)");
                 return new JudgeRewardSource(Name("judge"), uri, judge ?? new JudgeOptions());
             }
+            case "exact-match" or "numeric":   // verifiable rewards from a dataset column (AnswerRewards.cs)
+                return new AnswerReward(Name(kind.Replace('-', '_')), arg, kind == "numeric" ? AnswerMatch.Numeric : AnswerMatch.Exact);
             default:
-                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL or judge:URL, optionally @WEIGHT)");
+                throw new FineAlignException($"unknown reward '{spec}' (expected lexicon, lexicon:token, rm:PATH, tlcr:PATH, discrete:PATH, pivot:SPEC, http://URL, http-token:http://URL, judge:URL, exact-match:COLUMN or numeric:COLUMN, optionally @WEIGHT)");
         }
     }
 

@@ -83,11 +83,20 @@ public sealed class ProgrammaticRewardSource : RewardSource
     private readonly Func<RewardExample, double>? _sequence;
     private readonly Func<RewardExample, IReadOnlyList<float>>? _token;
 
-    private ProgrammaticRewardSource(string name, Func<RewardExample, double>? sequence, Func<RewardExample, IReadOnlyList<float>>? token)
-        : base(name) { _sequence = sequence; _token = token; }
+    private readonly IReadOnlyList<string> _columns;
 
-    /// <summary>One score per response, e.g. a length penalty or an exact-match check.</summary>
-    public static ProgrammaticRewardSource Sequence(string name, Func<RewardExample, double> score) => new(name, score, null);
+    private ProgrammaticRewardSource(string name, Func<RewardExample, double>? sequence, Func<RewardExample, IReadOnlyList<float>>? token,
+        IReadOnlyList<string>? columns = null)
+        : base(name) { _sequence = sequence; _token = token; _columns = columns ?? []; }
+
+    public override IReadOnlyList<string> Columns => _columns;
+
+    /// <summary>
+    /// One score per response, e.g. a length penalty or an exact-match check; <paramref name="columns"/> are the dataset
+    /// columns it reads (<see cref="RewardExample.Columns"/>), each row must have them.
+    /// </summary>
+    public static ProgrammaticRewardSource Sequence(string name, Func<RewardExample, double> score, IReadOnlyList<string>? columns = null) =>
+        new(name, score, null, columns);
 
     /// <summary>One reward per valid response token; the list must have exactly that many entries.</summary>
     public static ProgrammaticRewardSource Token(string name, Func<RewardExample, IReadOnlyList<float>> rewards) => new(name, null, rewards);
@@ -102,8 +111,9 @@ public sealed class ProgrammaticRewardSource : RewardSource
         {
             var positions = new List<int>();
             for (int j = 0; j < t; j++) if (mask[i * t + j]) positions.Add(j);
+            foreach (var c in _columns) ColumnValue(batch, i, c);   // a missing column is an error naming it and the row
             var example = new RewardExample(i, positions.Select(j => ids[i * t + j]).ToArray(),
-                batch.PromptTexts?[i], batch.ResponseTexts?[i]);
+                batch.PromptTexts?[i], batch.ResponseTexts?[i], batch.Columns?[i]);
             if (_sequence is not null)
             {
                 double s = _sequence(example);
@@ -122,8 +132,9 @@ public sealed class ProgrammaticRewardSource : RewardSource
     }
 }
 
-/// <summary>One response as a programmatic reward sees it: its valid token ids and, if known, the texts.</summary>
-public sealed record RewardExample(int Index, long[] ResponseIds, string? PromptText, string? ResponseText);
+/// <summary>One response as a programmatic reward sees it: its valid token ids and, if known, the texts and its prompt row's dataset columns.</summary>
+public sealed record RewardExample(int Index, long[] ResponseIds, string? PromptText, string? ResponseText,
+    IReadOnlyDictionary<string, string>? Columns = null);
 
 /// <summary>
 /// Σ_k w_k · source_k. Every component's own <c>rewards/&lt;name&gt;</c> (unweighted) is logged next to
@@ -146,6 +157,8 @@ public sealed class WeightedRewardSum : RewardSource
     }
 
     public IReadOnlyList<(RewardSource Source, double Weight)> Parts => _parts;
+    public override IReadOnlyList<string> Columns => _parts.SelectMany(p => p.Source.Columns).Distinct().ToList();
+    public override string? ColumnProblem(string column, string value) => _parts.Select(p => p.Source.ColumnProblem(column, value)).FirstOrDefault(x => x is not null);
 
     protected override Tensor ComputeValues(RewardBatch batch)
     {

@@ -41,14 +41,16 @@ public sealed class TokenRewards : IDisposable
 
 /// <summary>
 /// What a reward source sees: the response tokens [B, T] (right-padded or not) with their mask,
-/// and optionally the prompts and decoded texts for sources that work on text.
+/// and optionally the prompts and decoded texts for sources that work on text, and each row's dataset columns (the other
+/// fields of its prompt's row, e.g. a <c>solution</c>; see <see cref="RewardSource.Columns"/>).
 /// </summary>
 public sealed record RewardBatch(
     Tensor ResponseIds,
     Tensor ResponseMask,
     Tensor? PromptIds = null,
     IReadOnlyList<string>? PromptTexts = null,
-    IReadOnlyList<string>? ResponseTexts = null)
+    IReadOnlyList<string>? ResponseTexts = null,
+    IReadOnlyList<IReadOnlyDictionary<string, string>>? Columns = null)
 {
     public long BatchSize => ResponseIds.shape[0];
     public long Time => ResponseIds.shape[1];
@@ -68,6 +70,17 @@ public abstract class RewardSource
     }
 
     public string Name { get; }
+
+    /// <summary>The dataset columns this source reads from <see cref="RewardBatch.Columns"/> (checked against the prompt file before training).</summary>
+    public virtual IReadOnlyList<string> Columns => [];
+
+    /// <summary>Why <paramref name="value"/> of <paramref name="column"/> is unusable (e.g. no number for <c>numeric:</c>), or null; checked with the file's line before training.</summary>
+    public virtual string? ColumnProblem(string column, string value) => null;
+
+    /// <summary>Row <paramref name="index"/>'s value of <paramref name="column"/>, or a one-line error naming the source, the column and the row.</summary>
+    protected string ColumnValue(RewardBatch batch, int index, string column) =>
+        batch.Columns is { } cols && index < cols.Count && cols[index].TryGetValue(column, out var v) ? v
+            : throw new FineAlignException($"reward source '{Name}' reads the dataset column '{column}', which batch index {index} does not have (give --prompts rows with a '{column}' field)");
 
     /// <summary>The rewards for <paramref name="batch"/>, checked and masked.</summary>
     public TokenRewards Compute(RewardBatch batch)

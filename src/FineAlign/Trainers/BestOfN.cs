@@ -34,12 +34,13 @@ public static class Decoding
 
     /// <summary>Σ_t r_t of each response under <paramref name="reward"/> (sequence sources: the score).</summary>
     public static double[] Score(RewardSource reward, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-                                 IReadOnlyList<int[]> responses, IReadOnlyList<string> texts)
+                                 IReadOnlyList<int[]> responses, IReadOnlyList<string> texts,
+                                 IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
         if (responses.Count == 0) return [];
         using var scope = NewDisposeScope();
         var (ids, mask) = RightPad(responses, tokenizer.PaddingId);
-        using var r = reward.Compute(new RewardBatch(ids, mask, null, prompts, texts));
+        using var r = reward.Compute(new RewardBatch(ids, mask, null, prompts, texts, columns));
         return r.SequenceTotals().data<float>().Select(x => (double)x).ToArray();
     }
 }
@@ -50,18 +51,39 @@ public static class Decoding
 /// </summary>
 public static class BestOfN
 {
+    /// <summary>In-process: the model's KV-cache sampler (<see cref="LocalRolloutEngine"/>), stopping at its EOS unless <paramref name="options"/> says otherwise.</summary>
     public static IReadOnlyList<RankedResponse> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        RewardSource reward, int n, GenerationOptions options, int maxRows = 64)
+        RewardSource reward, int n, GenerationOptions options, int maxRows = 64) =>
+        Generate(new LocalRolloutEngine(model, tokenizer), tokenizer, prompts, reward, n,
+            options with { EosTokenIds = options.EosTokenIds ?? model.Config.EosTokenIds }, maxRows);
+
+    /// <param name="columns">Each prompt's dataset columns (aligned with <paramref name="prompts"/>) for rewards that read them.</param>
+
+    /// <summary>
+    /// Through any rollout engine (in-process or a fleet of OpenAI-compatible servers): each call asks for
+    /// n samples of up to <paramref name="maxRows"/> / n prompts, seeded with <see cref="GenerationOptions.Seed"/> + the
+    /// chunk's first prompt index. <see cref="GenerationOptions.EosTokenIds"/> are the stop tokens sent (give the model's).
+    /// </summary>
+    public static IReadOnlyList<RankedResponse> Generate(IRolloutEngine engine, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
+        RewardSource reward, int n, GenerationOptions options, int maxRows = 64, IReadOnlyList<IReadOnlyDictionary<string, string>>? columns = null)
     {
         if (n < 1) throw new FineAlignException($"best-of-n needs n ≥ 1, got {n}");
+        if (options.StopStrings is { Count: > 0 }) throw new FineAlignException("best-of-n stops at tokens only (EosTokenIds), not stop strings");
+        options.Validate();
         var results = new List<RankedResponse>();
         int promptsPerCall = Math.Max(1, maxRows / n);
         for (int s = 0; s < prompts.Count; s += promptsPerCall)
         {
             var chunk = prompts.Skip(s).Take(promptsPerCall).ToList();
             var rows = chunk.SelectMany(p => Enumerable.Repeat(p, n)).ToList();
-            var gen = TextGenerator.Generate(model, tokenizer, rows, options with { Seed = options.Seed + s });
-            var scores = Decoding.Score(reward, tokenizer, rows, gen.Select(g => g.Tokens).ToList(), gen.Select(g => g.Text).ToList());
+            var gen = engine.Sequences(new RolloutRequest
+            {
+                PromptIds = chunk.Select((p, i) => TextGenerator.EncodePrompt(tokenizer, p, s + i)).ToList(), SamplesPerPrompt = n,
+                MaxNewTokens = options.MaxNewTokens, Temperature = options.IsGreedy ? 0 : options.Temperature, TopP = options.TopP, TopK = options.TopK,
+                Seed = options.Seed + s, StopTokenIds = options.EosTokenIds,
+            }, tokenizer);
+            var scores = Decoding.Score(reward, tokenizer, rows, gen.Select(g => g.Tokens).ToList(), gen.Select(g => g.Text).ToList(),
+                columns?.Skip(s).Take(chunk.Count).SelectMany(c => Enumerable.Repeat(c, n)).ToList());
             for (int i = 0; i < chunk.Count; i++)
             {
                 var cand = scores.Skip(i * n).Take(n).ToArray();

@@ -10,7 +10,9 @@ using static TorchSharp.torch;
 namespace FineAlign.Trainers;
 
 /// <summary>The engine's checkpoint: what it restores on resume.</summary>
-public sealed record OnlineRlState(int Step, int Seed, string? Advantage, double? KlCoef, List<Dictionary<string, double>> LogHistory);
+/// <param name="RewardStats">Running statistics of the normalised reward components (<c>--reward-normalize</c>), by name; null without.</param>
+public sealed record OnlineRlState(int Step, int Seed, string? Advantage, double? KlCoef, List<Dictionary<string, double>> LogHistory,
+    Dictionary<string, Rewards.RunningMomentsState>? RewardStats = null);
 
 /// <summary>
 /// Checkpoints of the online-RL engine (<c>OnlineRlTrainer</c>): model/ (and value/ with a critic), the optimizer, <see cref="StateFile"/>,
@@ -29,13 +31,13 @@ internal sealed class OnlineRlCheckpoints(OnlineRlOptions options, CausalLM poli
         value?.Save(Path.Combine(dir, RunLayout.ValueFolder), tokenizer);
     }
 
-    public string Save(int step, double klCoef, List<Dictionary<string, double>> history) =>
+    public string Save(int step, double klCoef, List<Dictionary<string, double>> history, Dictionary<string, Rewards.RunningMomentsState>? rewardStats = null) =>
         CheckpointStore.Save(options.OutputDir, step, dir =>
         {
             SaveModels(dir);
             optimizer.save_state_dict(Path.Combine(dir, CheckpointStore.OptimizerFile));
             File.WriteAllText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(
-                new OnlineRlState(step, options.Seed, AdvantageEstimators.Canonical(options.Advantage), klCoef, history)));
+                new OnlineRlState(step, options.Seed, AdvantageEstimators.Canonical(options.Advantage), klCoef, history, rewardStats)));
             new TrainerState { GlobalStep = step, MaxSteps = options.Steps, Seed = options.Seed, TorchNumThreads = torch.get_num_threads() }
                 .Save(Path.Combine(dir, CheckpointStore.StateFile));
         }, options.SaveTotalLimit);

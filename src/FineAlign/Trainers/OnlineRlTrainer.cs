@@ -68,6 +68,11 @@ public sealed class OnlineRlTrainer : IDisposable
     /// the servers reload it, so the next rollout samples from the current weights (logged lag 0).
     /// </summary>
     public bool SyncRolloutWeights { get; init; }
+    /// <summary>
+    /// Each prompt's dataset columns (the other fields of its row in the prompt file, aligned with the prompts), handed to
+    /// the reward with every response of that prompt; required when the reward reads columns (<see cref="RewardSource.Columns"/>).
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>>? PromptColumns { get; init; }
     /// <summary>Optional ground truth logged as <c>env/true_reward</c> (mean over the rollout): (prompt, response) → score.</summary>
     public Func<string, string, double>? TrueReward { get; init; }
     public IProgress<ProgressUpdate>? Progress { get; init; }
@@ -85,11 +90,16 @@ public sealed class OnlineRlTrainer : IDisposable
     public IReadOnlyDictionary<string, double> LastStepSeconds => _phaseSeconds;
     private readonly Dictionary<string, double> _phaseSeconds = new();
     private IReadOnlyList<RolloutSample>? _lastSamples;
+    private IReadOnlyList<int> _lastRowPrompts = [];
 
     /// <summary>Resumes or refuses another run's checkpoints, runs the steps, logs, checkpoints, then saves the final models.</summary>
     public OnlineRlResult Train(CancellationToken cancellation = default)
     {
         var o = Options;
+        if (_reward.Columns.Count > 0 && PromptColumns is null)
+            throw new FineAlignException($"reward '{_reward.Name}' reads the dataset column(s) {string.Join(", ", _reward.Columns.Select(c => $"'{c}'"))}: give --prompts FILE whose rows have them");
+        if (PromptColumns is not null && PromptColumns.Count != _prompts.Count)
+            throw new FineAlignException($"{PromptColumns.Count} rows of dataset columns for {_prompts.Count} prompts");
         Directory.CreateDirectory(o.OutputDir);
         CheckpointStore.CleanTemporary(o.OutputDir);
         int start = 0;
@@ -100,6 +110,7 @@ public sealed class OnlineRlTrainer : IDisposable
             var state = _checkpoints.Load(ck, history);
             start = state.Step;
             if (_kl is AdaptiveKlController a && state.KlCoef is double beta) _kl = new AdaptiveKlController(beta, a.Target, a.Horizon);
+            RewardNormalization.Restore(_reward, state.RewardStats, ck);   // the running reward statistics continue where they were
             last = ck;
         }
         else if (CheckpointStore.Latest(o.OutputDir) is string existing)
@@ -134,9 +145,9 @@ public sealed class OnlineRlTrainer : IDisposable
                 history.Add(entry);
             }
             Progress?.Report(OnlineRlMetrics.Describe(o, current, metrics));
-            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history);
+            if ((o.SaveSteps > 0 && current % o.SaveSteps == 0) || current == o.Steps) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         }
-        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history);
+        if (last is null || !last.EndsWith($"checkpoint-{current}", StringComparison.Ordinal)) last = _checkpoints.Save(current, _kl.Value, history, RewardNormalization.Save(_reward));
         bool done = current >= o.Steps;
         if (done) _checkpoints.SaveModels(o.OutputDir);
         return new OnlineRlResult(current, history, last, done);
@@ -175,6 +186,7 @@ public sealed class OnlineRlTrainer : IDisposable
         if (samples.Count != request.Count)
             throw new FineAlignException($"the rollout engine returned {samples.Count} samples for {request.Count} requested ({o.StepNoun} {step})");
         var rows = groups.SelectMany(i => Enumerable.Repeat(i, o.NumGenerations)).ToList();
+        _lastRowPrompts = rows;
         return RolloutBatch.From(samples, rows.Select(i => _promptIds[i]).ToList(), rows.Select(i => _prompts[i]).ToList(),
             samples.Select(s => _tokenizer.Decode(s.ResponseIds)).ToList(), _tokenizer.PaddingId);
     }
@@ -208,7 +220,8 @@ public sealed class OnlineRlTrainer : IDisposable
         TokenRewards task;
         try
         {
-            task = _reward.Compute(new RewardBatch(rollout.ResponseIds, mask, null, rollout.Prompts, rollout.Responses));
+            task = _reward.Compute(new RewardBatch(rollout.ResponseIds, mask, null, rollout.Prompts, rollout.Responses,
+                PromptColumns is null ? null : _lastRowPrompts.Select(i => PromptColumns[i]).ToList()));
         }
         catch (FineAlignException ex)
         {

@@ -37,12 +37,13 @@ public class RemoteRewardTests
         });
         var source = RewardSpecs.Build([RemoteRolloutTests.Address(app) + "score@2"], new ByteTokenizer());
         using var r = source.Compute(Batch(out _));
-        Assert.Equal(new[] { "p1 hi", "p2 ok" }, seen!["query"]!.AsArray().Select(x => x!.GetValue<string>()));
+        // OpenRLHF's query: the prompt + the response decoded with its special tokens (agent.py decodes with skip_special_tokens=False).
+        Assert.Equal(new[] { "p1 hi<|eos|>", "p2 ok" }, seen!["query"]!.AsArray().Select(x => x!.GetValue<string>()));
         Assert.Equal(new[] { "p1 ", "p2 " }, seen["prompts"]!.AsArray().Select(x => x!.GetValue<string>()));
         Assert.Equal(2, seen["labels"]!.AsArray().Count);
         Assert.Equal(new[] { 111L, 107L }, seen["response_ids"]![1]!.AsArray().Select(x => x!.GetValue<long>()));
-        // reward 5 on each last valid token, weighted ×2
-        Assert.Equal(new float[] { 0, 0, 10, 0, 10, 0 }, r.Values.data<float>().ToArray());
+        // reward = the query's length (12 and 5) on each last valid token, weighted ×2
+        Assert.Equal(new float[] { 0, 0, 24, 0, 10, 0 }, r.Values.data<float>().ToArray());
     }
 
     [Fact]
@@ -103,6 +104,49 @@ public class RemoteRewardTests
         Assert.Contains($"reward endpoint http://127.0.0.1:{port}/get_reward (reward batch 1)", ex.Message);
         Assert.Contains("generation batch 1", ex.Message);
         Assert.DoesNotContain('\n', ex.Message);
+    }
+
+    [Fact]
+    public async Task LabelsComeFromTheLabelKeyColumnAndExtraLogsAreLogged()
+    {
+        var seenLabels = new List<string?>();
+        await using var app = await RemoteRolloutTests.StandIn(async ctx =>
+        {
+            var body = (await JsonNode.ParseAsync(ctx.Request.Body))!;
+            lock (seenLabels) seenLabels.AddRange(body["labels"]!.AsArray().Select(x => x?.GetValue<string>()));
+            int n = body["query"]!.AsArray().Count;
+            await ctx.Response.WriteAsJsonAsync(new { rewards = Enumerable.Repeat(1.0, n), scores = Enumerable.Repeat(0.0, n),
+                extra_logs = new { acc = Enumerable.Range(0, n).Select(i => (double)(i % 2)) } });
+        });
+        var source = RewardSpecs.Build([RemoteRolloutTests.Address(app) + "get_reward"], new ByteTokenizer(), labelKey: "solution");
+        Assert.Equal(["solution"], source.Columns);
+        var batch = Batch(out _) with
+        {
+            Columns = [new Dictionary<string, string> { ["solution"] = "4" }, new Dictionary<string, string> { ["solution"] = "6" }],
+        };
+        using (var r = source.Compute(batch))
+        {
+            Assert.Equal(new string?[] { "4", "6" }, seenLabels);
+            Assert.Equal(0.5, r.Metrics["rewards/http/acc"], 9);
+            Assert.Equal(new float[] { 0, 0, 1, 0, 1, 0 }, r.Values.data<float>().ToArray());   // "rewards" wins over "scores"
+        }
+
+        // Through the CLI: --label-key names a --prompts column; a row without it is refused naming file, line and field.
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        string prompts = Path.Combine(tmp.Path, "p.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"2+2\", \"solution\": \"4\"}", "{\"prompt\": \"3+3\", \"solution\": \"6\"}");
+        string[] Args(string key) => ["grpo", "--policy", modelDir, "--prompts", prompts, "--out", Path.Combine(tmp.Path, key), "--steps", "1",
+            "--batch-size", "4", "--num-generations", "2", "--max-new-tokens", "3", "--threads", "1",
+            "--reward", RemoteRolloutTests.Address(app) + "get_reward", "--label-key", key];
+        seenLabels.Clear();
+        var (code, stdout, err) = await Task.Run(() => CliRunner.Run(Args("solution")));
+        Assert.True(code == 0, err + stdout);
+        Assert.Equal(4, seenLabels.Count);
+        Assert.All(seenLabels, l => Assert.Contains(l, new[] { "4", "6" }));
+        var (bad, _, badErr) = await Task.Run(() => CliRunner.Run(Args("answer")));
+        Assert.Equal(1, bad);
+        Assert.Contains($"{prompts}:1: field 'answer': missing", badErr);
     }
 
     [Fact]

@@ -1,0 +1,167 @@
+using System.Text.Json.Nodes;
+using FineAlign.Generation;
+using FineAlign.Models;
+using FineAlign.Rewards;
+using FineAlign.Tests.Cli;
+using FineAlign.Tests.Support;
+using FineAlign.Text;
+using FineAlign.Trainers;
+
+namespace FineAlign.Tests.Remote;
+
+/// <summary>
+/// Best-of-n and evaluation sampling through the remote rollout engine, against real <c>finealign serve</c> instances on
+/// loopback (the fixtures of <see cref="RemoteRolloutTests"/>).
+/// </summary>
+[Collection("Serial torch RNG")]
+public class RemoteBonEvalTests
+{
+    private static RemoteRolloutEngine Engine(Uri endpoint) =>
+        new(new RemoteRolloutOptions { Endpoints = [endpoint], Model = "tiny", Attempts = 2, Timeout = TimeSpan.FromSeconds(30) });
+
+    [Fact]
+    public async Task BestOfNOnServeKeepsTheBestOfTheServersSamples()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        var tok = TokenizerLoader.Load(modelDir);
+        using var model = ModelIO.Load(modelDir);
+        await using var server = await RemoteRolloutTests.Serve(modelDir);
+        using var engine = Engine(server.BaseAddress);
+        var reward = ProgrammaticRewardSource.Sequence("count_a", e => e.ResponseText!.Count(c => c == 'a'));
+        var options = new GenerationOptions { MaxNewTokens = 10, Seed = 9, EosTokenIds = model.Config.EosTokenIds };
+
+        var picked = BestOfN.Generate(engine, tok, ["x", "y"], reward, 4, options);
+        Assert.Equal(2, server.Metrics.Requests);   // one /v1/completions request per prompt, n = 4 samples each
+        // The same request straight to the engine: the candidates are the server's samples, scored and ranked here.
+        var direct = engine.Sequences(new RolloutRequest
+        {
+            PromptIds = [TextGenerator.EncodePrompt(tok, "x"), TextGenerator.EncodePrompt(tok, "y")], SamplesPerPrompt = 4,
+            MaxNewTokens = 10, Seed = 9, StopTokenIds = model.Config.EosTokenIds,
+        }, tok);
+        for (int p = 0; p < 2; p++)
+        {
+            var texts = direct.Skip(p * 4).Take(4).Select(g => g.Text).ToArray();
+            Assert.Equal(texts, picked[p].Candidates.Select(c => c.Text));
+            var counts = texts.Select(t => (double)t.Count(c => c == 'a')).ToArray();
+            Assert.Equal(counts, picked[p].CandidateRewards);
+            Assert.Equal(counts.Max(), picked[p].Reward);
+            Assert.Equal(texts[Array.IndexOf(counts, counts.Max())], picked[p].Best.Text);
+        }
+    }
+
+    [Fact]
+    public async Task BonCommandSamplesOnTheEndpointAndRefusesGuidedMode()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        string prompts = Path.Combine(tmp.Path, "p.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"good\"}", "{\"prompt\": \"bad\"}", "{\"prompt\": \"so\"}");
+        await using var server = await RemoteRolloutTests.Serve(modelDir);
+        string outFile = Path.Combine(tmp.Path, "bon.jsonl");
+        var (code, stdout, err) = await Task.Run(() => CliRunner.Run("bon", "--model", modelDir, "--prompts", prompts, "--n", "3",
+            "--max-new-tokens", "6", "--threads", "1", "--out", outFile, "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny"));
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("sampling on", stdout);
+        Assert.Equal(6, server.Metrics.Requests);   // 3 prompts × (plain sampling + best-of-3)
+        var rows = CommandFixtures.ReadJsonl(outFile);
+        Assert.Equal(3, rows.Count);
+        foreach (var row in rows)
+        {
+            var cand = row["candidate_rewards"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+            Assert.Equal(3, cand.Length);
+            Assert.Equal(cand.Max(), row["reward"]!.GetValue<double>(), 6);
+        }
+
+        var (guided, _, guidedErr) = await Task.Run(() => CliRunner.Run("bon", "--model", modelDir, "--prompts", prompts, "--mode", "guided",
+            "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny"));
+        Assert.Equal(1, guided);
+        Assert.Contains("--mode guided", guidedErr);
+        Assert.DoesNotContain('\n', guidedErr.Trim());
+    }
+
+    [Fact]
+    public async Task EvalPolicyScoresTheServersSamplesWithTheLocalModels()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string policyDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "policy"), seed: 11);
+        string baseDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "base"), seed: 12);
+        string prompts = Path.Combine(tmp.Path, "p.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"one\"}", "{\"prompt\": \"two\"}", "{\"prompt\": \"three\"}");
+        await using var server = await RemoteRolloutTests.Serve(policyDir);
+        string json = Path.Combine(tmp.Path, "eval.json");
+        var (code, stdout, err) = await Task.Run(() => CliRunner.Run("eval-policy", "--model", policyDir, "--base", baseDir, "--prompts", prompts,
+            "--reward", "lexicon", "--max-new-tokens", "5", "--threads", "1", "--output", json,
+            "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny"));
+        Assert.True(code == 0, err + stdout);
+        Assert.Contains("sampling on", stdout);
+        Assert.Equal(3, server.Metrics.Requests);
+
+        var tok = TokenizerLoader.Load(policyDir);
+        using var policy = ModelIO.Load(policyDir);
+        using var engine = Engine(server.BaseAddress);
+        var expected = engine.Sequences(new RolloutRequest
+        {
+            PromptIds = new[] { "one", "two", "three" }.Select(p => TextGenerator.EncodePrompt(tok, p)).ToList(), MaxNewTokens = 5,
+            Temperature = 1.0, Seed = 7819, StopTokenIds = policy.Config.EosTokenIds,
+        }, tok);
+        var responses = JsonNode.Parse(File.ReadAllText(json))!["responses"]!.AsArray();
+        Assert.Equal(expected.Select(g => g.Text), responses.Select(x => x!["response"]!.GetValue<string>()));
+        // KL is measured here, against a base that differs from the policy: not zero, and finite.
+        Assert.All(responses, x => Assert.True(double.IsFinite(x!["kl"]!.GetValue<double>())));
+        Assert.Contains(responses, x => Math.Abs(x!["kl"]!.GetValue<double>()) > 1e-4);
+        Assert.DoesNotContain("other weights", err);
+
+        // Servers holding other weights than --model: the log-prob gap gives it away.
+        await using var wrong = await RemoteRolloutTests.Serve(baseDir);
+        var (code2, stdout2, err2) = await Task.Run(() => CliRunner.Run("eval-policy", "--model", policyDir, "--base", baseDir, "--prompts", prompts,
+            "--reward", "lexicon", "--max-new-tokens", "5", "--threads", "1", "--rollout-endpoint", wrong.BaseAddress.ToString(), "--rollout-model", "tiny"));
+        Assert.True(code2 == 0, err2 + stdout2);
+        Assert.Contains("they serve other weights than --model", err2);
+    }
+
+    [Fact]
+    public async Task UnseededRolloutsShareTheServersBatchesAndSeededOnesDoNot()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        var request = new RolloutRequest { PromptIds = [[256, 97], [256, 98], [256, 99], [256, 100]], SamplesPerPrompt = 2, MaxNewTokens = 4, Seed = 1, StopTokenIds = [257] };
+        foreach (bool seeded in new[] { true, false })
+        {
+            // A long batch window: the four requests, sent together, arrive inside it even on a loaded machine.
+            await using var server = await FineAlign.Serving.OpenAiServer.StartAsync(new FineAlign.Serving.ServeOptions
+            {
+                ModelPath = modelDir, ServedModelName = "tiny", Port = 0, BatchWindow = TimeSpan.FromMilliseconds(500),
+            });
+            using var engine = new RemoteRolloutEngine(new RemoteRolloutOptions
+            {
+                Endpoints = [server.BaseAddress], Model = "tiny", MaxConcurrency = 4, Seeded = seeded, Timeout = TimeSpan.FromSeconds(30),
+            });
+            Assert.Equal(8, engine.Generate(request).Count);
+            if (seeded) Assert.Equal(1, server.Metrics.MaxRequestsPerBatch);   // a seeded request is decoded alone
+            else Assert.True(server.Metrics.MaxRequestsPerBatch > 1, $"max requests per batch {server.Metrics.MaxRequestsPerBatch}");
+        }
+    }
+
+    [Theory]
+    [InlineData("full", 8)]   // 2 steps × 2 prompts of training + 2 evaluations × 2 held-out prompts
+    [InlineData("none", 4)]   // servers hold stale weights: evaluation samples in-process
+    public async Task HeldOutEvaluationSamplesOnTheServersOnlyWhenTheyAreSynced(string sync, int requests)
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        string prompts = Path.Combine(tmp.Path, "p.jsonl"), evalPrompts = Path.Combine(tmp.Path, "e.jsonl");
+        CommandFixtures.WriteLines(prompts, "{\"prompt\": \"good\"}", "{\"prompt\": \"bad\"}");
+        CommandFixtures.WriteLines(evalPrompts, "{\"prompt\": \"fine\"}", "{\"prompt\": \"poor\"}");
+        await using var server = await RemoteRolloutTests.Serve(modelDir);
+        string outDir = Path.Combine(tmp.Path, "grpo");
+        var (code, stdout, err) = await Task.Run(() => CliRunner.Run("grpo", "--policy", modelDir, "--prompts", prompts, "--out", outDir,
+            "--steps", "2", "--batch-size", "4", "--num-generations", "2", "--max-new-tokens", "4", "--threads", "1",
+            "--eval-prompts", evalPrompts, "--reward", "lexicon",
+            "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny", "--rollout-sync", sync));
+        Assert.True(code == 0, err + stdout);
+        Assert.Equal(requests, server.Metrics.Requests);
+        var metrics = CommandFixtures.ReadJsonl(Path.Combine(outDir, "metrics.jsonl"));
+        Assert.True(metrics[0].ContainsKey("eval/reward") && metrics[^1].ContainsKey("eval/kl"));
+    }
+}
