@@ -179,9 +179,7 @@ internal sealed class OnlineRlFlags
     {
         string dir = ModelLocator.Resolve(r.Get(Policy));  // folder, checkpoint or hub-cache org/name
         var tokenizer = TokenizerLoader.Load(dir);
-        if (r.Get(Peft.Bf16) && options.UsesCritic && r.Get(ValueModel) is null && (r.Get(SharedTrunk) || r.Get(Peft.UsePeft)))
-            throw new FineAlignException("--bf16 with the value head on the policy's trunk is not supported yet; give --value-model or drop --bf16.");
-        var policy = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+        var policy = Peft.Prepare(r, ModelIO.Load(dir, Peft.LoadDtype(r)), dir, r.Get(Seed));
         // LoRA: the reference is the base with the adapter off, and the value head sits on the policy's trunk (one base in memory).
         var reference = Training.ModelSetup.Reference(policy) ?? ModelIO.Load(dir);
         ValueModel? value = null;

@@ -58,6 +58,13 @@ internal sealed class PeftFlags
         return s;
     }
 
+    /// <summary>
+    /// The dtype to load the base in: bf16 with --use-peft --bf16 (the frozen base is stored in bf16 anyway), so a 0.5B
+    /// model never exists as fp32 weights (2 GB) on the way to its bf16 copy (1 GB); the same values as loading fp32 and casting.
+    /// </summary>
+    public TorchSharp.torch.ScalarType LoadDtype(Recipe r) =>
+        r.Get(UsePeft) && r.Get(Bf16) ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32;
+
     /// <summary>Makes <paramref name="model"/> ready for training (LoRA, bf16, checkpointing, device); warnings go to stderr.</summary>
     public CausalLM Prepare(Recipe r, CausalLM model, string? baseFolder, long seed)
     {

@@ -145,7 +145,7 @@ internal sealed class PreferenceFlags
                                          "(train one with 'finealign sft'); it is also the reference unless --ref-model is given.");
         string resolved = ModelFolder.Resolve(dir);
         var tokenizer = TokenizerLoader.Load(ModelIO.TokenizerFolder(resolved));
-        var model = flags.Peft.Prepare(r, ModelIO.Load(resolved), resolved, r.Get(flags.Seed));
+        var model = flags.Peft.Prepare(r, ModelIO.Load(resolved, flags.Peft.LoadDtype(r)), resolved, r.Get(flags.Seed));
         return (model, tokenizer, $"{model.Config.ModelType} model from {resolved}{flags.Peft.Describe(r)}");
     }
 

@@ -118,7 +118,7 @@ internal sealed class TrainingFlags
         if (r.Get(Model) is string given && ModelFolder.Resolve(given) is var dir)  // folder, checkpoint or hub-cache org/name; names --model
         {
             var tokenizer = TokenizerLoader.Load(ModelIO.TokenizerFolder(dir));
-            var model = Peft.Prepare(r, ModelIO.Load(dir), dir, r.Get(Seed));
+            var model = Peft.Prepare(r, ModelIO.Load(dir, Peft.LoadDtype(r)), dir, r.Get(Seed));
             return (model, tokenizer, $"{model.Config.ModelType} model from {dir}{Peft.Describe(r)}");
         }
         TextTokenizer scratchTokenizer = r.Get(Tokenizer) is string tokDir ? TokenizerLoader.Load(tokDir) : new ByteTokenizer();

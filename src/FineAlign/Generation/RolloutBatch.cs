@@ -1,4 +1,5 @@
 using FineAlign.Data;
+using FineAlign.Models;
 using static TorchSharp.torch;
 
 namespace FineAlign.Generation;
@@ -51,6 +52,32 @@ public sealed class RolloutBatch : IDisposable
     }
 
     private static List<IReadOnlyList<long>> Longs(IReadOnlyList<int[]> rows) => rows.Select(r => (IReadOnlyList<long>)r.Select(x => (long)x).ToArray()).ToList();
+
+    /// <summary>
+    /// Log-probs [b, T] of the response tokens, and with <paramref name="entropy"/> the policy's entropy [b, T] at each
+    /// response position (detached, a metric), from the model's final hidden states [b, P + T, hidden] of the rows
+    /// <paramref name="rows"/> (null = all). Through <see cref="ChunkedLmHead"/>: the LM head and log-softmax run only at
+    /// valid response positions, a chunk of positions at a time, so no [b, P + T, vocab] logits exist; 0 on padding.
+    /// Values equal <see cref="ResponseLogProbs(Tensor, double)"/> on the full logits (same per-row arithmetic).
+    /// </summary>
+    public (Tensor LogProbs, Tensor? Entropy) ScoreResponses(CausalLM model, Tensor hidden, double temperature, Tensor? rows = null,
+        bool entropy = false, int? chunk = null)
+    {
+        using var scope = NewDisposeScope();
+        var ids = rows is null ? ResponseIds : ResponseIds.index_select(0, rows);
+        var mask = rows is null ? ResponseMask : ResponseMask.index_select(0, rows);
+        long b = ids.shape[0], t = ids.shape[1];
+        if (hidden.dim() != 3 || hidden.shape[0] != b || hidden.shape[1] != PromptWidth + t)
+            throw new FineAlignException($"hidden states [{string.Join(", ", hidden.shape)}] do not match the rollout's [{b}, {PromptWidth + t}, ·]");
+        long h = hidden.shape[2];
+        // Position P − 1 + j predicts response token j.
+        var where = mask.reshape(b * t).to(hidden.device).ne(0).nonzero().squeeze(1);
+        var states = hidden.narrow(1, PromptWidth - 1, t).reshape(b * t, h).index_select(0, where);
+        var targets = ids.reshape(b * t).to(ScalarType.Int64, hidden.device).index_select(0, where);
+        var (lp, ent) = ChunkedLmHead.ScoreRows(model, states, targets, temperature, entropy, chunk ?? ChunkedLmHead.Chunk ?? ChunkedLmHead.ChunkFor(model.Config.VocabSize));
+        Tensor Spread(Tensor x) => zeros(b * t, ScalarType.Float32, hidden.device).index_copy(0, where, x).view(b, t).MoveToOuterDisposeScope();
+        return (Spread(lp), ent is null ? null : Spread(ent));
+    }
 
     /// <summary>Log-probs [B, T] of the response tokens under logits [B, P + T, V] at <paramref name="temperature"/>.</summary>
     public Tensor ResponseLogProbs(Tensor logits, double temperature) => LogProbsOf(logits, temperature, ResponseIds);

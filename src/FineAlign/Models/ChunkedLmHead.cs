@@ -60,25 +60,49 @@ public static class ChunkedLmHead
 
     /// <summary>log_softmax(LmHead(rows) / temperature)[i, targets[i]] for rows [N, hidden], as [N] fp32.</summary>
     public static Tensor LogProbsOfRows(CausalLM model, Tensor rows, Tensor targets, double temperature = 1.0, int chunk = DefaultChunk)
+        => ScoreRows(model, rows, targets, temperature, entropy: false, chunk).LogProbs;
+
+    /// <summary>
+    /// As <see cref="LogProbsOfRows"/>, and with <paramref name="entropy"/> also each row's entropy of the next-token
+    /// distribution, −Σ_v π(v) log π(v) with π = softmax(LmHead(rows) / temperature), [N] fp32 and detached (a metric:
+    /// PPO's policy/entropy_avg). The entropy is taken from the same chunk's logits in the forward pass and is not
+    /// recomputed in backward, so it costs no second LM-head matmul and never needs the [N, vocab] logits at once.
+    /// </summary>
+    public static (Tensor LogProbs, Tensor? Entropy) ScoreRows(CausalLM model, Tensor rows, Tensor targets, double temperature, bool entropy, int chunk)
     {
         long n = rows.shape[0];
-        if (n == 0) return zeros(0, ScalarType.Float32, rows.device);
-        Tensor Piece(Tensor x, Tensor target)
+        if (n == 0) return (zeros(0, ScalarType.Float32, rows.device), entropy ? zeros(0, ScalarType.Float32, rows.device) : null);
+        // Entropy pieces, one per chunk, owned here (detached from every dispose scope) until they are concatenated.
+        var entropies = new List<Tensor>();
+        Tensor Piece(Tensor x, Tensor target, int index)
         {
             // The vocabulary softmax is always fp32, whatever the matmul's dtype (mixed precision keeps losses in fp32).
             var logits = model.LmHead(x).to(ScalarType.Float32);
             if (temperature != 1.0) logits = logits / temperature;
-            return F.cross_entropy(logits, target, reduction: nn.Reduction.None).neg();
+            if (!entropy) return F.cross_entropy(logits, target, reduction: nn.Reduction.None).neg();
+            var logp = F.log_softmax(logits, 1);
+            if (entropies.Count == index)   // the first call of this chunk; the recomputation in backward skips it
+                using (no_grad()) entropies.Add((logp.exp() * logp).sum(1).neg().DetachFromDisposeScope());
+            return logp.gather(1, target.unsqueeze(1)).squeeze(1);
         }
-        if (chunk <= 0 || n <= chunk)
-            return chunk <= 0 ? Piece(rows, targets) : Recompute.Apply((x, c) => Piece(x, c[0]!), rows, targets);
-        var parts = new List<Tensor>();
-        for (long start = 0; start < n; start += chunk)
+        try
         {
-            long len = Math.Min(chunk, n - start);
-            var target = targets.narrow(0, start, len);
-            parts.Add(Recompute.Apply((x, c) => Piece(x, c[0]!), rows.narrow(0, start, len), target));
+            Tensor picked;
+            if (chunk <= 0) picked = Piece(rows, targets, 0);
+            else
+            {
+                var parts = new List<Tensor>();
+                int index = 0;
+                for (long start = 0; start < n; start += chunk, index++)
+                {
+                    long len = Math.Min(chunk, n - start);
+                    int i = index;
+                    parts.Add(Recompute.Apply((x, c) => Piece(x, c[0]!, i), rows.narrow(0, start, len), targets.narrow(0, start, len)));
+                }
+                picked = parts.Count == 1 ? parts[0] : cat(parts, 0);
+            }
+            return (picked, entropy ? (entropies.Count == 1 ? entropies[0].alias() : cat(entropies, 0)) : null);
         }
-        return cat(parts, 0);
+        finally { foreach (var e in entropies) e.Dispose(); }
     }
 }

@@ -352,9 +352,13 @@ public static class Lora
     /// <summary>Whether <paramref name="model"/> is a view of another model's base (see <see cref="AdapterOff"/>).</summary>
     public static bool IsAdapterOffView(CausalLM model) => model is AdapterOffModel;
 
+    /// <summary>The model an <see cref="AdapterOff"/> view reads its base weights from; null for any other model.</summary>
+    internal static CausalLM? ViewedPolicy(CausalLM model) => model is AdapterOffModel view ? view.Policy : null;
+
     private sealed class AdapterOffModel : CausalLM
     {
         private readonly CausalLM _policy;
+        public CausalLM Policy => _policy;
 
         // Not registered (no RegisterComponents): parameters() is empty and Dispose does not reach the policy.
         public AdapterOffModel(CausalLM policy) : base("AdapterOff", policy.Config) => _policy = policy;

@@ -24,7 +24,13 @@ public static class Recompute
     /// </summary>
     public static Tensor Apply(Func<Tensor, Tensor?[], Tensor> fn, Tensor input, params Tensor?[] captured)
     {
-        if (!is_grad_enabled()) return fn(input, captured);
+        if (!is_grad_enabled())
+        {
+            // Without autograd nothing is recomputed, but fn's intermediates (a chunk's [rows, vocab] logits) must still
+            // die here, not in the caller's scope: otherwise a no-grad pass over many chunks keeps all of them alive.
+            using var plain = NewDisposeScope();
+            return fn(input, captured).MoveToOuterDisposeScope();
+        }
         // The anchor requires grad, so the node is part of the graph even when the input does not (frozen embeddings
         // under LoRA): otherwise parameters inside fn would silently get no gradient.
         using var anchor = zeros(1, ScalarType.Float32, input.device).requires_grad_(true);

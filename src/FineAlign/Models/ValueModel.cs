@@ -42,6 +42,21 @@ public sealed class ValueModel : nn.Module
     public bool IsShared => head is not null;
     public ScoredLM? SeparateModel => separate;
 
+    /// <summary>
+    /// The policy's final hidden states [B, L, hidden] and values [B, L] at every position; one trunk pass when shared.
+    /// Callers apply the LM head themselves (chunked, only where they need it: <see cref="ChunkedLmHead"/>).
+    /// </summary>
+    public (Tensor Hidden, Tensor Values) ForwardHidden(CausalLM policy, Tensor ids, Tensor mask)
+    {
+        if (head is not null)
+        {
+            var h = policy.ForwardHidden(ids, mask);
+            // Mixed precision: the value head stays fp32 (as ScoredLM's heads).
+            return (h, head.forward(h.dtype == head.weight!.dtype ? h : h.to(head.weight!.dtype)).squeeze(-1));
+        }
+        return (policy.ForwardHidden(ids, mask), separate!.TokenScores(ids, mask).squeeze(-1));
+    }
+
     /// <summary>Policy logits and values [B, L] at every position; one trunk pass when shared.</summary>
     public (Tensor Logits, Tensor Values) Forward(CausalLM policy, Tensor ids, Tensor mask)
     {

@@ -51,15 +51,31 @@ public static class WeightCopy
         model.eval();
     }
 
-    /// <summary>A short hex fingerprint of a model's weights (keys reference-log-prob caches).</summary>
+    /// <summary>
+    /// A short hex fingerprint of what a model computes (keys reference-log-prob caches): every tensor's name, shape and
+    /// values, and the matmul dtype (<c>--bf16</c> scores differently). For a LoRA reference (<see cref="Lora.AdapterOff"/>,
+    /// which owns no tensors) it is the viewed policy's base weights without its adapters, marked as adapter-off: the
+    /// key then names the base model, is the same before and after the adapters train (a resumed run keeps its cache),
+    /// and differs for another base or for a plain copy of the same weights.
+    /// </summary>
     public static string Fingerprint(nn.Module model)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var (name, t) in model.state_dict())
+        void Text(string s) => sha.AppendData(System.Text.Encoding.UTF8.GetBytes(s + "\n"));
+        var source = model;
+        bool adapterOff = false;
+        if (model is CausalLM lm)
         {
-            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
-            using var f = t.detach().to(ScalarType.Float32).contiguous();
-            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.data<float>().ToArray().AsSpan()));
+            if (Lora.ViewedPolicy(lm) is CausalLM policy) { Text("lora-reference: base with the adapters off"); source = policy; lm = policy; adapterOff = true; }
+            Text($"compute {lm.ComputeDtype?.ToString() ?? "weights"}");
+        }
+        foreach (var (name, t) in source.state_dict())
+        {
+            if (adapterOff && (name.Contains(".lora_A.", StringComparison.Ordinal) || name.Contains(".lora_B.", StringComparison.Ordinal))) continue;
+            Text($"{name} [{string.Join(",", t.shape)}]");
+            // Tensor by tensor in its own dtype, so the hash never holds more than one tensor's host copy.
+            using var f = t.detach().cpu().contiguous();
+            sha.AppendData(f.bytes);
         }
         return Convert.ToHexString(sha.GetHashAndReset())[..16].ToLowerInvariant();
     }

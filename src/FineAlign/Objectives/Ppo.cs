@@ -43,41 +43,45 @@ public static class Ppo
     /// Generalised advantage estimation (Schulman et al. 2016) over the valid tokens of each row:
     /// δ_t = r_t + γ V_{t+1} − V_t ; A_t = δ_t + γ λ A_{t+1} ; returns R_t = A_t + V_t.
     /// V and A after the last valid token are 0; a masked position ends the recursion (nothing flows
-    /// across it), and advantages/returns are 0 on masked positions. No gradient flows.
+    /// across it), and advantages/returns are 0 on masked positions. No gradient flows. Runs on the inputs' device
+    /// without copying to the host (T small tensor ops, not one per element).
     /// </summary>
     public static (Tensor Advantages, Tensor Returns) Gae(Tensor rewards, Tensor values, Tensor mask,
         double gamma = 1.0, double lambda = 0.95)
     {
         Masked.CheckSame(rewards, values, "values");
         Masked.CheckSame(rewards, mask, "mask");
-        int b = (int)rewards.shape[0], t = (int)rewards.shape[1];
-        float[] r, v, m;
-        using (no_grad())
-        using (NewDisposeScope())
-        {
-            r = rewards.detach().to(float32).cpu().contiguous().data<float>().ToArray();
-            v = values.detach().to(float32).cpu().contiguous().data<float>().ToArray();
-            m = Masked.AsFloatMask(mask).cpu().contiguous().data<float>().ToArray();
-        }
-        var adv = new float[b * t];
-        var ret = new float[b * t];
-        for (int i = 0; i < b; i++)
-        {
-            double nextValue = 0, nextAdv = 0; // what lies after the current token; 0 past the end
-            for (int j = t - 1; j >= 0; j--)
-            {
-                int k = i * t + j;
-                if (m[k] == 0) { nextValue = 0; nextAdv = 0; continue; }
-                double delta = r[k] + gamma * nextValue - v[k];
-                double a = delta + gamma * lambda * nextAdv;
-                adv[k] = (float)a;
-                ret[k] = (float)(a + v[k]);
-                nextValue = v[k];
-                nextAdv = a;
-            }
-        }
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        // On the inputs' device, no host copies: a reverse scan over time of [B]-wide tensor ops. Float64 throughout and one
+        // rounding to fp32 at the end, exactly as the scalar recursion this replaced (double accumulators, (float) per output).
         var device = rewards.device;
-        return (tensor(adv, new long[] { b, t }).to(device), tensor(ret, new long[] { b, t }).to(device));
+        var r = rewards.detach().to(float64);
+        var v = values.detach().to(float64, device);
+        var valid = mask.detach().to(device).ne(0);
+        long b = rewards.shape[0], t = rewards.shape[1];
+        if (t == 0) return (zeros(b, 0, float32, device).MoveToOuterDisposeScope(), zeros(b, 0, float32, device).MoveToOuterDisposeScope());
+        double gl = gamma * lambda;
+        var nextValue = zeros(b, float64, device); // V after the current token; 0 past the end and across padding
+        var nextAdv = zeros(b, float64, device);
+        var zero = zeros(b, float64, device);
+        var advCols = new Tensor[t];
+        var retCols = new Tensor[t];
+        for (long j = t - 1; j >= 0; j--)
+        {
+            var m = valid.select(1, j);
+            var vj = v.select(1, j);
+            // Separate mul/add/sub (never a fused add with alpha), so each step rounds as the scalar code did.
+            var delta = r.select(1, j).add(nextValue.mul(gamma)).sub(vj);
+            var a = where(m, delta.add(nextAdv.mul(gl)), zero);
+            advCols[j] = a;
+            retCols[j] = where(m, a.add(vj), zero);
+            nextValue = where(m, vj, zero);
+            nextAdv = a;
+        }
+        var adv = stack(advCols, 1).to(float32);
+        var ret = stack(retCols, 1).to(float32);
+        return (adv.MoveToOuterDisposeScope(), ret.MoveToOuterDisposeScope());
     }
 
     /// <summary>

@@ -71,14 +71,15 @@ internal static class RolloutLog
         Func<string, string, double>? trueReward)
     {
         var r = s.Rollout;
-        var rew = s.Task.Values.contiguous().data<float>().ToArray();
-        var sc = scores.contiguous().data<float>().ToArray();
-        var seq = s.ShapedRewards.sum(1).contiguous().data<float>().ToArray();
-        var klRow = s.Kl.sum(1).contiguous().data<float>().ToArray();
+        // Written once per step (with --save-rollouts), so one host copy per tensor; .cpu() is a no-op on CPU.
+        var rew = s.Task.Values.cpu().contiguous().data<float>().ToArray();
+        var sc = scores.cpu().contiguous().data<float>().ToArray();
+        var seq = s.ShapedRewards.sum(1).cpu().contiguous().data<float>().ToArray();
+        var klRow = s.Kl.sum(1).cpu().contiguous().data<float>().ToArray();
         // Outcome estimators give one advantage per sequence; GAE and REINFORCE++ vary per token (the first token's is logged).
-        var adv = tokenAdvantages.select(1, 0).contiguous().data<float>().ToArray();
-        var mask = r.ResponseMask.contiguous().data<float>().ToArray();
-        var ids = r.ResponseIds.contiguous().data<long>().ToArray();
+        var adv = tokenAdvantages.select(1, 0).cpu().contiguous().data<float>().ToArray();
+        var mask = r.ResponseMask.cpu().contiguous().data<float>().ToArray();
+        var ids = r.ResponseIds.cpu().contiguous().data<long>().ToArray();
         int t = (int)r.ResponseIds.shape[1];
         using var w = new StreamWriter(path, append: true);
         for (int i = 0; i < r.Prompts.Length; i++)

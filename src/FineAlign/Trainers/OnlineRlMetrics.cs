@@ -79,16 +79,16 @@ public static class OnlineRlMetrics
         private double _loss, _policy, _value, _clip, _valueClip, _approxKl, _entropy, _ratio;
         private int _updates;
 
-        /// <param name="responseLogits">The mini-batch's response logits [b, T, V].</param>
+        /// <param name="entropy">The policy's entropy at each response position of the mini-batch [b, T] (PPO; null without a critic).</param>
         /// <param name="loss">The minimised loss (policy + weighted value loss).</param>
-        public void Add(Tensor responseLogits, Tensor logp, Tensor oldLogp, Tensor advantages, Tensor mask, double loss,
+        public void Add(Tensor? entropy, Tensor logp, Tensor oldLogp, Tensor advantages, Tensor mask, double loss,
             Tensor policyLoss, ValueLossResult? valueLoss)
         {
             using var _ = no_grad();
             if (o.UsesCritic)
             {
                 var (clipFraction, approxKl) = Ppo.ClipStatistics(logp, oldLogp, advantages, mask, o.ClipRange);
-                _entropy += Masked.Mean(Kl.Entropy(responseLogits / o.Temperature, mask), mask).item<float>();
+                _entropy += Masked.Mean(entropy!, mask).item<float>();
                 _ratio += Masked.Mean((logp.detach() - oldLogp).exp(), mask).item<float>();
                 _policy += policyLoss.item<float>(); _value += valueLoss!.Loss.item<float>();
                 _clip += clipFraction; _valueClip += valueLoss.ClipFraction; _approxKl += approxKl;

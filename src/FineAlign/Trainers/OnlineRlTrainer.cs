@@ -209,12 +209,15 @@ public sealed class OnlineRlTrainer : IDisposable
         using (no_grad())
         {
             _policy.eval(); _value?.eval();
-            var (logits, values) = Forward(rollout.InputIds, rollout.AttentionMask);
-            oldLogp = rollout.ResponseLogProbs(logits, o.Temperature);
+            // Hidden states only; the LM head runs chunked at the response positions (no [B, P + T, vocab] logits).
+            var (hidden, values) = Forward(rollout.InputIds, rollout.AttentionMask);
+            oldLogp = rollout.ScoreResponses(_policy, hidden, o.Temperature).LogProbs;
             if (values is not null) oldValues = Masked.ZeroPadding(rollout.ResponseValues(values).to(float32), mask);
-            refLogp = rollout.ResponseLogProbs(_reference.Forward(rollout.InputIds, rollout.AttentionMask), o.Temperature);
+            using (var refScope = NewDisposeScope())
+                refLogp = rollout.ScoreResponses(_reference, _reference.ForwardHidden(rollout.InputIds, rollout.AttentionMask), o.Temperature)
+                    .LogProbs.MoveToOuterDisposeScope();
             if (Rollouts is RemoteRolloutEngine) // servers report temperature-1 log-probs: compare like with like
-                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ResponseLogProbs(logits, 1.0));
+                serverGap = RemoteRolloutMetrics.LogProbGap(_lastSamples!, o.Temperature == 1.0 ? oldLogp : rollout.ScoreResponses(_policy, hidden, 1.0).LogProbs);
         }
 
         TokenRewards task;
@@ -245,7 +248,10 @@ public sealed class OnlineRlTrainer : IDisposable
         _phaseSeconds["scoring"] = phase.Elapsed.TotalSeconds;   // item() calls above have synchronised
         phase.Restart();
 
-        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it.
+        // Epochs × mini-batches; the order comes from (seed, step, epoch), so resume replays it. The global RNG (LoRA
+        // dropout draws from it) is seeded from (seed, step) too: a resumed run, or the same run in another process,
+        // draws the same masks without a saved RNG state.
+        torch.manual_seed(unchecked(o.Seed * 1_000_033L + step * 7_919L));
         _policy.train(); _value?.train();
         int mb = o.EffectiveMiniBatch;
         var update = new OnlineRlMetrics.UpdateStats(o);
@@ -257,8 +263,9 @@ public sealed class OnlineRlTrainer : IDisposable
                 using var inner = NewDisposeScope();
                 var idx = tensor(order.Skip(s).Take(mb).Select(i => (long)i).ToArray());
                 var mk = mask.index_select(0, idx);
-                var (logits, values) = Forward(rollout.InputIds.index_select(0, idx), rollout.AttentionMask.index_select(0, idx));
-                var logp = rollout.ResponseLogProbs(logits, o.Temperature, idx);
+                var (hidden, values) = Forward(rollout.InputIds.index_select(0, idx), rollout.AttentionMask.index_select(0, idx));
+                // PPO's entropy metric comes from the same chunks of logits as the log-probs (forward only, detached).
+                var (logp, entropy) = rollout.ScoreResponses(_policy, hidden, o.Temperature, idx, entropy: o.UsesCritic);
                 var old = oldLogp.index_select(0, idx);
                 var adv = est.Advantages.index_select(0, idx);
                 var policyLoss = _policyLoss(new PolicyLossInput
@@ -282,7 +289,7 @@ public sealed class OnlineRlTrainer : IDisposable
                 loss.backward();
                 if (o.MaxGradNorm > 0) nn.utils.clip_grad_norm_(_params, o.MaxGradNorm);
                 _optimizer.step();
-                update.Add(rollout.ResponseLogits(logits), logp, old, adv, mk, lossValue, policyLoss, valueLoss);
+                update.Add(entropy, logp, old, adv, mk, lossValue, policyLoss, valueLoss);
             }
         }
         _optimizer.zero_grad();
@@ -301,12 +308,12 @@ public sealed class OnlineRlTrainer : IDisposable
         return m;
     }
 
-    // Policy logits and, with a critic, values: one trunk pass when the value head shares it.
-    private (Tensor Logits, Tensor? Values) Forward(Tensor ids, Tensor mask)
+    // The policy's final hidden states and, with a critic, values: one trunk pass when the value head shares it.
+    private (Tensor Hidden, Tensor? Values) Forward(Tensor ids, Tensor mask)
     {
-        if (_value is null) return (_policy.Forward(ids, mask), null);
-        var (logits, values) = _value.Forward(_policy, ids, mask);
-        return (logits, values);
+        if (_value is null) return (_policy.ForwardHidden(ids, mask), null);
+        var (hidden, values) = _value.ForwardHidden(_policy, ids, mask);
+        return (hidden, values);
     }
 
     public void Dispose() => _optimizer.Dispose();
