@@ -32,7 +32,7 @@ public class FuzzTests
         using var tmp = TestPaths.NewTempDir();
         string path = Path.Combine(tmp.Path, "data.jsonl");
         var seeds = new[] { Encoding.UTF8.GetBytes(ValidJsonl), Encoding.UTF8.GetBytes(ValidMessages + ValidMessages) };
-        int n = Run(seed: 11 + Seed, (rng, i) =>
+        int n = Run(seed: 11 + Seed, minimum: 201, (rng, i) =>
         {
             File.WriteAllBytes(path, Mutate(rng, seeds[i % seeds.Length], textual: true));
             return () =>
@@ -56,7 +56,7 @@ public class FuzzTests
         byte[] valid = File.ReadAllBytes(Path.Combine(BadModelFolders.Fixture, "model.safetensors"));
         var (header, data) = BadModelFolders.Split(valid);
         int headerEnd = 8 + (int)BitConverter.ToInt64(valid, 0);
-        int n = Run(seed: 12 + Seed, (rng, i) =>
+        int n = Run(seed: 12 + Seed, minimum: 101, (rng, i) =>
         {
             string path = Path.Combine(tmp.Path, $"m{i % 4}.safetensors");
             byte[] bytes = (i % 3) switch
@@ -83,7 +83,7 @@ public class FuzzTests
         byte[] valid = File.ReadAllBytes(Path.Combine(BadModelFolders.Fixture, "config.json"));
         var obj = JsonNode.Parse(valid)!.AsObject();
         int built = 0;
-        int n = Run(seed: 13 + Seed, (rng, i) =>
+        int n = Run(seed: 13 + Seed, minimum: 101, (rng, i) =>
         {
             File.WriteAllBytes(path, i % 2 == 0
                 ? Encoding.UTF8.GetBytes(MutateHeader(rng, (JsonObject)obj.DeepClone()).ToJsonString())
@@ -119,7 +119,7 @@ public class FuzzTests
             k.Write(d);
             return Directory.GetFiles(d).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
         }).ToArray();
-        int n = Run(seed: 14 + Seed, (rng, i) =>
+        int n = Run(seed: 14 + Seed, minimum: 51, (rng, i) =>
         {
             var files = originals[i % originals.Length];
             string dir = Path.Combine(tmp.Path, $"t{i % 8}");
@@ -146,10 +146,10 @@ public class FuzzTests
     }
 
     /// <summary>
-    /// Runs attempts until the time budget is spent (on a worker thread, so a hang fails the test instead of
+    /// Runs attempts until the time budget is spent and at least <paramref name="minimum"/> ran (on a worker thread, so a hang fails the test instead of
     /// blocking it); returns the attempt count. <paramref name="make"/> writes the input and returns the read.
     /// </summary>
-    private static int Run(int seed, Func<Random, int, Action> make)
+    private static int Run(int seed, int minimum, Func<Random, int, Action> make)
     {
         var rng = new Random(seed);
         int count = 0;
@@ -157,7 +157,8 @@ public class FuzzTests
         var work = Task.Run(() =>
         {
             var clock = Stopwatch.StartNew();
-            for (int i = 0; clock.Elapsed < Budget && i < 1_000_000; i++, count++)
+            // At least `minimum` attempts whatever the machine's load (a loaded CI core once ran too few in the budget), more while time is left.
+            for (int i = 0; (clock.Elapsed < Budget || i < minimum) && i < 1_000_000; i++, count++)
             {
                 var read = make(rng, i);
                 try { read(); }
@@ -172,7 +173,7 @@ public class FuzzTests
                 }
             }
         });
-        Assert.True(work.Wait(Budget + TimeSpan.FromSeconds(20)), $"a reader hung (after {count} attempts)");
+        Assert.True(work.Wait(Budget + TimeSpan.FromSeconds(60)), $"a reader hung (after {count} attempts)");
         Assert.True(failure is null, failure);
         return count;
     }
