@@ -21,6 +21,12 @@ internal static class DecodeProfile
     {
         int threads = int.Parse(args.GetValueOrDefault("threads", "2"));
         int batch = int.Parse(args.GetValueOrDefault("batch", "1"));
+        bool oldLoop = args.ContainsKey("old-loop");
+        var dtype = args.GetValueOrDefault("dtype", "float32") switch
+        {
+            "float32" or "fp32" => ScalarType.Float32, "bfloat16" or "bf16" => ScalarType.BFloat16,
+            var other => throw new ArgumentException($"--dtype {other}: float32 or bfloat16"),
+        };
         torch.set_num_threads(threads);
         var c = new ModelConfig
         {
@@ -29,20 +35,30 @@ internal static class DecodeProfile
             RopeTheta = 10000, TieWordEmbeddings = false, EosTokenIds = new[] { 257 }, BosTokenId = 256, PadTokenId = 258,
         };
         const int promptLen = 64, steps = 127, passes = 3;
-        using var model = ModelFactory.Create(c, seed: 0);
+        using var model = ModelFactory.Create(c, seed: 0, dtype);
         model.eval();
         using var noGrad = torch.no_grad();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
         Tensor W(string suffix) => p.First(kv => kv.Key.EndsWith(suffix, StringComparison.Ordinal)).Value;
         var prompt = torch.randint(0, c.VocabSize, new long[] { batch, promptLen }, dtype: ScalarType.Int64);
 
-        // (a) the real model.
+        // (a) the real model. Passes alternate the decode-step attention kernel (SDPA / matmul, AttentionPlan.DecodeWithMatmul;
+        // a no-op for a build without it): two warm-ups, then `passes` of each, interleaved.
+        var matmulSwitch = typeof(CausalLM).Assembly.GetType("FineAlign.Models.AttentionPlan")
+            ?.GetProperty("DecodeWithMatmul", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static);
         var real = new Dictionary<string, double> { ["forward_hidden"] = 0, ["lm_head"] = 0, ["greedy_select_and_copy"] = 0 };
+        var forwardByKernel = new Dictionary<string, List<double>> { ["matmul"] = new(), ["sdpa"] = new() };
         int gc0 = GC.CollectionCount(0), gc1 = GC.CollectionCount(1), gc2 = GC.CollectionCount(2);
         long alloc0 = GC.GetTotalAllocatedBytes(true);
         Tensor? lastLogits = null;
-        for (int pass = 0; pass <= passes; pass++)   // pass 0 is the warm-up
+        int totalPasses = matmulSwitch is null ? passes + 1 : 2 * passes + 2;
+        for (int pass = 0; pass < totalPasses; pass++)   // the first one (two with the kernel switch) warm up
         {
+            bool matmul = matmulSwitch is not null && pass % 2 == 1;
+            matmulSwitch?.SetValue(null, matmul);
+            bool timed = pass >= (matmulSwitch is null ? 1 : 2);
+            bool counted = timed && !matmul;   // the phase split below is the default (SDPA) kernel's
+            double passForward = 0;
             using var cache = model.NewCache(promptLen + steps + 1);
             using var outer = torch.NewDisposeScope();
             var mask = torch.ones(batch, promptLen, dtype: ScalarType.Int64);
@@ -50,26 +66,32 @@ internal static class DecodeProfile
             for (int s = 0; s < steps; s++)
             {
                 using var scope = torch.NewDisposeScope();
-                mask = torch.cat(new[] { mask, torch.ones(batch, 1, dtype: ScalarType.Int64) }, 1).MoveToOuterDisposeScope();
+                // As TextGenerator: --old-loop passes the grown mask every step (the loop before issue #18's second
+                // step); otherwise the cache carries positions and padding and steps pass no mask.
+                Tensor? stepMask = null;
+                if (oldLoop) { mask = torch.cat(new[] { mask, torch.ones(batch, 1, dtype: ScalarType.Int64) }, 1).MoveToOuterDisposeScope(); stepMask = mask; }
                 var sw = Stopwatch.StartNew();
-                var h = model.ForwardHidden(input, mask, cache);
+                var h = model.ForwardHidden(input, stepMask, cache);
                 double t1 = sw.Elapsed.TotalSeconds;
                 var logits = model.LmHead(h)[TensorIndex.Colon, -1];
                 double t2 = sw.Elapsed.TotalSeconds;
                 var next = logits.argmax(-1);
                 var lp = logits.log_softmax(-1).gather(-1, next.unsqueeze(-1));
-                var ids = next.data<long>().ToArray(); _ = lp.data<float>().ToArray();
+                var ids = next.data<long>().ToArray(); _ = lp.to_type(ScalarType.Float32).data<float>().ToArray();
                 double t3 = sw.Elapsed.TotalSeconds;
-                if (pass > 0) { real["forward_hidden"] += t1; real["lm_head"] += t2 - t1; real["greedy_select_and_copy"] += t3 - t2; }
+                if (counted) { real["forward_hidden"] += t1; real["lm_head"] += t2 - t1; real["greedy_select_and_copy"] += t3 - t2; }
+                passForward += t1;
                 input = torch.tensor(ids, new long[] { batch, 1 }).MoveToOuterDisposeScope();
-                if (pass == passes && s == steps - 1) lastLogits = logits.clone().DetachFromDisposeScope();
+                if (pass == totalPasses - 1 && s == steps - 1) lastLogits = logits.to_type(ScalarType.Float32).clone().DetachFromDisposeScope();
             }
+            if (timed) forwardByKernel[matmul ? "matmul" : "sdpa"].Add(passForward / steps * 1e3);
         }
+        matmulSwitch?.SetValue(null, false);
         int n = passes * steps;
         var gcs = new JsonObject
         {
             ["gen0"] = GC.CollectionCount(0) - gc0, ["gen1"] = GC.CollectionCount(1) - gc1, ["gen2"] = GC.CollectionCount(2) - gc2,
-            ["managed_bytes_per_step"] = Math.Round((GC.GetTotalAllocatedBytes(true) - alloc0) / (double)((passes + 1) * steps)),
+            ["managed_bytes_per_step"] = Math.Round((GC.GetTotalAllocatedBytes(true) - alloc0) / (double)(totalPasses * steps)),
         };
 
         // (b) the same step, op for op, phase by phase.
@@ -78,7 +100,7 @@ internal static class DecodeProfile
         long hd = c.HeadDim, nh = c.NumHeads, cap = promptLen + steps + 1;
         var inv = Enumerable.Range(0, (int)hd / 2).Select(i => (float)(1.0 / Math.Pow(c.RopeTheta, 2.0 * i / hd))).ToArray();
         var invT = torch.tensor(inv);
-        for (int pass = 0; pass <= passes; pass++)
+        for (int pass = 0; pass <= (dtype == ScalarType.Float32 ? passes : -1); pass++)   // the rebuilt step is fp32 only
         {
             var kc = Enumerable.Range(0, c.NumLayers).Select(_ => torch.randn(batch, nh, cap, hd)).ToArray();
             var vc = Enumerable.Range(0, c.NumLayers).Select(_ => torch.randn(batch, nh, cap, hd)).ToArray();
@@ -154,11 +176,94 @@ internal static class DecodeProfile
         Console.WriteLine(new JsonObject
         {
             ["workload"] = "decode-profile", ["batch"] = batch, ["threads"] = threads, ["steps"] = n,
+            ["dtype"] = dtype.ToString(), ["loop"] = oldLoop ? "mask every step" : "cache positions, no mask",
             ["load_1min"] = File.ReadAllText("/proc/loadavg").Split(' ')[0],
-            ["real_ms_per_step"] = realMs, ["real_step_ms_total"] = Math.Round(real.Values.Sum() / n * 1e3, 3),
+            ["real_ms_per_step"] = realMs,
+            ["forward_hidden_ms_per_step_by_attention_kernel"] = new JsonObject
+            {
+                ["matmul_passes"] = new JsonArray(forwardByKernel["matmul"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+                ["sdpa_passes"] = new JsonArray(forwardByKernel["sdpa"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+            }, ["real_step_ms_total"] = Math.Round(real.Values.Sum() / n * 1e3, 3),
             ["rebuilt_phase_ms_per_step"] = phaseMs, ["rebuilt_step_ms_total"] = Math.Round(phase.Values.Sum() / n * 1e3, 3),
             ["top_p_sampler"] = sampler, ["gc_over_real_steps"] = gcs,
         }.ToJsonString());
         return 0;
     }
+}
+
+/// <summary>
+/// <c>--dtype bfloat16</c> decoding against fp32 (issue #18), one process:
+///
+///   dotnet run -c Release --project bench/FineAlign.Bench -- --workload decode-dtype [--reps 3] [--threads 2]
+///
+/// The stories15M-shape model of decode-peer in fp32 and the same weights rounded to bf16 (ModelFactory draws in fp32,
+/// then casts: half the bytes per step). Speed: TextGenerator greedy, 64-token prompts, 128 new tokens, batch 1 and 8,
+/// the two dtypes alternating, median of ≥ 3 after a warm-up. Error: the fp32 model's greedy continuations are scored
+/// teacher-forced by both models (one full forward each, log_softmax in fp32): |log p_bf16 − log p_fp32| per token,
+/// and how many greedy tokens the bf16 decoder reproduces before its first divergence.
+/// </summary>
+internal static class DecodeDtype
+{
+    public static int Run(Dictionary<string, string> args)
+    {
+        int threads = int.Parse(args.GetValueOrDefault("threads", "2"));
+        int reps = Math.Max(3, int.Parse(args.GetValueOrDefault("reps", "3")));
+        torch.set_num_threads(threads);
+        var c = new ModelConfig
+        {
+            ModelType = "llama", VocabSize = 32000, HiddenSize = 288, IntermediateSize = 768, NumLayers = 6,
+            NumHeads = 6, NumKvHeads = 6, HeadDim = 48, MaxPositionEmbeddings = 256, NormEps = 1e-5,
+            RopeTheta = 10000, TieWordEmbeddings = false, EosTokenIds = new[] { 257 }, BosTokenId = 256, PadTokenId = 258,
+        };
+        using var fp32 = ModelFactory.Create(c, seed: 0);
+        using var bf16 = ModelFactory.Create(c, seed: 0, ScalarType.BFloat16);
+        fp32.eval(); bf16.eval();
+        foreach (int batch in new[] { 1, 8 })
+        {
+            var rng = new Random(batch);
+            var prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, 64).Select(_ => rng.Next(c.VocabSize)).ToArray()).ToList();
+            var o = new FineAlign.Generation.GenerationOptions { MaxNewTokens = 128, DoSample = false, EosTokenIds = Array.Empty<int>() };
+            IReadOnlyList<FineAlign.Generation.GeneratedSequence>? r32 = null, r16 = null;
+            void Run32() => r32 = FineAlign.Generation.TextGenerator.Generate(fp32, prompts, o);
+            void Run16() => r16 = FineAlign.Generation.TextGenerator.Generate(bf16, prompts, o);
+            Run32(); Run16();
+            var t32 = new List<double>(); var t16 = new List<double>();
+            for (int r = 0; r < reps; r++)
+            {
+                if (r % 2 == 0) { t16.Add(Time(Run16)); t32.Add(Time(Run32)); }
+                else { t32.Add(Time(Run32)); t16.Add(Time(Run16)); }
+            }
+
+            // Teacher-forced log-probs of the fp32 continuations under both models.
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            var seqs = r32!.Select(g => g.PromptIds.Concat(g.Tokens).Select(x => (long)x).ToArray()).ToArray();
+            var ids = torch.tensor(seqs.SelectMany(x => x).ToArray(), new long[] { batch, seqs[0].Length });
+            Tensor LogProbs(CausalLM m)
+            {
+                var logits = m.Forward(ids).to_type(ScalarType.Float32).narrow(1, 63, 128);
+                return logits.log_softmax(-1).gather(-1, ids.narrow(1, 64, 128).unsqueeze(-1)).squeeze(-1);
+            }
+            var diff = (LogProbs(bf16) - LogProbs(fp32)).abs();
+            int agree = Enumerable.Range(0, batch).Min(i => r32[i].Tokens.Zip(r16![i].Tokens).TakeWhile(p => p.First == p.Second).Count());
+            double m32 = Median(t32), m16 = Median(t16);
+            Console.WriteLine(new JsonObject
+            {
+                ["workload"] = "decode-dtype", ["batch"] = batch, ["threads"] = threads, ["reps"] = reps,
+                ["fp32_new_tok_s"] = Math.Round(batch * 128 / m32, 1), ["bf16_new_tok_s"] = Math.Round(batch * 128 / m16, 1),
+                ["bf16_speedup"] = Math.Round(m32 / m16, 3),
+                ["fp32_call_s_all"] = new JsonArray(t32.Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+                ["bf16_call_s_all"] = new JsonArray(t16.Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+                ["logprob_abs_err_max"] = Math.Round(diff.max().item<float>(), 5), ["logprob_abs_err_mean"] = Math.Round(diff.mean().item<float>(), 5),
+                ["greedy_tokens_equal_before_first_divergence_min_over_rows"] = agree,
+                ["weight_mb_fp32"] = Math.Round(fp32.parameters().Sum(p => p.numel()) * 4 / 1e6, 1),
+                ["weight_mb_bf16"] = Math.Round(bf16.parameters().Sum(p => p.numel() * p.ElementSize) / 1e6, 1),
+                ["load_1min"] = File.ReadAllText("/proc/loadavg").Split(' ')[0],
+            }.ToJsonString());
+        }
+        return 0;
+    }
+
+    private static double Time(Action a) { var sw = Stopwatch.StartNew(); a(); return sw.Elapsed.TotalSeconds; }
+    private static double Median(List<double> xs) { var s = xs.OrderBy(x => x).ToList(); return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2; }
 }

@@ -37,7 +37,8 @@ var argsMap = ParseArgs(args);
 int threads = int.Parse(argsMap.GetValueOrDefault("threads", "2"));
 int reps = int.Parse(argsMap.GetValueOrDefault("reps", "5"));
 string workload = argsMap.GetValueOrDefault("workload", "all");
-if (workload == "decode-profile") return DecodeProfile.Run(argsMap);   // issue #18 per-step profile (DecodeProfile.cs)
+if (workload == "decode-profile") return DecodeProfile.Run(argsMap);
+if (workload == "decode-dtype") return DecodeDtype.Run(argsMap);   // --dtype bfloat16 decoding vs fp32: speed and log-prob error   // issue #18 per-step profile (DecodeProfile.cs)
 if (workload is "decode-peer" or "export-gguf") return DecodePeer.Run(workload, argsMap);   // FineAlign vs llama.cpp (DecodePeer.cs)
 if (workload.StartsWith("rs_", StringComparison.Ordinal)) return RealScaleBench.Run(workload, argsMap, reps, threads);   // issue #15 (RealScale.cs)
 

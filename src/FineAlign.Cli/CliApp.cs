@@ -36,6 +36,7 @@ public static class CliApp
         root.Add(BcoCommand.Create());
         root.Add(EvalRmCommand.Create());
         root.Add(EvalPrefCommand.Create());
+        root.Add(FoldsCommand.Create());
         root.Add(CorpusCommand.Create());
         root.Add(GenerateCommand.Create());
         root.Add(TemplateCommand.Create());

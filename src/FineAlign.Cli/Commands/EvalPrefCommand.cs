@@ -46,9 +46,12 @@ public static class EvalPrefCommand
     {
         var enc = data.Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = data.FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(data.Data) is string path)
         {
             var all = PreferenceDataset.Load(path, tokenizer, enc, warn);
+            if (folds is not null)
+                return all with { Source = folds.Describe(path), Pairs = KFold.Split(all.Pairs, p => p.Line, path, folds, "pairs").Test };
             if (r.Get(data.HoldoutLast) is not (int n and > 0)) return all;
             long cut = PreferenceFlags.HoldoutStart(path, n);
             return all with { Source = $"{path} (last {n} lines)", Pairs = all.Pairs.Where(p => p.Line > cut).ToList() };
@@ -66,17 +69,35 @@ public static class EvalPrefCommand
         var length = PreferenceEval.Length(pairs.Pairs);
         r.Out.WriteLine(string.Create(inv,
             $"{command}: length baseline on the same pairs: the shorter reply wins {length.ShorterWins:P1}, the longer reply wins {length.LongerWins:P1} " +
-            $"(equal length {length.Ties:P1}); the {what} beats it by {acc.Accuracy - length.Best:+0.0%;-0.0%;0.0%}"));
+            $"(equal length {length.Ties:P1}; the better rule with ties decided by a coin: {length.BestWithCoinTies:P1}); " +
+            $"the {what} beats that by {acc.Accuracy - length.BestWithCoinTies:+0.0%;-0.0%;0.0%}"));
+        var lc = PreferenceEval.LengthControl(pairs.Pairs, acc);
+        string Pct(double v) => double.IsNaN(v) ? "n/a" : v.ToString("P1", inv);
+        r.Out.WriteLine(string.Create(inv,
+            $"{command}: length-controlled: on the {lc.SimilarPairs} pairs whose replies differ in length by ≤ {lc.SimilarWithin:P0} the {what} scores " +
+            $"{Pct(lc.Similar)} ± {Pct(lc.SimilarHalfWidth)} (shorter wins there {Pct(lc.SimilarShorterWins)}); length-balanced (mean over the " +
+            $"{lc.ShorterChosenPairs} chosen-shorter pairs, {Pct(lc.ShorterChosen)}, and the {lc.LongerChosenPairs} chosen-longer, {Pct(lc.LongerChosen)}; " +
+            $"a length-only rule scores 50%): {Pct(lc.Balanced)} ± {Pct(lc.BalancedHalfWidth)}; {lc.EqualPairs} equal-length pairs: {Pct(lc.Equal)}"));
         if (output is not null)
         {
-            var json = new Dictionary<string, object>
+            var json = new Dictionary<string, object?>
             {
                 ["data"] = pairs.Source, ["score"] = what, ["pairs"] = acc.Pairs, ["accuracy"] = acc.Accuracy, ["accuracy_ci95"] = acc.ConfidenceHalfWidth,
                 ["mean_margin"] = acc.MeanMargin, ["mean_chosen"] = acc.MeanChosen, ["mean_rejected"] = acc.MeanRejected,
                 ["length_shorter_wins"] = length.ShorterWins, ["length_longer_wins"] = length.LongerWins,
+                ["length_best_coin_ties"] = length.BestWithCoinTies,
+                ["similar_length_within"] = lc.SimilarWithin, ["similar_length_pairs"] = lc.SimilarPairs,
+                ["similar_length_accuracy"] = Json(lc.Similar), ["similar_length_shorter_wins"] = Json(lc.SimilarShorterWins),
+                ["shorter_chosen_pairs"] = lc.ShorterChosenPairs, ["shorter_chosen_accuracy"] = Json(lc.ShorterChosen),
+                ["longer_chosen_pairs"] = lc.LongerChosenPairs, ["longer_chosen_accuracy"] = Json(lc.LongerChosen),
+                ["equal_length_pairs"] = lc.EqualPairs, ["equal_length_accuracy"] = Json(lc.Equal),
+                ["length_balanced_accuracy"] = Json(lc.Balanced), ["length_balanced_ci95"] = Json(lc.BalancedHalfWidth),
             };
             File.WriteAllText(output, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
         }
         return 0;
     }
+
+    // JSON has no NaN: an empty subset is written as null.
+    private static object? Json(double v) => double.IsNaN(v) ? null : v;
 }

@@ -23,6 +23,9 @@ internal sealed class PreferenceFlags
     public required Option<int> CorpusSize { get; init; }
     public required Option<int> CorpusSeed { get; init; }
     public required Option<int> HoldoutLast { get; init; }
+    public required Option<int?> Folds { get; init; }
+    public required Option<int?> Fold { get; init; }
+    public required Option<int> FoldSeed { get; init; }
 
     public static PreferenceFlags Declare(RecipeCommand cmd, bool feedback, bool evalData = true)
     {
@@ -46,7 +49,27 @@ internal sealed class PreferenceFlags
                 ? "Hold out the last N lines of --data as the eval set (when --eval-data is not given); 0 = none."
                 : "Evaluate only the last N lines of --data (the part a training run held out with the same value); 0 = all.",
                 check: v => v >= 0 ? null : "must be ≥ 0"),
+            Folds = cmd.Declare<int?>("--folds", null, "K-fold cross-validation over the lines of --data: split the file into N folds " +
+                                                       "(seeded shuffle, dealt round-robin; the folds partition the file). Needs --fold."),
+            Fold = cmd.Declare<int?>("--fold", null, evalData
+                ? "Which fold (1 to --folds) is held out as the eval set; the other folds train."
+                : "Evaluate only this fold (1 to --folds) of --data: the part a training run with the same --folds/--fold/--fold-seed held out."),
+            FoldSeed = cmd.Declare("--fold-seed", 0, "Seed of the fold partition (kept apart from --seed so runs with different seeds share folds)."),
         };
+    }
+
+    /// <summary>
+    /// The --folds/--fold choice, checked (null when not given); folds split a --data file and replace --holdout-last and
+    /// --eval-data, so combining them is an error.
+    /// </summary>
+    public FoldSpec? FoldChoice(Recipe r)
+    {
+        var spec = FoldSpec.From(r.Get(Folds), r.Get(Fold), r.Get(FoldSeed));
+        if (spec is null) return null;
+        if (r.Get(Data) is null) throw new FineAlignException("--folds/--fold split a --data file; the built-in pairs have their own held-out set.");
+        if (r.Get(HoldoutLast) > 0) throw new FineAlignException("--folds/--fold and --holdout-last both choose the held-out lines: give one.");
+        if (EvalData is not null && r.Get(EvalData) is not null) throw new FineAlignException("--folds/--fold hold out a fold of --data: drop --eval-data.");
+        return spec;
     }
 
     /// <param name="modelFolder">The resolved model folder (its chat_template.jinja and named templates are used, as sft does); null for a fresh model.</param>
@@ -62,9 +85,15 @@ internal sealed class PreferenceFlags
     {
         var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(Data) is string path)
         {
             var train = PreferenceDataset.Load(path, tokenizer, enc, warn);
+            if (folds is not null)
+            {
+                var (kept, held) = KFold.Split(train.Pairs, p => p.Line, path, folds, "pairs");
+                return (train with { Pairs = kept }, train with { Source = folds.Describe(path), Pairs = held });
+            }
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? PreferenceDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {
@@ -83,9 +112,15 @@ internal sealed class PreferenceFlags
     {
         var enc = Encoding(r, context, modelFolder);
         Action<string> warn = m => r.Error.WriteLine("warning: " + m);
+        var folds = FoldChoice(r);   // checked first: --folds without --data is an error, not ignored
         if (r.Get(Data) is string path)
         {
             var train = FeedbackDataset.Load(path, tokenizer, enc, warn);
+            if (folds is not null)
+            {
+                var (kept, held) = KFold.Split(train.Examples, e => e.Line, path, folds, "examples");
+                return (train with { Examples = kept }, train with { Source = folds.Describe(path), Examples = held });
+            }
             var eval = EvalData is not null && r.Get(EvalData) is string ep ? FeedbackDataset.Load(ep, tokenizer, enc, warn) : null;
             if (eval is null && r.Get(HoldoutLast) is int n and > 0)
             {

@@ -70,15 +70,18 @@ public static class TextGenerator
             using var cache = options.UseCache ? model.NewCache(totalLen) : null;
 
             var allIds = torch.tensor(idsFlat, new long[] { batch, promptLen }, device: device);
-            var mask = torch.tensor(maskFlat, new long[] { batch, promptLen }, device: device);
+            Tensor? mask = torch.tensor(maskFlat, new long[] { batch, promptLen }, device: device);
             var input = allIds;
+            using var scalars = new SamplerScalars(options);
 
             for (int step = 0; step < options.MaxNewTokens; step++)
             {
                 using var scope = torch.NewDisposeScope();
-                var logits = model.Forward(input, mask, cache);
-                var last = logits[TensorIndex.Colon, -1].to_type(ScalarType.Float32);
-                var (next, nextLogp) = ChooseNext(last, options, generator);
+                // Only the last position's logits are needed (the prefill's other rows of the LM head are skipped).
+                var hidden = model.ForwardHidden(input, mask, cache);
+                var last = model.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1)).squeeze(1);
+                if (last.dtype != ScalarType.Float32) last = last.to_type(ScalarType.Float32);
+                var (next, nextLogp) = ChooseNext(last, options, generator, scalars);
                 var nextIds = next.data<long>().ToArray();
                 var nextLp = nextLogp.data<float>().ToArray();
 
@@ -99,14 +102,16 @@ public static class TextGenerator
                 }
 
                 var nextTensor = torch.tensor(nextIds, new long[] { batch, 1 }, device: device);
-                mask = torch.cat(new[] { mask, torch.ones(batch, 1, dtype: ScalarType.Int64, device: device) }, 1).MoveToOuterDisposeScope();
                 if (cache is null)
                 {
+                    mask = torch.cat(new[] { mask!, torch.ones(batch, 1, dtype: ScalarType.Int64, device: device) }, 1).MoveToOuterDisposeScope();
                     allIds = torch.cat(new[] { allIds, nextTensor }, 1).MoveToOuterDisposeScope();
                     input = allIds;
                 }
                 else
                 {
+                    // The cache keeps each row's positions and padding: later steps pass no mask (nothing rebuilt per step).
+                    mask = null;
                     input = nextTensor.MoveToOuterDisposeScope();
                 }
                 if (finished.All(f => f)) break;
@@ -130,7 +135,7 @@ public static class TextGenerator
     /// Picks the next token per row and returns its log-probability under softmax(logits / T)
     /// (log_softmax, never softmax().log()). Top-k/top-p only restrict what can be drawn.
     /// </summary>
-    internal static (Tensor Next, Tensor LogProb) ChooseNext(Tensor logits, GenerationOptions o, torch.Generator generator)
+    internal static (Tensor Next, Tensor LogProb) ChooseNext(Tensor logits, GenerationOptions o, torch.Generator generator, SamplerScalars? scalars = null)
     {
         if (o.IsGreedy)
         {
@@ -138,20 +143,46 @@ public static class TextGenerator
             var next = logits.argmax(-1);
             return (next, logp.gather(-1, next.unsqueeze(-1)).squeeze(-1));
         }
-        var scaled = logits / o.Temperature;
-        var logpScaled = scaled.log_softmax(-1);
-        var filtered = scaled;
-        if (o.TopK > 0 && o.TopK < logits.shape[^1])
+        bool own = scalars is null;
+        scalars ??= new SamplerScalars(o);
+        try
         {
-            var kth = scaled.topk(o.TopK, -1).values[TensorIndex.Colon, TensorIndex.Slice(-1, null)];
-            filtered = filtered.masked_fill(filtered.lt(kth), double.NegativeInfinity);
+            var scaled = logits / scalars.Temperature;
+            var logpScaled = scaled.log_softmax(-1);
+            var filtered = scaled;
+            if (o.TopK > 0 && o.TopK < logits.shape[^1])
+            {
+                var kth = scaled.topk(o.TopK, -1).values[TensorIndex.Colon, TensorIndex.Slice(-1, null)];
+                filtered = filtered.masked_fill(filtered.lt(kth), scalars.NegativeInfinity);
+            }
+            Tensor sample;
+            if (o.TopP < 1.0)
+                sample = SampleNucleus(filtered, o.TopP, generator, NucleusCandidates(o, logits.shape[^1]), out _, scalars);
+            else
+                sample = InverseCdf(filtered.softmax(-1), generator);
+            return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
         }
-        Tensor sample;
-        if (o.TopP < 1.0)
-            sample = SampleNucleus(filtered, o.TopP, generator, NucleusCandidates(o, logits.shape[^1]), out _);
-        else
-            sample = InverseCdf(filtered.softmax(-1), generator);
-        return (sample, logpScaled.gather(-1, sample.unsqueeze(-1)).squeeze(-1));
+        finally
+        {
+            if (own) scalars.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The sampler's constants as Scalars made once per generation call instead of once per step: a temporary Scalar
+    /// is a native allocation with a finalizer that nothing keeps alive during the call (docs/RELIABILITY.md).
+    /// </summary>
+    internal sealed class SamplerScalars(GenerationOptions o) : IDisposable
+    {
+        public readonly Scalar Temperature = o.Temperature.ToScalar();
+        public readonly Scalar TopP = o.TopP.ToScalar();
+        public readonly Scalar Zero = 0.0.ToScalar();
+        public readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
+
+        public void Dispose()
+        {
+            Temperature.Dispose(); TopP.Dispose(); Zero.Dispose(); NegativeInfinity.Dispose();
+        }
     }
 
     /// <summary>How many top candidates the nucleus shortcut tries before sorting the whole vocabulary.</summary>
@@ -168,8 +199,12 @@ public static class TextGenerator
     /// prefix are the same numbers (a sequential scan), and the same uniform draw picks the same token. Otherwise
     /// (a flat distribution) the whole vocabulary is sorted. <paramref name="candidates"/> ≤ 1 forces the full sort.
     /// </summary>
-    internal static Tensor SampleNucleus(Tensor filtered, double topP, torch.Generator generator, int candidates, out bool shortcut)
+    internal static Tensor SampleNucleus(Tensor filtered, double topP, torch.Generator generator, int candidates, out bool shortcut, SamplerScalars? scalars = null)
     {
+        using var ownP = scalars is null ? topP.ToScalar() : null;
+        using var ownZero = scalars is null ? 0.0.ToScalar() : null;
+        var p = scalars?.TopP ?? ownP!;
+        var zero = scalars?.Zero ?? ownZero!;
         // Probabilities over the unsorted vocabulary, so both paths normalise by the same sum.
         var probs = filtered.softmax(-1);
         long vocab = probs.shape[^1];
@@ -181,7 +216,7 @@ public static class TextGenerator
             var cum = sorted.cumsum(-1);
             var above = cum[TensorIndex.Colon, -2];                       // mass ranked above the last candidate
             var last = sorted[TensorIndex.Colon, -1];
-            bool covered = above.gt(topP).logical_or(last.eq(0.0)).all().item<bool>();
+            bool covered = above.gt(p).logical_or(last.eq(zero)).all().item<bool>();
             if (covered) shortcut = true;
             else (sorted, order) = probs.sort(-1, descending: true);
         }
@@ -190,7 +225,7 @@ public static class TextGenerator
             (sorted, order) = probs.sort(-1, descending: true);
         }
         // Drop a token when the tokens ranked above it already reach p (the top token always stays).
-        var kept = sorted.masked_fill((sorted.cumsum(-1) - sorted).gt(topP), 0.0);
+        var kept = sorted.masked_fill((sorted.cumsum(-1) - sorted).gt(p), zero);
         return order.gather(-1, InverseCdf(kept, generator).unsqueeze(-1)).squeeze(-1);
     }
 

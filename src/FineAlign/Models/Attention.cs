@@ -31,6 +31,24 @@ internal sealed class AttentionPlan
         long past = cache?.Length ?? 0;
         long s = past + t;
         var device = inputIds.device;
+        bool windowBites = slidingWindow is int w && s > w;
+
+        if (cache is not null && past > 0 && attentionMask is null && cache.NextPositions is Tensor next)
+        {
+            if (next.shape[0] != b)
+                throw new ArgumentException($"the KV cache holds {next.shape[0]} rows, the input has {b}");
+            // Decode step: the cache's own positions and padding bias, nothing rebuilt (issue #18). A pass without a
+            // mask continues every row (its new tokens are real).
+            if (t == 1 && !windowBites)
+                return new AttentionPlan { Positions = next, Mask = cache.KeyBias?.narrow(3, 0, s), Cache = cache };
+            if (cache.KeyBias is not null)
+            {
+                // Several tokens (or Mistral's window) after padded rows: the mask the caller would have passed.
+                using var keptPast = cache.KeyBias.narrow(3, 0, past).view(b, past).eq(0).to(ScalarType.Int64);
+                using var newTokens = ones(new[] { b, t }, ScalarType.Int64, device);
+                return Create(inputIds, cat(new[] { keptPast, newTokens }, 1), cache, dtype, slidingWindow);
+            }
+        }
 
         bool padded = false, rightPaddedOnly = false;
         Tensor positions;
@@ -51,10 +69,21 @@ internal sealed class AttentionPlan
         }
         else
         {
-            positions = arange(past, s, ScalarType.Int64, device).unsqueeze(0).expand(b, t);
+            positions = cache?.NextPositions is Tensor continued && past > 0
+                ? continued + arange(t, ScalarType.Int64, device).unsqueeze(0)         // continues the rows (no padding seen)
+                : arange(past, s, ScalarType.Int64, device).unsqueeze(0).expand(b, t);
+        }
+        double neg = dtype == ScalarType.Float16 ? -65504.0 : -3.0e38;
+        if (cache is not null)
+        {
+            cache.SetNextPositions(positions.narrow(1, t - 1, 1) + LiveScalars.One);
+            if (padded || (attentionMask is not null && cache.KeyBias is not null))
+            {
+                using var negative = full(1, neg, dtype, device);
+                cache.RecordPadding(attentionMask!, dtype, negative);
+            }
         }
 
-        bool windowBites = slidingWindow is int w && s > w;
         if ((!padded || (rightPaddedOnly && past == 0)) && !windowBites)
         {
             // Fast paths: SDPA's own causal mask when queries and keys coincide, no mask at all for
@@ -83,7 +112,6 @@ internal sealed class AttentionPlan
             allowed.Dispose();
             allowed = both;
         }
-        double neg = dtype == ScalarType.Float16 ? -65504.0 : -3.0e38;
         using var zero = zeros(1, dtype, device);
         using var negT = full(1, neg, dtype, device);
         var mask = where(allowed, zero, negT).expand(b, 1, t, s);
@@ -93,6 +121,38 @@ internal sealed class AttentionPlan
 
     /// <summary>The same plan with another mask handle (a recomputed layer gets its own handles, see <see cref="Recompute"/>).</summary>
     public AttentionPlan WithMask(Tensor? mask) => new() { Positions = Positions, Mask = mask, IsCausal = IsCausal, Cache = Cache };
+
+    /// <summary>
+    /// How one new token attends to the cache on the decode path: libtorch's fused SDPA kernel (the default) or three
+    /// plain calls (q·kᵀ, softmax, ·v). decode-profile times both in one process: the three calls were 1.3–3× slower
+    /// (bench/RESULTS.md), so SDPA stays. Process-wide; set it only from a benchmark.
+    /// </summary>
+    internal static bool DecodeWithMatmul { get; set; }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Scalar> Scales = new();
+
+    /// <summary>
+    /// <see cref="Attend"/> over a KV cache. For one new token: with grouped-query attention each group's query heads
+    /// become the query rows of their shared k/v head (no copy of the cache per head), and the kernel is
+    /// <see cref="DecodeWithMatmul"/>'s choice. Several new tokens (prefill) go to <see cref="Attend"/>.
+    /// </summary>
+    public Tensor AttendCached(Tensor q, Tensor k, Tensor v)
+    {
+        if (q.shape[2] != 1 || IsCausal) return Attend(q, k, v);
+        long b = q.shape[0], heads = q.shape[1], kvHeads = k.shape[1], d = q.shape[3];
+        var grouped = kvHeads == heads ? q : q.reshape(b, kvHeads, heads / kvHeads, d);   // heads j·rep … j·rep + rep − 1 share k/v head j
+        var mask = Mask is null ? null : (Mask.dtype == q.dtype ? Mask : Mask.to(q.dtype));   // [B, 1, 1, S] broadcasts over the rows
+        Tensor o;
+        if (!DecodeWithMatmul) o = F.scaled_dot_product_attention(grouped, k, v, mask);
+        else
+        {
+            var scale = Scales.GetOrAdd(d, dim => (1.0 / Math.Sqrt(dim)).ToScalar());   // lives with the process (see LiveScalars)
+            var scores = grouped.matmul(k.transpose(-2, -1)).mul_(scale);              // [B, Hkv, rep, S]
+            if (mask is not null) scores.add_(mask);
+            o = scores.softmax(-1).matmul(v);
+        }
+        return kvHeads == heads ? o : o.reshape(b, heads, 1, v.shape[3]);
+    }
 
     /// <summary>Scaled dot-product attention with grouped-query support (k/v heads repeated as in HF's repeat_kv).</summary>
     public Tensor Attend(Tensor q, Tensor k, Tensor v)

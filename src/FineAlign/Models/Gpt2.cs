@@ -140,7 +140,8 @@ public sealed class Gpt2LMHeadModel : CausalLM
         using var scope = NewDisposeScope();
         var tok = transformer.wte.forward(inputIds);
         var plan = AttentionPlan.Create(inputIds, attentionMask, cache, tok.dtype);
-        long maxPos = plan.Positions.max().item<long>();
+        // A position never exceeds its column (past + new − 1), so only a longer sequence needs the host-side check.
+        long maxPos = (cache?.Length ?? 0) + inputIds.shape[1] <= Config.MaxPositionEmbeddings ? 0 : plan.Positions.max().item<long>();
         if (maxPos >= Config.MaxPositionEmbeddings)
             throw new FineAlignException($"position {maxPos} exceeds GPT-2's n_positions ({Config.MaxPositionEmbeddings}); shorten the sequence.");
         var x = tok + transformer.wpe.forward(plan.Positions);

@@ -41,19 +41,67 @@ public sealed class KvCache : IDisposable
             _keys[layer] = zeros(shape, keys.dtype, keys.device).DetachFromDisposeScope();
             _values[layer] = zeros(shape, values.dtype, values.device).DetachFromDisposeScope();
         }
-        var range = TensorIndex.Slice(Length, Length + n);
-        _keys[layer]![TensorIndex.Colon, TensorIndex.Colon, range] = keys;
-        _values[layer]![TensorIndex.Colon, TensorIndex.Colon, range] = values;
-        var upTo = TensorIndex.Slice(0, Length + n);
-        return (_keys[layer]![TensorIndex.Colon, TensorIndex.Colon, upTo], _values[layer]![TensorIndex.Colon, TensorIndex.Colon, upTo]);
+        // Written in place (narrow + copy_: two calls, no index tensors), returned as views.
+        _keys[layer]!.narrow(2, Length, n).copy_(keys);
+        _values[layer]!.narrow(2, Length, n).copy_(values);
+        return (_keys[layer]!.narrow(2, 0, Length + n), _values[layer]!.narrow(2, 0, Length + n));
     }
 
     /// <summary>Marks <paramref name="tokens"/> new tokens as stored (called by the model after a forward pass).</summary>
-    public void Advance(int tokens) => Length += tokens;
+    public void Advance(int tokens)
+    {
+        Length += tokens;
+        if (_pendingPositions is not null)
+        {
+            NextPositions?.Dispose();
+            NextPositions = _pendingPositions;
+            _pendingPositions = null;
+        }
+        else if (NextPositions is not null)
+        {
+            if (tokens == 1) NextPositions.add_(LiveScalars.One);
+            else { using var n = tokens.ToScalar(); NextPositions.add_(n); }
+        }
+    }
+
+    /// <summary>
+    /// Each row's position for its next token, [batch, 1] (int64), once a forward pass has gone through this cache:
+    /// a one-token step without a mask continues from here (see <see cref="AttentionPlan.Create"/>), so generation
+    /// neither rebuilds the mask nor recomputes positions every step.
+    /// </summary>
+    internal Tensor? NextPositions { get; private set; }
+
+    /// <summary>Additive attention bias over the cached columns, [batch, 1, 1, Capacity]: 0 for real tokens, a large negative for padding; null while no padding was seen.</summary>
+    internal Tensor? KeyBias { get; private set; }
+
+    private Tensor? _pendingPositions;
+
+    /// <summary>Called while planning a pass: the positions after it (installed by <see cref="Advance"/>).</summary>
+    internal void SetNextPositions(Tensor next)
+    {
+        _pendingPositions?.Dispose();
+        _pendingPositions = next.DetachFromDisposeScope();
+    }
+
+    /// <summary>Records padding of columns [0, keep.shape[1]) from a 0/1 mask [batch, columns] (allocates the bias on first padding).</summary>
+    internal void RecordPadding(Tensor keep, ScalarType dtype, Tensor negative)
+    {
+        long b = keep.shape[0], s = keep.shape[1];
+        if (KeyBias is null || KeyBias.dtype != dtype)
+        {
+            KeyBias?.Dispose();
+            KeyBias = zeros(new[] { b, 1, 1, (long)Capacity }, dtype, keep.device).DetachFromDisposeScope();
+        }
+        using var _ = NewDisposeScope();
+        KeyBias.narrow(3, 0, s).copy_(where(keep.ne(0), zeros(1, dtype, keep.device), negative).view(b, 1, 1, s));
+    }
 
     public void Dispose()
     {
         foreach (var t in _keys) t?.Dispose();
         foreach (var t in _values) t?.Dispose();
+        NextPositions?.Dispose();
+        KeyBias?.Dispose();
+        _pendingPositions?.Dispose();
     }
 }

@@ -12,7 +12,7 @@ namespace FineAlign.Models;
 /// Root-mean-square layer norm (Zhang &amp; Sennrich 2019), computed in fp32 and cast back as
 /// transformers' LlamaRMSNorm does: weight · (x / √(mean(x²) + eps)).
 /// </summary>
-public sealed class RMSNorm : nn.Module<Tensor, Tensor>
+public sealed partial class RMSNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
     private readonly Scalar _eps;
@@ -39,7 +39,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 /// Rotary position embedding (Su et al. 2021, RoFormer) in transformers' rotate_half layout:
 /// the two halves of each head are rotated together (not interleaved pairs).
 /// </summary>
-internal static class Rotary
+internal static partial class Rotary
 {
     /// <summary>inv_freq[i] = 1 / θ^(2i/D), as transformers computes it (in fp32).</summary>
     public static float[] InverseFrequencies(int headDim, double theta)
@@ -119,7 +119,7 @@ internal static class Rotary
     }
 }
 
-internal sealed class LlamaAttention : nn.Module
+internal sealed partial class LlamaAttention : nn.Module
 {
     private readonly Projection q_proj, k_proj, v_proj, o_proj;
     private readonly int _heads, _kvHeads, _headDim;
@@ -150,7 +150,7 @@ internal sealed class LlamaAttention : nn.Module
     }
 }
 
-internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+internal sealed partial class LlamaMlp : nn.Module<Tensor, Tensor>
 {
     private readonly Projection gate_proj, up_proj, down_proj;
     private readonly string _act;
@@ -169,7 +169,7 @@ internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
         => down_proj.forward(Activations.Apply(_act, gate_proj.forward(x)) * up_proj.forward(x));
 }
 
-internal sealed class LlamaDecoderLayer : nn.Module
+internal sealed partial class LlamaDecoderLayer : nn.Module
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
@@ -211,7 +211,7 @@ internal sealed class LlamaModel : nn.Module
 /// Qwen2ForCausalLM): RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP.
 /// Mistral/Qwen2 sliding-window attention is not applied (exact for sequences shorter than the window).
 /// </summary>
-public sealed class LlamaForCausalLM : CausalLM
+public sealed partial class LlamaForCausalLM : CausalLM
 {
     private readonly LlamaModel model;
     private readonly Linear? lm_head;
@@ -242,6 +242,7 @@ public sealed class LlamaForCausalLM : CausalLM
 
     public override Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
+        if (cache is not null && !is_grad_enabled()) return DecodeHidden(inputIds, attentionMask, cache);   // LlamaDecode.cs
         using var scope = NewDisposeScope();
         inputIds = OnModelDevice(inputIds, model.embed_tokens.weight!);
         if (attentionMask is not null) attentionMask = OnModelDevice(attentionMask, model.embed_tokens.weight!);

@@ -80,10 +80,23 @@ public sealed class Projection : nn.Module<Tensor, Tensor>
         var w = weight.dtype == x.dtype ? weight : weight.to(x.dtype);
         var b = bias is null ? null : bias.dtype == x.dtype ? bias : bias.to(x.dtype);
         var y = F.linear(x, w, b);
-        if (lora_A is null || _state is not { Enabled: true }) return y;
+        var delta = LoraDelta(x);
+        return delta is null ? y : y + delta;
+    }
+
+    /// <summary>Whether an attached adapter is switched on (its delta is added to the output).</summary>
+    internal bool AdapterActive => lora_A is not null && _state is { Enabled: true };
+
+    /// <summary>
+    /// The adapter's term (α/r)·B·A·dropout(x), or null when no adapter is active. The fused decode path
+    /// (<see cref="FusedProjections"/>) adds it to this projection's slice of the fused output.
+    /// </summary>
+    internal Tensor? LoraDelta(Tensor x)
+    {
+        if (!AdapterActive) return null;
         var h = _dropout > 0 && training ? F.dropout(x, _dropout, true) : x;
-        var a = lora_A.weight!.dtype == x.dtype ? lora_A.weight! : lora_A.weight!.to(x.dtype);
+        var a = lora_A!.weight!.dtype == x.dtype ? lora_A.weight! : lora_A.weight!.to(x.dtype);
         var bb = lora_B!.weight!.dtype == x.dtype ? lora_B.weight! : lora_B.weight!.to(x.dtype);
-        return y + F.linear(F.linear(h, a), bb) * _scaling!;
+        return F.linear(F.linear(h, a), bb) * _scaling!;
     }
 }

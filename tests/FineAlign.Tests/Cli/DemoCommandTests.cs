@@ -73,5 +73,27 @@ public class DemoCommandTests
         Assert.Contains(dpoRow, File.ReadAllText(Path.Combine(again, ComparisonReport.MarkdownFile)));   // same settings, same numbers
     }
 
+    [Fact]
+    public void SeveralSeedsRunOnePipelinePerSeedAndReportMeanAndIntervalPerMethod()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string a = Path.Combine(dir.Path, "s");
+        var (code, output, err) = CliRunner.Run("demo", "--quick", "--seeds", "2", "--out", a, "--threads", "1");
+        Assert.True(code == 0, err + output);
+        Assert.Contains("1 of 2 seeds", output);
+        Assert.Contains("2 of 2 seeds", output);
+        foreach (var s in new[] { 42, 43 })
+            foreach (var run in Runs)
+                Assert.True(File.Exists(Path.Combine(a, "runs", $"seed-{s}", run, RunEvaluation.FileName)), $"seed {s}: {run}");
+
+        // One row per method (not per run), each the mean over the 2 seeds ± its 95 % interval.
+        string md = File.ReadAllText(Path.Combine(a, "report", ComparisonReport.MarkdownFile));
+        Assert.Contains("(mean ± 95 % CI)", md);
+        Assert.Contains("--seeds 2", md);                                                       // the exact command
+        foreach (var run in Runs) Assert.Single(Table(md), l => l.StartsWith($"| {run} |", StringComparison.Ordinal));
+        Assert.Contains(Table(md), l => l.Contains("(n = 2)"));
+        Assert.Contains("2 seeds (each a full pipeline", md);
+    }
+
     private static List<string> Table(string markdown) => markdown.Split('\n').Where(l => l.StartsWith("| ", StringComparison.Ordinal) && l.Contains(" ± ")).ToList();
 }

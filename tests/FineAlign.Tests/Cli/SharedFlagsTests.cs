@@ -6,7 +6,7 @@ namespace FineAlign.Tests.Cli;
 /// <summary>The CLI's shared flag groups: every command that runs torch takes --threads; ppo, grpo and rloo share one option set.</summary>
 public class SharedFlagsTests
 {
-    private static readonly string[] WithoutTorch = ["version", "corpus", "tokenize", "template", "tokenizer", "imdb-prepare"]; // print a version / write text / tokenise / render chat templates / train a BPE tokenizer / split review files: no tensor work
+    private static readonly string[] WithoutTorch = ["version", "corpus", "tokenize", "template", "tokenizer", "folds", "imdb-prepare"]; // print a version / write text / tokenise / render chat templates / train a BPE tokenizer / split a file into folds / split review files: no tensor work
 
     private static IEnumerable<Command> Commands() => CliApp.BuildRootCommand().Subcommands;
 
