@@ -99,12 +99,7 @@ public static class DemoCommand
                            : $"{n} seeds (each a full pipeline, pretraining included): ± is the 95 % interval of the mean over seeds (Student's t).",
                 ],
             };
-            string md = ComparisonReport.Write(evaluations, reportDir, context);
-            r.Out.WriteLine();
-            r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
-            r.Out.WriteLine($"demo: done in {Clock(clock.Elapsed.TotalSeconds)}. Report: {md} and {Path.Combine(reportDir, ComparisonReport.HtmlFile)}; " +
-                            $"TensorBoard: tensorboard --logdir {Path.Combine(root, "runs")}");
-            return 0;
+            return Finish(r, evaluations, reportDir, context, clock, Path.Combine(root, "runs"));
         });
         return cmd;
     }
@@ -246,6 +241,17 @@ public static class DemoCommand
     }
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
+    /// <summary>Writes the report, prints its table and where everything is (both demo tasks end here).</summary>
+    internal static int Finish(Recipe r, List<RunEvaluation> evaluations, string reportDir, ReportContext context, Stopwatch clock, string tensorBoardDir)
+    {
+        string md = ComparisonReport.Write(evaluations, reportDir, context);
+        r.Out.WriteLine();
+        r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
+        r.Out.WriteLine($"demo: done in {Clock(clock.Elapsed.TotalSeconds)}. Report: {md} and {Path.Combine(reportDir, ComparisonReport.HtmlFile)}; " +
+                        $"TensorBoard: tensorboard --logdir {tensorBoardDir}");
+        return 0;
+    }
+
     internal static void Header(TextWriter output, string title, string what, string eta)
     {
         if (CliProgress.IsInteractive(output))

@@ -96,12 +96,7 @@ internal static class ImdbDemo
                             : $"{nSeeds} seeds (each a full pipeline from pretraining; data, tokenizer and judge shared): ± is the 95 % interval of the mean over seeds (Student's t).",
             ],
         };
-        string md = ComparisonReport.Write(evaluations, reportDir, context);
-        r.Out.WriteLine();
-        r.Out.Write(ComparisonReport.MarkdownTable(evaluations));
-        r.Out.WriteLine($"demo: done in {DemoCommand.Clock(clock.Elapsed.TotalSeconds)}. Report: {md} and {Path.Combine(reportDir, ComparisonReport.HtmlFile)}; " +
-                        $"TensorBoard: tensorboard --logdir {shared}");
-        return 0;
+        return DemoCommand.Finish(r, evaluations, reportDir, context, clock, shared);
     }
 
     private static string Pct(double? v) => v is double x ? (100 * x).ToString("F1", CultureInfo.InvariantCulture) + " %" : "n/a";

@@ -45,10 +45,18 @@ public static class RewardModelTrainer
         int pad = tokenizer.PaddingId;
         var trainSource = new BatchSource<PairBatch>(train.Pairs.Count, idx => PreferenceBatching.Pairs(train.Pairs, idx, pad));
         var evalSource = eval is { Pairs.Count: > 0 } ? new BatchSource<PairBatch>(eval.Pairs.Count, idx => PreferenceBatching.Pairs(eval.Pairs, idx, pad)) : null;
+        return Run(model, tokenizer, options, Training.LossUnits.NatsPerPair, b => Step(model, b, rm), trainSource, evalSource, progress, cancellation);
+    }
+
+    // The loop both reward-model objectives share: train, checkpoint the scored model, save it to model/ when done.
+    private static TrainingResult Run<TBatch>(ScoredLM model, TextTokenizer tokenizer, TrainingOptions options, string lossUnit,
+        Func<TBatch, LossResult> step, BatchSource<TBatch> trainSource, BatchSource<TBatch>? evalSource,
+        IProgress<ProgressUpdate>? progress, CancellationToken cancellation) where TBatch : IDisposable
+    {
         string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
-        using var trainer = new Trainer<PairBatch>(model, options, b => { using (b) return Step(model, b, rm); }, trainSource, evalSource)
+        using var trainer = new Trainer<TBatch>(model, options, b => { using (b) return step(b); }, trainSource, evalSource)
         {
-            LossUnit = Training.LossUnits.NatsPerPair,
+            LossUnit = lossUnit,
             Progress = progress,
             SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
             LoadModelWeights = dir => ScoredLM.LoadInto(model, Folder(dir)),
@@ -80,16 +88,6 @@ public static class RewardModelTrainer
         int pad = tokenizer.PaddingId;
         var trainSource = new BatchSource<FeedbackBatch>(train.Examples.Count, idx => PreferenceBatching.Feedback(train.Examples, idx, pad, false));
         var evalSource = eval is { Examples.Count: > 0 } ? new BatchSource<FeedbackBatch>(eval.Examples.Count, idx => PreferenceBatching.Feedback(eval.Examples, idx, pad, false)) : null;
-        string Folder(string dir) => Path.Combine(dir, RunLayout.ModelFolder);
-        using var trainer = new Trainer<FeedbackBatch>(model, options, b => { using (b) return ClassifierStep(model, b); }, trainSource, evalSource)
-        {
-            LossUnit = Training.LossUnits.NatsPerExample,
-            Progress = progress,
-            SaveModelWeights = dir => model.Save(Folder(dir), tokenizer),
-            LoadModelWeights = dir => ScoredLM.LoadInto(model, Folder(dir)),
-        };
-        var result = trainer.Train(cancellation);
-        if (result.Completed) model.Save(Folder(options.OutputDir), tokenizer);
-        return result;
+        return Run(model, tokenizer, options, Training.LossUnits.NatsPerExample, b => ClassifierStep(model, b), trainSource, evalSource, progress, cancellation);
     }
 }
