@@ -42,24 +42,23 @@ internal static class DecodeProfile
         Tensor W(string suffix) => p.First(kv => kv.Key.EndsWith(suffix, StringComparison.Ordinal)).Value;
         var prompt = torch.randint(0, c.VocabSize, new long[] { batch, promptLen }, dtype: ScalarType.Int64);
 
-        // (a) the real model. Passes alternate the decode-step attention kernel (SDPA / matmul, AttentionPlan.DecodeWithMatmul;
-        // a no-op for a build without it): two warm-ups, then `passes` of each, interleaved.
-        var matmulSwitch = typeof(CausalLM).Assembly.GetType("FineAlign.Models.AttentionPlan")
-            ?.GetProperty("DecodeWithMatmul", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static);
+        // (a) the real model. Passes alternate the decode layout (KvCache.DecodeLayout: Wᵀ copies for the LM head and the
+        // fused q/k/v and gate/up matmuls, TransposedWeight) on and off: two warm-ups, then `passes` of each, interleaved.
         var real = new Dictionary<string, double> { ["forward_hidden"] = 0, ["lm_head"] = 0, ["greedy_select_and_copy"] = 0 };
-        var forwardByKernel = new Dictionary<string, List<double>> { ["matmul"] = new(), ["sdpa"] = new() };
+        var realOff = new Dictionary<string, double> { ["forward_hidden"] = 0, ["lm_head"] = 0, ["greedy_select_and_copy"] = 0 };
+        var stepByLayout = new Dictionary<string, List<double>> { ["transposed"] = new(), ["linear"] = new() };
         int gc0 = GC.CollectionCount(0), gc1 = GC.CollectionCount(1), gc2 = GC.CollectionCount(2);
         long alloc0 = GC.GetTotalAllocatedBytes(true);
         Tensor? lastLogits = null;
-        int totalPasses = matmulSwitch is null ? passes + 1 : 2 * passes + 2;
-        for (int pass = 0; pass < totalPasses; pass++)   // the first one (two with the kernel switch) warm up
+        int totalPasses = 2 * passes + 2;
+        for (int pass = 0; pass < totalPasses; pass++)   // the first two warm up
         {
-            bool matmul = matmulSwitch is not null && pass % 2 == 1;
-            matmulSwitch?.SetValue(null, matmul);
-            bool timed = pass >= (matmulSwitch is null ? 1 : 2);
-            bool counted = timed && !matmul;   // the phase split below is the default (SDPA) kernel's
-            double passForward = 0;
+            bool layoutOff = pass % 2 == 1;
+            bool timed = pass >= 2;
+            var into = layoutOff ? realOff : real;
+            double passStep = 0;
             using var cache = model.NewCache(promptLen + steps + 1);
+            cache.DecodeLayout = !layoutOff;
             using var outer = torch.NewDisposeScope();
             var mask = torch.ones(batch, promptLen, dtype: ScalarType.Int64);
             var input = model.Forward(prompt, mask, cache)[TensorIndex.Colon, -1].argmax(-1).unsqueeze(-1);
@@ -73,20 +72,19 @@ internal static class DecodeProfile
                 var sw = Stopwatch.StartNew();
                 var h = model.ForwardHidden(input, stepMask, cache);
                 double t1 = sw.Elapsed.TotalSeconds;
-                var logits = model.LmHead(h)[TensorIndex.Colon, -1];
+                var logits = model.DecodeLmHead(h, cache)[TensorIndex.Colon, -1];
                 double t2 = sw.Elapsed.TotalSeconds;
                 var next = logits.argmax(-1);
                 var lp = logits.log_softmax(-1).gather(-1, next.unsqueeze(-1));
                 var ids = next.data<long>().ToArray(); _ = lp.to_type(ScalarType.Float32).data<float>().ToArray();
                 double t3 = sw.Elapsed.TotalSeconds;
-                if (counted) { real["forward_hidden"] += t1; real["lm_head"] += t2 - t1; real["greedy_select_and_copy"] += t3 - t2; }
-                passForward += t1;
+                if (timed) { into["forward_hidden"] += t1; into["lm_head"] += t2 - t1; into["greedy_select_and_copy"] += t3 - t2; }
+                passStep += t3;
                 input = torch.tensor(ids, new long[] { batch, 1 }).MoveToOuterDisposeScope();
                 if (pass == totalPasses - 1 && s == steps - 1) lastLogits = logits.to_type(ScalarType.Float32).clone().DetachFromDisposeScope();
             }
-            if (timed) forwardByKernel[matmul ? "matmul" : "sdpa"].Add(passForward / steps * 1e3);
+            if (timed) stepByLayout[layoutOff ? "linear" : "transposed"].Add(passStep / steps * 1e3);
         }
-        matmulSwitch?.SetValue(null, false);
         int n = passes * steps;
         var gcs = new JsonObject
         {
@@ -172,18 +170,20 @@ internal static class DecodeProfile
         }
 
         var realMs = new JsonObject(); foreach (var kv in real) realMs[kv.Key] = Math.Round(kv.Value / n * 1e3, 3);
+        var realOffMs = new JsonObject(); foreach (var kv in realOff) realOffMs[kv.Key] = Math.Round(kv.Value / n * 1e3, 3);
         var phaseMs = new JsonObject(); foreach (var kv in phase) phaseMs[kv.Key] = Math.Round(kv.Value / n * 1e3, 3);
         Console.WriteLine(new JsonObject
         {
             ["workload"] = "decode-profile", ["batch"] = batch, ["threads"] = threads, ["steps"] = n,
             ["dtype"] = dtype.ToString(), ["loop"] = oldLoop ? "mask every step" : "cache positions, no mask",
             ["load_1min"] = File.ReadAllText("/proc/loadavg").Split(' ')[0],
-            ["real_ms_per_step"] = realMs,
-            ["forward_hidden_ms_per_step_by_attention_kernel"] = new JsonObject
+            ["real_ms_per_step"] = realMs, ["real_step_ms_total"] = Math.Round(real.Values.Sum() / n * 1e3, 3),
+            ["real_ms_per_step_decode_layout_off"] = realOffMs, ["real_step_ms_total_decode_layout_off"] = Math.Round(realOff.Values.Sum() / n * 1e3, 3),
+            ["step_ms_by_pass"] = new JsonObject
             {
-                ["matmul_passes"] = new JsonArray(forwardByKernel["matmul"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
-                ["sdpa_passes"] = new JsonArray(forwardByKernel["sdpa"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
-            }, ["real_step_ms_total"] = Math.Round(real.Values.Sum() / n * 1e3, 3),
+                ["decode_layout_transposed"] = new JsonArray(stepByLayout["transposed"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+                ["decode_layout_off_linear"] = new JsonArray(stepByLayout["linear"].Select(x => (JsonNode)Math.Round(x, 3)).ToArray()),
+            },
             ["rebuilt_phase_ms_per_step"] = phaseMs, ["rebuilt_step_ms_total"] = Math.Round(phase.Values.Sum() / n * 1e3, 3),
             ["top_p_sampler"] = sampler, ["gc_over_real_steps"] = gcs,
         }.ToJsonString());

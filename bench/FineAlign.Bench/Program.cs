@@ -38,6 +38,7 @@ int threads = int.Parse(argsMap.GetValueOrDefault("threads", "2"));
 int reps = int.Parse(argsMap.GetValueOrDefault("reps", "5"));
 string workload = argsMap.GetValueOrDefault("workload", "all");
 if (workload == "decode-profile") return DecodeProfile.Run(argsMap);
+if (workload == "gemv") return GemvBench.Run(argsMap);   // one-row / few-row decode matmuls vs the copy bandwidth (GemvBench.cs)
 if (workload == "decode-dtype") return DecodeDtype.Run(argsMap);   // --dtype bfloat16 decoding vs fp32: speed and log-prob error   // issue #18 per-step profile (DecodeProfile.cs)
 if (workload is "decode-peer" or "export-gguf") return DecodePeer.Run(workload, argsMap);   // FineAlign vs llama.cpp (DecodePeer.cs)
 if (workload.StartsWith("rs_", StringComparison.Ordinal)) return RealScaleBench.Run(workload, argsMap, reps, threads);   // issue #15 (RealScale.cs)

@@ -26,6 +26,12 @@ public abstract class CausalLM : nn.Module
     /// <summary>Projects hidden states to vocabulary logits.</summary>
     public abstract Tensor LmHead(Tensor hidden);
 
+    /// <summary>
+    /// <see cref="LmHead"/> for hidden states that came out of a forward through <paramref name="cache"/> (generation):
+    /// the same logits within float rounding; a model may compute them in its decode layout (LlamaDecode.cs).
+    /// </summary>
+    public virtual Tensor DecodeLmHead(Tensor hidden, KvCache cache) => LmHead(hidden);
+
     /// <summary>Logits [batch, new tokens, vocab].</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
         => LmHead(ForwardHidden(inputIds, attentionMask, cache));

@@ -33,6 +33,7 @@ internal sealed class FusedProjections : IDisposable
     private readonly Parameter?[] _boundWeights;
     private readonly Parameter?[] _boundBiases;
     private Tensor? _weight, _bias;
+    private TransposedWeight? _transposed;
     private long _elementSize;
 
     public FusedProjections(params Projection[] parts)
@@ -47,16 +48,32 @@ internal sealed class FusedProjections : IDisposable
         _boundBiases = new Parameter?[parts.Length];
     }
 
+    /// <summary>Wᵀ copies made for decode steps (<see cref="TransposedWeight.Copies"/>).</summary>
+    public int TransposedCopies => _transposed?.Copies ?? 0;
+
     /// <summary>Where projection <paramref name="i"/>'s outputs start in the fused output's last dimension.</summary>
     public long Offset(int i) => _offsets[i];
 
-    /// <summary>[…, Σ out]: every projection's output side by side, each with its own LoRA delta added.</summary>
-    public Tensor Forward(Tensor x)
+    /// <summary>
+    /// […, Σ out]: every projection's output side by side, each with its own LoRA delta added. On a decode step through
+    /// <paramref name="cache"/> the base product reads the fused weight's <see cref="TransposedWeight"/> copy (same
+    /// numbers within float rounding, the one-row matmul ~1.8× faster).
+    /// </summary>
+    public Tensor Forward(Tensor x, KvCache? cache = null)
     {
         Bind();
-        var w = _weight!.dtype == x.dtype ? _weight : _weight.to(x.dtype);
         var b = _bias is null ? null : _bias.dtype == x.dtype ? _bias : _bias.to(x.dtype);
-        var y = F.linear(x, w, b);
+        Tensor y;
+        if (TransposedWeight.Use(cache))
+        {
+            y = x.matmul((_transposed ??= new TransposedWeight()).Get(_weight!, x.dtype, cache!));
+            if (b is not null) y.add_(b);
+        }
+        else
+        {
+            var w = _weight!.dtype == x.dtype ? _weight : _weight.to(x.dtype);
+            y = F.linear(x, w, b);
+        }
         for (int i = 0; i < _parts.Length; i++)
             if (_parts[i].LoraDelta(x) is Tensor delta)
                 y.narrow(-1, _offsets[i], _parts[i].OutFeatures).add_(delta);
@@ -105,6 +122,7 @@ internal sealed class FusedProjections : IDisposable
 
     public void Dispose()
     {
+        _transposed?.Dispose();
         _weight?.Dispose();
         _bias?.Dispose();
         _weight = _bias = null;

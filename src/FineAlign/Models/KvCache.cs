@@ -23,6 +23,23 @@ public sealed class KvCache : IDisposable
 
     public int Capacity { get; }
 
+    private static long s_nextId;
+
+    /// <summary>
+    /// One id per cache. Its keys and values were computed from the model's weights, so the weights are fixed for as long
+    /// as the cache is in (valid) use: weight copies the decode path makes (<see cref="TransposedWeight"/>) are keyed on it.
+    /// </summary>
+    internal long Id { get; } = Interlocked.Increment(ref s_nextId);
+
+    /// <summary>
+    /// Whether decode steps through this cache may use the decode layout (<see cref="TransposedWeight"/>: Wᵀ copies, made
+    /// once per cache). Generation turns it off for calls too short to pay the copies back (docs/DECODING.md).
+    /// </summary>
+    public bool DecodeLayout { get; set; } = true;
+
+    /// <summary>Forward passes through this cache so far (the prefill is the first).</summary>
+    public int Passes { get; private set; }
+
     /// <summary>Tokens already stored (before the forward pass that is in progress).</summary>
     public int Length { get; private set; }
 
@@ -51,6 +68,7 @@ public sealed class KvCache : IDisposable
     public void Advance(int tokens)
     {
         Length += tokens;
+        Passes++;
         if (_pendingPositions is not null)
         {
             NextPositions?.Dispose();

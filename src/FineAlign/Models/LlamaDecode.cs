@@ -47,10 +47,13 @@ internal sealed class RotaryTable : IDisposable
 
     public RotaryTable(float[] invFreq) => _invFreq = invFreq;
 
+    /// <summary>How many times the tables were computed (once per model unless a longer cache or another dtype comes).</summary>
+    public int Builds { get; private set; }
+
     /// <summary>Tables for <paramref name="positions"/> [B, T] as [B, T, 1, D] in <paramref name="dtype"/>; positions must be below <paramref name="length"/>.</summary>
     public (Tensor Cos, Tensor SignedSin) Lookup(Tensor positions, long length, ScalarType dtype)
     {
-        if (_cos is null || _cos.shape[0] < length || _cos.dtype != dtype || _cos.device != positions.device) Build(length, dtype, positions.device);
+        if (_cos is null || _cos.shape[0] < length || _cos.dtype != dtype || _cos.device_type != positions.device_type || _cos.device_index != positions.device_index) Build(length, dtype, positions.device);
         long b = positions.shape[0], t = positions.shape[1], d = _cos!.shape[1];
         var index = positions.reshape(-1);
         return (_cos.index_select(0, index).view(b, t, 1, d), _sin!.index_select(0, index).view(b, t, 1, d));
@@ -58,6 +61,7 @@ internal sealed class RotaryTable : IDisposable
 
     private void Build(long length, ScalarType dtype, Device device)
     {
+        Builds++;
         length = Math.Max(length, _cos?.shape[0] ?? 0);
         using var scope = NewDisposeScope();
         long half = _invFreq.Length;
@@ -87,7 +91,7 @@ internal sealed partial class LlamaAttention
     {
         _qkv ??= new FusedProjections(q_proj, k_proj, v_proj);
         long b = x.shape[0], t = x.shape[1], d = _headDim, nq = _heads, nk = _kvHeads;
-        var qkv = _qkv.Forward(x);                                                                  // [B, T, (H + 2·Hkv)·D]
+        var qkv = _qkv.Forward(x, plan.Cache);                                                                  // [B, T, (H + 2·Hkv)·D]
         var qk = Rotary.ApplyTable(qkv.narrow(-1, 0, (nq + nk) * d).view(b, t, nq + nk, d), cos, signedSin);
         var q = qk.narrow(2, 0, nq).transpose(1, 2);                                                 // [B, H, T, D]
         var k = qk.narrow(2, nq, nk).transpose(1, 2);
@@ -108,11 +112,11 @@ internal sealed partial class LlamaMlp
 {
     private FusedProjections? _gateUp;
 
-    internal Tensor DecodeForward(Tensor x)
+    internal Tensor DecodeForward(Tensor x, KvCache? cache)
     {
         _gateUp ??= new FusedProjections(gate_proj, up_proj);
         long f = gate_proj.OutFeatures;
-        var gateUp = _gateUp.Forward(x);                                                            // [B, T, 2·FFN]
+        var gateUp = _gateUp.Forward(x, cache);                                                           // [B, T, 2·FFN]
         var hidden = Activations.Apply(_act, gateUp.narrow(-1, 0, f)).mul_(gateUp.narrow(-1, f, f));
         return down_proj.forward(hidden);
     }
@@ -130,7 +134,7 @@ internal sealed partial class LlamaDecoderLayer
     internal Tensor DecodeForward(Tensor x, Tensor cos, Tensor signedSin, AttentionPlan plan, int layer)
     {
         x = x.add_(self_attn.DecodeForward(input_layernorm.DecodeForward(x), cos, signedSin, plan, layer));
-        return x.add_(mlp.DecodeForward(post_attention_layernorm.DecodeForward(x)));
+        return x.add_(mlp.DecodeForward(post_attention_layernorm.DecodeForward(x), plan.Cache));
     }
 }
 
@@ -155,9 +159,26 @@ public sealed partial class LlamaForCausalLM
         return x.MoveToOuterDisposeScope();
     }
 
+    private readonly TransposedWeight _headTransposed = new();
+
+    /// <summary>Decode-path bookkeeping for tests: Wᵀ copies of the head, rotary table builds.</summary>
+    internal (int HeadCopies, int RotaryBuilds) DecodeStats => (_headTransposed.Copies, _rotary?.Builds ?? 0);
+
+    /// <summary>
+    /// The LM head on a decode step's hidden states reads a <see cref="TransposedWeight"/> copy of the head (refreshed
+    /// once per cache): the 32000 × 288 one-row matmul streams at the memory bandwidth instead of ~4 GB/s per core. The
+    /// prefill's (first pass's) head keeps nn.Linear's layout, so a one-token call makes no copy.
+    /// </summary>
+    public override Tensor DecodeLmHead(Tensor hidden, KvCache cache)
+    {
+        if (!cache.DecodeLayout || cache.Passes < 2 || is_grad_enabled()) return LmHead(hidden);
+        var w = lm_head?.weight ?? model.embed_tokens.weight!;
+        return hidden.matmul(_headTransposed.Get(w, hidden.dtype, cache));
+    }
+
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _rotary?.Dispose();
+        if (disposing) { _rotary?.Dispose(); _headTransposed.Dispose(); }
         base.Dispose(disposing);
     }
 }

@@ -378,5 +378,7 @@ public static class Lora
         }
 
         public override Tensor LmHead(Tensor hidden) => _policy.LmHead(hidden);
+
+        public override Tensor DecodeLmHead(Tensor hidden, KvCache cache) => _policy.DecodeLmHead(hidden, cache);
     }
 }
