@@ -135,6 +135,8 @@ internal sealed class RolloutFlags
     public required Option<double> Timeout { get; init; }
     public required Option<int> Concurrency { get; init; }
     public required Option<string> Seed { get; init; }
+    /// <summary>Training commands only: the dtype in-process rollouts sample in.</summary>
+    public Option<string>? Dtype { get; init; }
 
     /// <param name="withSync">Training commands: also --rollout-sync and --rollout-sync-dir.</param>
     public static RolloutFlags Declare(RecipeCommand cmd, bool withSync = true) => new()
@@ -148,6 +150,9 @@ internal sealed class RolloutFlags
         SyncDir = !withSync ? null : cmd.Declare<string?>("--rollout-sync-dir", null, "Folder every rollout server can read, for --rollout-sync full (default: <out>/rollout-weights)."),
         Timeout = cmd.Declare("--rollout-timeout", 120.0, "Seconds before a rollout request is retried.", check: Checks.Positive),
         Concurrency = cmd.Declare("--rollout-concurrency", 2, "Rollout requests in flight per endpoint.", check: Checks.AtLeast(1)),
+        Dtype = !withSync ? null : cmd.Declare("--rollout-dtype", "auto", $"In-process rollouts sample from a copy of the policy in this dtype ({ModelFolder.DTypeNames}; auto = the policy's own), refreshed after every update: bfloat16 halves the bytes each decode step streams. " +
+            "Scoring and the update stay in the policy's dtype, so the log-probs PPO uses are unchanged (verl's rollout.dtype; docs/DECODING.md).",
+            check: v => v == "auto" ? null : ModelFolder.CheckDType(v)),
         Seed = cmd.Declare("--rollout-seed", "per-prompt", "per-prompt: each request carries seed (run seed, step) + prompt index, so samples are reproducible whichever server answers; none: unseeded requests, which finealign serve can batch together (it decodes a seeded request alone) — faster, not reproducible.",
             check: v => v is "per-prompt" or "none" ? null : "must be per-prompt or none"),
     };
@@ -176,6 +181,14 @@ internal sealed class RolloutFlags
     }
 
     public bool SyncFull(Recipe r) => SyncMode(r) != "none";
+
+    /// <summary>The in-process rollout engine over <paramref name="policy"/> in --rollout-dtype (auto: the policy's dtype).</summary>
+    public LocalRolloutEngine Local(Recipe r, FineAlign.Models.CausalLM policy, TextTokenizer tokenizer)
+    {
+        string name = Dtype is null ? "auto" : r.Get(Dtype);
+        if (name != "auto" && r.Get(Endpoints).Length > 0) throw new FineAlignException("--rollout-dtype sets the in-process sampler; rollout servers keep their own dtype (drop --rollout-endpoint or --rollout-dtype)");
+        return new LocalRolloutEngine(policy, tokenizer, name == "auto" ? null : ModelFolder.ParseDType(name));
+    }
 
     /// <summary>full, lora or none (always none on commands without --rollout-sync).</summary>
     public string SyncMode(Recipe r) => Sync is null ? "none" : r.Get(Sync);

@@ -1,5 +1,7 @@
 using FineAlign.Models;
 using FineAlign.Text;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace FineAlign.Generation;
 
@@ -8,15 +10,27 @@ namespace FineAlign.Generation;
 /// every prompt is repeated <see cref="RolloutRequest.SamplesPerPrompt"/> times in a row and the whole request is
 /// one batch with one seeded sampling stream, so the same request gives the same samples.
 /// </summary>
-public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer = null) : IRolloutEngine
+/// <remarks>
+/// <paramref name="rolloutDtype"/> (<c>--rollout-dtype bfloat16</c>, verl's <c>rollout.dtype</c>): sample from a copy of
+/// the policy in that dtype — half the bytes per decode step — refreshed from the policy's current weights at every
+/// request (a LoRA policy's adapters are folded in). Only the sampling changes: the trainers recompute every log-prob
+/// with the fp32 policy (scoring pass), so the objective is the same function of the samples; the samples come from the
+/// bf16 model's distribution, which the importance ratio of the first epoch does not correct (docs/DECODING.md).
+/// </remarks>
+public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer = null, ScalarType? rolloutDtype = null) : IRolloutEngine, IDisposable
 {
+    private CausalLM? _copy;
+
+    /// <summary>The dtype rollouts are sampled in (null: the model's own).</summary>
+    public ScalarType? RolloutDtype => rolloutDtype;
+
     public IReadOnlyList<RolloutSample> Generate(RolloutRequest request)
     {
         request.Validate();
         var rows = new List<int[]>(request.Count);
         foreach (var p in request.PromptIds)
             for (int j = 0; j < request.SamplesPerPrompt; j++) rows.Add(p);
-        var generated = TextGenerator.Generate(model, rows, new GenerationOptions
+        var generated = TextGenerator.Generate(Sampler(), rows, new GenerationOptions
         {
             MaxNewTokens = request.MaxNewTokens, DoSample = true, Temperature = request.Temperature, TopP = request.TopP,
             TopK = request.TopK, Seed = request.Seed, EosTokenIds = request.StopTokenIds,
@@ -24,4 +38,19 @@ public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer 
         return generated.Select(g => new RolloutSample(g.Tokens, g.LogProbs,
             g.FinishReason == FinishReason.Length ? RolloutFinish.Length : RolloutFinish.Stop)).ToList();
     }
+
+    /// <summary>The model to sample from: the policy itself, or its cast copy holding the policy's current weights.</summary>
+    private CausalLM Sampler()
+    {
+        if (rolloutDtype is not ScalarType dtype || model.parameters().First().dtype == dtype) return model;
+        _copy ??= ModelFactory.Construct(model.Config, dtype);
+        // Every request: the policy was updated since the last one. Copy (and cast) by HF name; adapters merged.
+        var source = model.Lora is null ? model.state_dict() : Lora.MergedTensors(model).ToDictionary(kv => kv.Key, kv => kv.Value);
+        using var scope = NewDisposeScope();
+        WeightCopy.Copy(source, _copy, "rollout copy of the policy");
+        _copy.eval();
+        return _copy;
+    }
+
+    public void Dispose() => _copy?.Dispose();
 }
