@@ -230,11 +230,14 @@ else if (workload == "ppo")
         torch.randint(0, config.VocabSize, new long[] { promptLen }, dtype: ScalarType.Int64).data<long>().ToArray())).ToList();
     // Programmatic sequence reward: fraction of even token ids (costs nothing next to the forwards).
     var reward = ProgrammaticRewardSource.Sequence("even", e => e.ResponseIds.Count(t => t % 2 == 0) / (double)Math.Max(1, e.ResponseIds.Length));
+    // --rollout-dtype bfloat16 samples from a bf16 copy of the policy (LocalRolloutEngine); scoring and update stay fp32.
+    string rolloutDtype = argsMap.GetValueOrDefault("rollout-dtype", "auto");
+    var engine = new LocalRolloutEngine(policy, tokenizer, rolloutDtype == "bfloat16" ? ScalarType.BFloat16 : null);
     var trainer = new OnlineRlTrainer(policy, reference, value, tokenizer, reward, prompts, OnlineRlOptions.Ppo with
     {
         OutputDir = Path.Combine(Path.GetTempPath(), "finealign-bench-ppo"), Steps = 1000, BatchSize = batch,
         MiniBatchSize = batch, Epochs = 1, LearningRate = 1e-6, MaxNewTokens = newTokens, Temperature = 1.0, TopP = 0.9,
-    }) { WriteTensorBoard = false };
+    }) { WriteTensorBoard = false, Rollouts = engine };
 
     var phases = new Dictionary<string, List<double>> { ["generation"] = new(), ["scoring"] = new(), ["update"] = new() };
     var totals = new List<double>();
@@ -278,7 +281,8 @@ else if (workload == "ppo")
     double allFlops = genFlops + scoreFlops + updateFlops;
     Report(new JsonObject
     {
-        ["workload"] = "ppo", ["batch"] = batch, ["prompt_tokens"] = promptLen, ["new_tokens"] = newTokens,
+        ["workload"] = "ppo", ["rollout_dtype"] = rolloutDtype, ["batch"] = batch, ["prompt_tokens"] = promptLen, ["new_tokens"] = newTokens,
+        ["generation_share"] = Math.Round(Median(phases["generation"]) / Median(totals), 3),
         ["params_matmul_policy"] = nMatmul, ["params_matmul_value"] = nValueMatmul,
         ["iteration_s_median"] = Math.Round(totalMed, 4), ["iteration_s_all"] = new JsonArray(totals.Select(t => (JsonNode)Math.Round(t, 3)).ToArray()),
         ["rollout_tokens_per_s"] = Math.Round(tokens / totalMed, 1), ["gflop_per_iteration"] = Math.Round(allFlops / 1e9, 2),
