@@ -77,18 +77,26 @@ internal static class RealScaleBench
         double flopsPerToken = 6.0 * n + 12.0 * config.NumLayers * config.HiddenSize * len;
         var ids = randint(0, config.VocabSize, new long[] { batch, len });
         var mask = ones(batch, len, ScalarType.Bool);
-        double Step(CausalLM m)
+        float castOnceLoss = 0, perUseLoss = 0;
+        // castOnce: one optimizer step's fwd+bwd inside MasterCast.Step (as the trainers run it: each fp32 master cast to
+        // bf16 once per step); otherwise every use re-casts (each projection once, the LM head twice per chunk).
+        double Step(CausalLM m, bool castOnce = false)
         {
             var sw = Stopwatch.StartNew();
             using var scope = NewDisposeScope();
-            CausalLmLoss.Loss(m, ids, null, mask).backward();
+            using (castOnce ? MasterCast.Step() : null)
+            {
+                var loss = CausalLmLoss.Loss(m, ids, null, mask);
+                loss.backward();
+                if (ReferenceEquals(m, bf16)) { if (castOnce) castOnceLoss = loss.item<float>(); else perUseLoss = loss.item<float>(); }
+            }
             m.zero_grad();
             return sw.Elapsed.TotalSeconds;
         }
-        Step(fp32); Step(bf16);   // warm-up
-        var t32 = new List<double>(); var t16 = new List<double>();
+        Step(fp32); Step(bf16); Step(bf16, castOnce: true);   // warm-up
+        var t32 = new List<double>(); var t16 = new List<double>(); var t16Once = new List<double>();
         double loss32 = 0, loss16 = 0;
-        for (int r = 0; r < reps; r++) { t32.Add(Step(fp32)); t16.Add(Step(bf16)); }
+        for (int r = 0; r < reps; r++) { t32.Add(Step(fp32)); t16.Add(Step(bf16)); t16Once.Add(Step(bf16, castOnce: true)); }
         using (no_grad()) { loss32 = CausalLmLoss.Loss(fp32, ids, null, mask).item<float>(); loss16 = CausalLmLoss.Loss(bf16, ids, null, mask).item<float>(); }
         double m32 = Median(t32), m16 = Median(t16), tokens = batch * len;
         Report(new JsonObject
@@ -98,6 +106,10 @@ internal static class RealScaleBench
             ["fp32_s_all"] = Arr(t32), ["bf16_s_all"] = Arr(t16),
             ["fp32_tokens_per_s"] = Math.Round(tokens / m32, 1), ["bf16_tokens_per_s"] = Math.Round(tokens / m16, 1),
             ["bf16_speedup"] = Math.Round(m32 / m16, 2),
+            ["bf16_cast_once_s_median"] = Math.Round(Median(t16Once), 3), ["bf16_cast_once_s_all"] = Arr(t16Once),
+            ["bf16_cast_once_speedup_over_per_use"] = Math.Round(m16 / Median(t16Once), 3),
+            ["bf16_cast_once_speedup_over_fp32"] = Math.Round(m32 / Median(t16Once), 2),
+            ["bf16_cast_once_same_loss"] = castOnceLoss == perUseLoss,
             ["fp32_mfu_vs_fp32_gemm"] = Math.Round(tokens * flopsPerToken / m32 / 1e9 / fp32Gemm, 3),
             ["bf16_mfu_vs_bf16_gemm"] = Math.Round(tokens * flopsPerToken / m16 / 1e9 / bf16Gemm, 3),
             ["loss_fp32"] = Math.Round(loss32, 5), ["loss_bf16"] = Math.Round(loss16, 5),

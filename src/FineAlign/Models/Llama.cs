@@ -30,7 +30,7 @@ public sealed partial class RMSNorm : nn.Module<Tensor, Tensor>
         var h = x.to(ScalarType.Float32);
         var variance = h.pow(LiveScalars.Two).mean(new long[] { -1 }, keepdim: true);
         h = h * (variance + _eps).rsqrt();
-        var w = weight.dtype == x.dtype ? weight : weight.to(x.dtype);   // bf16 activations stay bf16 (fp32 master gain)
+        var w = MasterCast.As(weight, x.dtype);   // bf16 activations stay bf16 (fp32 master gain)
         return (w * h.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
@@ -267,6 +267,6 @@ public sealed partial class LlamaForCausalLM : CausalLM
     public override Tensor LmHead(Tensor hidden)
     {
         var w = lm_head?.weight ?? model.embed_tokens.weight!;
-        return F.linear(hidden, w.dtype == hidden.dtype ? w : w.to(hidden.dtype));
+        return F.linear(hidden, MasterCast.As(w, hidden.dtype));   // cast once per optimizer step inside MasterCast.Step
     }
 }
