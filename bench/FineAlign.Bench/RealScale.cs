@@ -51,7 +51,8 @@ internal static class RealScaleBench
             "rs_ppo" => PpoLora(reps, int.Parse(a.GetValueOrDefault("batch", "8")), int.Parse(a.GetValueOrDefault("prompt", "64")),
                 int.Parse(a.GetValueOrDefault("new", "128")), fp32Gemm, baseline),
             "rs_bf16_profile" => Bf16Profile(reps, int.Parse(a.GetValueOrDefault("batch", "16")), int.Parse(a.GetValueOrDefault("length", "256"))),
-            "rs_dpo" => Dpo(a.GetValueOrDefault("variant", "ckpt"), int.Parse(a.GetValueOrDefault("pairs", "1")), int.Parse(a.GetValueOrDefault("length", "256")), reps, baseline),
+            "rs_dpo" => Dpo(a.GetValueOrDefault("variant", "ckpt"), int.Parse(a.GetValueOrDefault("pairs", "1")), int.Parse(a.GetValueOrDefault("length", "256")), reps, baseline,
+                a.TryGetValue("layers", out var layers) ? int.Parse(layers) : null),
             _ => throw new ArgumentException($"unknown workload {workload}"),
         };
     }
@@ -293,10 +294,12 @@ internal static class RealScaleBench
         return 0;
     }
 
-    private static int Dpo(string variant, int pairs, int len, int reps, long baseline)
+    private static int Dpo(string variant, int pairs, int len, int reps, long baseline, int? layers = null)
     {
         var tok = new ByteTokenizer();
         var config = ModelPresets.Create("qwen2.5-0.5b", tok, len);
+        // --layers N: the same widths and vocabulary with fewer decoder layers, to see what the memory scales with.
+        if (layers is int nl) { var o = config.ToJson(); o["num_hidden_layers"] = nl; config = ModelConfig.FromJson(o); }
         bool chunked = variant != "full", lora = variant is "lora" or "bf16" or "ckpt";
         var options = new TrainingOptions { Bf16 = variant is "bf16" or "ckpt", GradientCheckpointing = variant == "ckpt" };
         var clock = Stopwatch.StartNew();
@@ -329,22 +332,26 @@ internal static class RealScaleBench
                 Tensor refLp;
                 using (var refScope = NewDisposeScope())
                 using (no_grad()) refLp = Logps(reference).MoveToOuterDisposeScope();
-                double tRef = part.Elapsed.TotalSeconds; part.Restart();
+                double tRef = part.Elapsed.TotalSeconds;
+                Console.Error.WriteLine($"rs_dpo: step {r}: reference done, RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
+                part.Restart();
                 var lp = Logps(policy);
                 var margin = (lp[..pairs] - lp[pairs..]) - (refLp[..pairs] - refLp[pairs..]);
                 var loss = -F.logsigmoid(margin * 0.1).mean();
                 lastLoss = loss.item<float>();
-                double tFwd = part.Elapsed.TotalSeconds; part.Restart();
+                double tFwd = part.Elapsed.TotalSeconds;
+                Console.Error.WriteLine($"rs_dpo: step {r}: policy forward done, RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
+                part.Restart();
                 opt.zero_grad();
                 loss.backward();
                 double tBwd = part.Elapsed.TotalSeconds; part.Restart();
                 opt.step();
                 double tOpt = part.Elapsed.TotalSeconds;
-                if (r > 0) { phases["reference_forward"].Add(tRef); phases["policy_forward"].Add(tFwd); phases["backward"].Add(tBwd); phases["optimizer"].Add(tOpt); }
+                if (r > 0 || reps == 0) { phases["reference_forward"].Add(tRef); phases["policy_forward"].Add(tFwd); phases["backward"].Add(tBwd); phases["optimizer"].Add(tOpt); }
                 Console.Error.WriteLine($"rs_dpo: step {r}: reference {tRef:F1} s, policy forward {tFwd:F1} s, backward {tBwd:F1} s, AdamW {tOpt:F2} s; RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
             }
             Console.Error.WriteLine($"rs_dpo: step {r} {sw.Elapsed.TotalSeconds:F1} s");
-            if (r > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first step also allocates AdamW's state
+            if (r > 0 || reps == 0) times.Add(sw.Elapsed.TotalSeconds);   // the first step also allocates AdamW's state (--reps 0: it is all there is)
         }
         long all = policy.parameters().Sum(p => p.numel());
         long adapter = trainable.Sum(p => p.numel());

@@ -255,9 +255,22 @@ public sealed partial class LlamaForCausalLM : CausalLM
         {
             var layer = model.layers[i];
             int index = i;
-            x = recompute
-                ? Recompute.Apply((h, c) => layer.Forward(h, c[0]!, c[1]!, plan.WithMask(c[2]), index), x, cos, sin, plan.Mask)
-                : layer.Forward(x, cos, sin, plan, i);
+            if (cache is not null)   // a prefill with autograd on: the cache keeps the layers' k and v, so no per-layer scope
+            {
+                x = layer.Forward(x, cos, sin, plan, i);
+                continue;
+            }
+            // Each layer's intermediates (q, k, v, rotary temporaries, norms, gate/up products: ≈ 0.26 GB per layer at
+            // qwen2.5-0.5b, 4 × 512, bf16) die with the layer, not with this forward: one dispose scope for the whole
+            // stack kept every layer's handles alive until the end, which made a no-grad reference pass hold all 24
+            // layers' activations (6 GB). Autograd keeps what backward needs through its own references.
+            Tensor next;
+            using (var layerScope = NewDisposeScope())
+                next = (recompute
+                    ? Recompute.Apply((h, c) => layer.Forward(h, c[0]!, c[1]!, plan.WithMask(c[2]), index), x, cos, sin, plan.Mask)
+                    : layer.Forward(x, cos, sin, plan, i)).MoveToOuterDisposeScope();
+            x.Dispose();             // the layer's input, consumed (the embedding output or the previous layer's output)
+            x = next;
         }
         x = model.norm.forward(x);
         cache?.Advance((int)inputIds.shape[1]);
