@@ -19,8 +19,6 @@ namespace FineAlign.Generation;
 /// </remarks>
 public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer = null, ScalarType? rolloutDtype = null) : IRolloutEngine, IDisposable
 {
-    private CausalLM? _copy;
-
     /// <summary>The dtype rollouts are sampled in (null: the model's own).</summary>
     public ScalarType? RolloutDtype => rolloutDtype;
 
@@ -30,7 +28,8 @@ public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer 
         var rows = new List<int[]>(request.Count);
         foreach (var p in request.PromptIds)
             for (int j = 0; j < request.SamplesPerPrompt; j++) rows.Add(p);
-        var generated = TextGenerator.Generate(Sampler(), rows, new GenerationOptions
+        using var copy = CastCopy();
+        var generated = TextGenerator.Generate(copy ?? model, rows, new GenerationOptions
         {
             MaxNewTokens = request.MaxNewTokens, DoSample = true, Temperature = request.Temperature, TopP = request.TopP,
             TopK = request.TopK, Seed = request.Seed, EosTokenIds = request.StopTokenIds,
@@ -39,18 +38,24 @@ public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer 
             g.FinishReason == FinishReason.Length ? RolloutFinish.Length : RolloutFinish.Stop)).ToList();
     }
 
-    /// <summary>The model to sample from: the policy itself, or its cast copy holding the policy's current weights.</summary>
-    private CausalLM Sampler()
+    /// <summary>
+    /// Null when sampling from the policy itself; else a fresh copy in the rollout dtype holding the policy's current
+    /// weights (adapters merged), made per request and disposed after it: the policy changes between requests, and a
+    /// copy kept across a trainer step's dispose scope lost its weights (a per-request copy costs one cast of the weights).
+    /// </summary>
+    private CausalLM? CastCopy()
     {
-        if (rolloutDtype is not ScalarType dtype || model.parameters().First().dtype == dtype) return model;
-        _copy ??= ModelFactory.Construct(model.Config, dtype);
-        // Every request: the policy was updated since the last one. Copy (and cast) by HF name; adapters merged.
-        var source = model.Lora is null ? model.state_dict() : Lora.MergedTensors(model).ToDictionary(kv => kv.Key, kv => kv.Value);
-        using var scope = NewDisposeScope();
-        WeightCopy.Copy(source, _copy, "rollout copy of the policy");
-        _copy.eval();
-        return _copy;
+        if (rolloutDtype is not ScalarType dtype || model.parameters().First().dtype == dtype) return null;
+        // Built and filled on a pool thread: dispose scopes are per thread, and the caller (a trainer step) may have one open.
+        return Task.Run(() =>
+        {
+            var copy = ModelFactory.Construct(model.Config, dtype);
+            var source = model.Lora is null ? model.state_dict() : Lora.MergedTensors(model).ToDictionary(kv => kv.Key, kv => kv.Value);
+            using (var scope = NewDisposeScope()) WeightCopy.Copy(source, copy, "rollout copy of the policy");
+            copy.eval();
+            return copy;
+        }).GetAwaiter().GetResult();
     }
 
-    public void Dispose() => _copy?.Dispose();
+    public void Dispose() { }
 }

@@ -82,11 +82,14 @@ public class RolloutDtypeTests
         var reward = ProgrammaticRewardSource.Sequence("len", e => e.ResponseIds.Length);
         using var engine = new LocalRolloutEngine(policy, tok, ScalarType.BFloat16);
         using var trainer = new OnlineRlTrainer(policy, reference, ValueModel.Separate(valueTrunk), tok, reward, ["p0", "p1"],
-            OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 1, BatchSize = 2, MiniBatchSize = 2, Epochs = 1, MaxNewTokens = 6 })
+            OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 2, BatchSize = 2, MiniBatchSize = 2, Epochs = 1, MaxNewTokens = 6 })
         { Rollouts = engine, WriteTensorBoard = false };
-        var m = trainer.Step(1);
-        Assert.Equal(1.0, m["val/ratio"], 6);            // old log-probs = the fp32 policy's, not the bf16 sampler's
-        Assert.Equal(0.0, m["policy/clipfrac_avg"]);
+        foreach (int step in new[] { 1, 2 })   // step 2 samples from the copy made inside step 1's dispose scope
+        {
+            var m = trainer.Step(step);
+            Assert.Equal(1.0, m["val/ratio"], 6);            // old log-probs = the fp32 policy's, not the bf16 sampler's
+            Assert.Equal(0.0, m["policy/clipfrac_avg"]);
+        }
         Assert.All(policy.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
     }
 }
