@@ -50,6 +50,9 @@ public static class DemoCommand
             "judged by a held-out classifier; docs/IMDB.md).", check: v => v is "builtin" or "imdb" ? null : "must be builtin or imdb");
         var imdbData = cmd.Declare("--imdb-data", "../shared/data/imdb/imdb-9k.jsonl", "--task imdb: labelled reviews, JSONL with 'text' and 'label' 0|1.");
         var afinn = cmd.Declare("--afinn", "../shared/data/afinn/AFINN-en-165.txt", "--task imdb: the AFINN lexicon (word<TAB>score).");
+        var onlySeed = cmd.Declare<string?>("--only-seed", null, "--task imdb with --seeds: run only this seed's stages (after the shared data and tokenizers), " +
+            "or 'shared' for only the shared stages (data, tokenizers, judge); no report. To run the seeds in parallel processes on one --out (shared stages " +
+            "are locked, so start them all at once); a last run without it skips every finished stage and writes the report.");
         cmd.SetRecipeAction(async (r, ct) =>
         {
             if (r.Get(task) == "imdb")
@@ -58,7 +61,7 @@ public static class DemoCommand
                 string rep = $"finealign demo --task imdb --out {ReportCommand.Quote(o)} --seed {r.Get(seed)}" + (r.Get(seeds) > 1 ? $" --seeds {r.Get(seeds)}" : "") +
                              (r.Get(quick) ? " --quick" : "") + (r.Get(threads) > 0 ? $" --threads {r.Get(threads)}" : "") +
                              $" --imdb-data {ReportCommand.Quote(r.Get(imdbData))} --afinn {ReportCommand.Quote(r.Get(afinn))}";
-                return await ImdbDemo.RunAsync(r, r.Get(quick), o, r.Get(seed), r.Get(threads), r.Get(seeds), r.Get(imdbData), r.Get(afinn), rep, ct);
+                return await ImdbDemo.RunAsync(r, r.Get(quick), o, r.Get(seed), r.Get(threads), r.Get(seeds), r.Get(imdbData), r.Get(afinn), rep, ct, r.Get(onlySeed));
             }
             var budget = r.Get(quick) ? Budget.Quick : Budget.Full;
             string root = r.Get(outDir), reportDir = Path.Combine(root, "report");

@@ -60,6 +60,25 @@ public class ImdbDemoTests
     private static string Table(string md) => string.Join('\n', md.Split('\n').Where(l => Runs.Any(r => l.StartsWith($"| {r} | ", StringComparison.Ordinal))));
 
     [Theory]
+    [InlineData("1", "with --seeds of at least 2")]      // one seed: nothing to run in parallel
+    [InlineData("3", "must be 'shared' or one of the seeds of --seed 42 --seeds 3 (seeds 42–44")]
+    [InlineData("45", "must be 'shared' or one of the seeds of --seed 42 --seeds 3 (seeds 42–44")]
+    [InlineData("seed-43", "must be 'shared' or one of the seeds")]
+    public void OnlySeedOutsideTheSeedsIsRefusedInOneLineBeforeAnyStage(string only, string says)
+    {
+        string data = TestPaths.RequireShared("data/imdb/imdb-9k.jsonl"), afinn = TestPaths.RequireShared("data/afinn/AFINN-en-165.txt");
+        using var dir = TestPaths.NewTempDir();
+        string outDir = Path.Combine(dir.Path, "out");
+        var (code, output, err) = CliRunner.Run("demo", "--task", "imdb", "--quick", "--out", outDir, "--seed", "42", "--seeds", only == "1" ? "1" : "3",
+            "--only-seed", only == "1" ? "42" : only, "--imdb-data", data, "--afinn", afinn);
+        Assert.NotEqual(0, code);
+        var lines = CliRunner.Lines(err);
+        Assert.Single(lines);
+        Assert.Contains(says, lines[0]);
+        Assert.False(Directory.Exists(outDir), output);
+    }
+
+    [Theory]
     [InlineData("{\"text\": \"no label here\"}", "field 'label': missing")]
     [InlineData("{\"text\": \"a rating\", \"label\": 7}", "field 'label': expected 0 (negative) or 1 (positive), got number 7")]
     public void ImdbPrepareRejectsBadLabelsInOneLineAndWritesNothing(string badLine, string says)
