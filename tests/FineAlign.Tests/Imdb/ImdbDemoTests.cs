@@ -49,10 +49,10 @@ public class ImdbDemoTests
             Assert.DoesNotContain(Path.Combine(shared, "base"), command.Replace("judge-base", ""));
         }
 
-        // A rerun skips every finished stage (5 shared + 13 per seed) and reproduces the table from the cached evaluations.
+        // A rerun skips every finished stage (6 shared + 13 per seed) and reproduces the table from the cached evaluations.
         var (code2, output2, err2) = CliRunner.Run(args);
         Assert.True(code2 == 0, err2 + output2);
-        Assert.Equal(18, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.Equal(19, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
         Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(a, "report", ComparisonReport.MarkdownFile))));
     }
 
