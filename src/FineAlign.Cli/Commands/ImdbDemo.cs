@@ -70,7 +70,7 @@ internal static class ImdbDemo
         var judge = sharedStages.Except(prep).ToList();
         r.Out.WriteLine($"demo --task imdb: {sharedStages.Count} shared stages (data, tokenizers, held-out judge) into {shared} ({(quick ? "quick" : "full")} budget, split seed {s0}); " +
                         $"reproduce with: {reproduce}");
-        using (SharedStagesLock(r, shared)) await RunStages(r, budget, prep, shared, s0, null, clock, ct);
+        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) await RunStages(r, budget, prep, shared, s0, null, clock, ct);
         allRuns.AddRange(sharedStages.Select(x => Path.Combine(shared, x.Name)));
         var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings)>();
         for (int k = 0; k < nSeeds; k++)
@@ -86,7 +86,7 @@ internal static class ImdbDemo
             seeds.Add((s, runs, stages, settings));
             allRuns.AddRange(stages.Where(x => x.Name != "evaluate").Select(x => Path.Combine(runs, x.Name)));
         }
-        using (SharedStagesLock(r, shared)) await RunStages(r, budget, judge, shared, s0, null, clock, ct);
+        using (SharedStagesLock(r, shared, "judge", ct)) await RunStages(r, budget, judge, shared, s0, null, clock, ct);
         foreach (var (s, runs, stages, settings) in seeds)
         {
             var (evals, seconds) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct);
@@ -131,20 +131,22 @@ internal static class ImdbDemo
     private static bool NeedsJudge(DemoCommand.Stage st) => st.Name is "bon" or "evaluate";
 
     /// <summary>
-    /// An exclusive lock on the shared stages of <paramref name="shared"/> (a kernel flock: released when the holder exits, even
-    /// when killed), waited for while another process holds it.
+    /// An exclusive lock on one group of shared stages of <paramref name="shared"/> (a kernel flock: released when the holder exits,
+    /// even when killed), waited for while another process holds it. One lock per group, so the seeds can start training while
+    /// another process trains the judge.
     /// </summary>
-    internal static FileStream SharedStagesLock(Recipe r, string shared)
+    internal static FileStream SharedStagesLock(Recipe r, string shared, string group, CancellationToken ct)
     {
         Directory.CreateDirectory(shared);
-        string path = Path.Combine(shared, ".shared-stages.lock");
+        string path = Path.Combine(shared, $".{group.Replace(' ', '-')}.lock");
         for (bool told = false; ; told = true)
         {
             try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
             catch (IOException)
             {
-                if (!told) r.Out.WriteLine($"demo --task imdb: another process is running the shared stages in {shared}; waiting for it");
-                Thread.Sleep(2000);
+                if (!told) r.Out.WriteLine($"demo --task imdb: another process is running the shared stages ({group}) in {shared}; waiting for it");
+                ct.WaitHandle.WaitOne(2000);  // Ctrl+C / SIGTERM ends the wait
+                ct.ThrowIfCancellationRequested();
             }
         }
     }
