@@ -20,8 +20,9 @@ namespace FineAlign.Cli.Commands;
 internal static class ImdbDemo
 {
     /// <summary>
-    /// Sizes of one run. <see cref="Full"/>: estimated ~15 minutes on 2 quiet cores from a pretraining step of ~1.1 s measured at load ~5
-    /// (500 + 200 pretraining steps are about 13 of them; docs/IMDB.md) — not yet measured end to end. <see cref="Quick"/>: a CI smoke test.
+    /// Sizes of one run. <see cref="Full"/>: the 2,048-token version took 18.6 min on 1 thread at load 2–3; the 8,192-token base
+    /// (real words 0.74 → 0.86, docs/IMDB.md) makes a pretraining step ~1.75× slower: an estimated ~25 min on 1 quiet thread — not measured
+    /// on a quiet machine. The classifiers keep 2,048 tokens. <see cref="Quick"/>: a CI smoke test.
     /// </summary>
     internal sealed record Budget(string Preset, int Context, int VocabSize, int ClassifierVocabSize, int MaxReviews, int PretrainSteps, double PretrainLr, int JudgePretrainSteps,
         int ClassifierSteps, int TlcrSteps, int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens,
