@@ -22,8 +22,9 @@ public static class DemoCommand
     internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
 
     /// <summary>
-    /// Sizes of a demo run. <see cref="Full"/>: estimated 9–10 minutes on 2 quiet cores (build included; DEMO.md); <see cref="Quick"/> about 1.
-    /// With the BPE tokenizer the full budget gives an SFT base with 99.9 % corpus words and 88 % well-formed responses of ~22 words (DEMO.md).
+    /// Sizes of a demo run. <see cref="Full"/>: estimated 8.5–9 minutes on 2 quiet cores (fresh-clone build included; DEMO.md); <see cref="Quick"/> about 1.
+    /// With 400 pretraining steps the SFT base had 99.9 % corpus words but 86 % well-formed responses (3 seeds, DEMO.md); 650 steps (≈ +2.2 min on
+    /// the quiet machine) is the budget's bid for the 90 % goal, extrapolated, not yet measured.
     /// </summary>
     internal sealed record Budget(string Preset, int Context, int VocabSize, int PretrainSteps, double PretrainLr, int SftSteps, int RmSteps, int TlcrSteps,
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
@@ -181,8 +182,8 @@ public static class DemoCommand
         ];
         // Expected seconds: measured on the quiet 2-core reference machine (full budget, November 2026); they only drive the ETA.
         bool q = b == Budget.Quick;
-        // Pretraining evaluates its held-out blocks only at the end (--eval-steps 0): the default every-100-steps loss costs
-        // about 3 s each on the quiet machine and changes nothing in training (no RNG, no grad), so the budget goes to steps.
+        // Pretraining evaluates its held-out blocks only at the end (--eval-steps 0): the default every-100-steps loss (322 blocks, forward only)
+        // costs a few seconds each and changes nothing in training (no RNG, no grad), so the budget goes to steps.
         return
         [
             new("tokenizer", $"byte-level BPE tokenizer ({b.VocabSize} tokens) trained on the corpus text", ["tokenizer", "train", "--out", R("tokenizer"),
