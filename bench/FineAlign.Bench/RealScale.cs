@@ -51,7 +51,8 @@ internal static class RealScaleBench
             "rs_ppo" => PpoLora(reps, int.Parse(a.GetValueOrDefault("batch", "8")), int.Parse(a.GetValueOrDefault("prompt", "64")),
                 int.Parse(a.GetValueOrDefault("new", "128")), fp32Gemm, baseline),
             "rs_bf16_profile" => Bf16Profile(reps, int.Parse(a.GetValueOrDefault("batch", "16")), int.Parse(a.GetValueOrDefault("length", "256"))),
-            "rs_dpo" => Dpo(a.GetValueOrDefault("variant", "ckpt"), int.Parse(a.GetValueOrDefault("pairs", "1")), int.Parse(a.GetValueOrDefault("length", "256")), reps, baseline),
+            "rs_dpo" => Dpo(a.GetValueOrDefault("variant", "ckpt"), int.Parse(a.GetValueOrDefault("pairs", "1")), int.Parse(a.GetValueOrDefault("length", "256")), reps, baseline,
+                a.TryGetValue("layers", out var layers) ? int.Parse(layers) : null),
             _ => throw new ArgumentException($"unknown workload {workload}"),
         };
     }
@@ -77,18 +78,26 @@ internal static class RealScaleBench
         double flopsPerToken = 6.0 * n + 12.0 * config.NumLayers * config.HiddenSize * len;
         var ids = randint(0, config.VocabSize, new long[] { batch, len });
         var mask = ones(batch, len, ScalarType.Bool);
-        double Step(CausalLM m)
+        float castOnceLoss = 0, perUseLoss = 0;
+        // castOnce: one optimizer step's fwd+bwd inside MasterCast.Step (as the trainers run it: each fp32 master cast to
+        // bf16 once per step); otherwise every use re-casts (each projection once, the LM head twice per chunk).
+        double Step(CausalLM m, bool castOnce = false)
         {
             var sw = Stopwatch.StartNew();
             using var scope = NewDisposeScope();
-            CausalLmLoss.Loss(m, ids, null, mask).backward();
+            using (castOnce ? MasterCast.Step() : null)
+            {
+                var loss = CausalLmLoss.Loss(m, ids, null, mask);
+                loss.backward();
+                if (ReferenceEquals(m, bf16)) { if (castOnce) castOnceLoss = loss.item<float>(); else perUseLoss = loss.item<float>(); }
+            }
             m.zero_grad();
             return sw.Elapsed.TotalSeconds;
         }
-        Step(fp32); Step(bf16);   // warm-up
-        var t32 = new List<double>(); var t16 = new List<double>();
+        Step(fp32); Step(bf16); Step(bf16, castOnce: true);   // warm-up
+        var t32 = new List<double>(); var t16 = new List<double>(); var t16Once = new List<double>();
         double loss32 = 0, loss16 = 0;
-        for (int r = 0; r < reps; r++) { t32.Add(Step(fp32)); t16.Add(Step(bf16)); }
+        for (int r = 0; r < reps; r++) { t32.Add(Step(fp32)); t16.Add(Step(bf16)); t16Once.Add(Step(bf16, castOnce: true)); }
         using (no_grad()) { loss32 = CausalLmLoss.Loss(fp32, ids, null, mask).item<float>(); loss16 = CausalLmLoss.Loss(bf16, ids, null, mask).item<float>(); }
         double m32 = Median(t32), m16 = Median(t16), tokens = batch * len;
         Report(new JsonObject
@@ -98,6 +107,10 @@ internal static class RealScaleBench
             ["fp32_s_all"] = Arr(t32), ["bf16_s_all"] = Arr(t16),
             ["fp32_tokens_per_s"] = Math.Round(tokens / m32, 1), ["bf16_tokens_per_s"] = Math.Round(tokens / m16, 1),
             ["bf16_speedup"] = Math.Round(m32 / m16, 2),
+            ["bf16_cast_once_s_median"] = Math.Round(Median(t16Once), 3), ["bf16_cast_once_s_all"] = Arr(t16Once),
+            ["bf16_cast_once_speedup_over_per_use"] = Math.Round(m16 / Median(t16Once), 3),
+            ["bf16_cast_once_speedup_over_fp32"] = Math.Round(m32 / Median(t16Once), 2),
+            ["bf16_cast_once_same_loss"] = castOnceLoss == perUseLoss,
             ["fp32_mfu_vs_fp32_gemm"] = Math.Round(tokens * flopsPerToken / m32 / 1e9 / fp32Gemm, 3),
             ["bf16_mfu_vs_bf16_gemm"] = Math.Round(tokens * flopsPerToken / m16 / 1e9 / bf16Gemm, 3),
             ["loss_fp32"] = Math.Round(loss32, 5), ["loss_bf16"] = Math.Round(loss16, 5),
@@ -281,10 +294,12 @@ internal static class RealScaleBench
         return 0;
     }
 
-    private static int Dpo(string variant, int pairs, int len, int reps, long baseline)
+    private static int Dpo(string variant, int pairs, int len, int reps, long baseline, int? layers = null)
     {
         var tok = new ByteTokenizer();
         var config = ModelPresets.Create("qwen2.5-0.5b", tok, len);
+        // --layers N: the same widths and vocabulary with fewer decoder layers, to see what the memory scales with.
+        if (layers is int nl) { var o = config.ToJson(); o["num_hidden_layers"] = nl; config = ModelConfig.FromJson(o); }
         bool chunked = variant != "full", lora = variant is "lora" or "bf16" or "ckpt";
         var options = new TrainingOptions { Bf16 = variant is "bf16" or "ckpt", GradientCheckpointing = variant == "ckpt" };
         var clock = Stopwatch.StartNew();
@@ -317,22 +332,26 @@ internal static class RealScaleBench
                 Tensor refLp;
                 using (var refScope = NewDisposeScope())
                 using (no_grad()) refLp = Logps(reference).MoveToOuterDisposeScope();
-                double tRef = part.Elapsed.TotalSeconds; part.Restart();
+                double tRef = part.Elapsed.TotalSeconds;
+                Console.Error.WriteLine($"rs_dpo: step {r}: reference done, RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
+                part.Restart();
                 var lp = Logps(policy);
                 var margin = (lp[..pairs] - lp[pairs..]) - (refLp[..pairs] - refLp[pairs..]);
                 var loss = -F.logsigmoid(margin * 0.1).mean();
                 lastLoss = loss.item<float>();
-                double tFwd = part.Elapsed.TotalSeconds; part.Restart();
+                double tFwd = part.Elapsed.TotalSeconds;
+                Console.Error.WriteLine($"rs_dpo: step {r}: policy forward done, RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
+                part.Restart();
                 opt.zero_grad();
                 loss.backward();
                 double tBwd = part.Elapsed.TotalSeconds; part.Restart();
                 opt.step();
                 double tOpt = part.Elapsed.TotalSeconds;
-                if (r > 0) { phases["reference_forward"].Add(tRef); phases["policy_forward"].Add(tFwd); phases["backward"].Add(tBwd); phases["optimizer"].Add(tOpt); }
+                if (r > 0 || reps == 0) { phases["reference_forward"].Add(tRef); phases["policy_forward"].Add(tFwd); phases["backward"].Add(tBwd); phases["optimizer"].Add(tOpt); }
                 Console.Error.WriteLine($"rs_dpo: step {r}: reference {tRef:F1} s, policy forward {tFwd:F1} s, backward {tBwd:F1} s, AdamW {tOpt:F2} s; RSS {Rss("VmRSS")} MB, peak {Rss("VmHWM")} MB");
             }
             Console.Error.WriteLine($"rs_dpo: step {r} {sw.Elapsed.TotalSeconds:F1} s");
-            if (r > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first step also allocates AdamW's state
+            if (r > 0 || reps == 0) times.Add(sw.Elapsed.TotalSeconds);   // the first step also allocates AdamW's state (--reps 0: it is all there is)
         }
         long all = policy.parameters().Sum(p => p.numel());
         long adapter = trainable.Sum(p => p.numel());
@@ -408,7 +427,7 @@ internal static class RealScaleBench
     private static long Rss(string field)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith(field + ":", StringComparison.Ordinal)) return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024;
+            if (line.StartsWith(field + ":", StringComparison.Ordinal)) return long.Parse(line.Split(new[] { ' ', '\t' }, StringSplitOptions.RemoveEmptyEntries)[1]) / 1024;   // "VmHWM:\t10123456 kB": a tab, no space, from 10 GB on
         return -1;
     }
 }

@@ -26,14 +26,26 @@ public sealed class RolloutBatch : IDisposable
             gen.Select(g => g.FinishReason == FinishReason.Eos).ToArray(), pad);
 
     /// <summary>From an engine's samples; row i answers <paramref name="promptIds"/>[i] (texts decoded by the caller).</summary>
+    /// <remarks>
+    /// <paramref name="device"/> (the policy's): the four tensors are moved there once, here, so the trainer's scoring
+    /// passes, reward shaping, advantages and every mini-batch slice stay on the device with no further copies per step.
+    /// </remarks>
     public static RolloutBatch From(IReadOnlyList<RolloutSample> samples, IReadOnlyList<int[]> promptIds, IReadOnlyList<string> prompts,
-        IReadOnlyList<string> responses, int pad) =>
+        IReadOnlyList<string> responses, int pad, Device? device = null) =>
         Build(promptIds, samples.Select(s => s.ResponseIds).ToList(), prompts, responses.ToArray(),
-            samples.Select(s => s.Finish == RolloutFinish.Stop).ToArray(), pad);
+            samples.Select(s => s.Finish == RolloutFinish.Stop).ToArray(), pad, device);
 
     private static RolloutBatch Build(IReadOnlyList<int[]> promptIds, IReadOnlyList<int[]> responseIds, IReadOnlyList<string> prompts,
-        string[] responses, bool[] endedWithEos, int pad)
+        string[] responses, bool[] endedWithEos, int pad, Device? device = null)
     {
+        // The token ids arrive as host arrays (the engine's output): one host → device copy per tensor per batch.
+        Tensor On(Tensor t)
+        {
+            if (device is null || (t.device_type == device.type && t.device_index == device.index)) return t;
+            var moved = t.to(device);
+            t.Dispose();
+            return moved;
+        }
         int b = promptIds.Count, p = promptIds.Max(x => x.Length), t = Math.Max(1, responseIds.Max(x => x.Length));
         // Prompts left-padded to P, responses right-padded to T, side by side: [B, P + T].
         var promptTensor = tensor(PadRows.Rows(Longs(promptIds), p, (long)pad, left: true), new long[] { b, p });
@@ -45,8 +57,8 @@ public sealed class RolloutBatch : IDisposable
         promptTensor.Dispose(); promptMask.Dispose();
         return new RolloutBatch
         {
-            InputIds = ids, AttentionMask = mask,
-            ResponseIds = rids, ResponseMask = tensor(responseMask.Select(x => (float)x).ToArray(), new long[] { b, t }),
+            InputIds = On(ids), AttentionMask = On(mask),
+            ResponseIds = On(rids), ResponseMask = On(tensor(responseMask.Select(x => (float)x).ToArray(), new long[] { b, t })),
             PromptWidth = p, Prompts = prompts.ToArray(), Responses = responses, EndedWithEos = endedWithEos,
         };
     }

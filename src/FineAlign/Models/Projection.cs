@@ -15,7 +15,8 @@ namespace FineAlign.Models;
 /// </summary>
 /// <remarks>
 /// Mixed precision: the weight is cast to the input's dtype, so bf16 activations multiply bf16 copies of fp32 master
-/// weights (autograd carries the gradient back to the fp32 parameter). Nothing is cast when the dtypes agree.
+/// weights (autograd carries the gradient back to the fp32 parameter). Nothing is cast when the dtypes agree, and inside a
+/// <see cref="MasterCast.Step"/> scope each master is cast once per optimizer step.
 /// </remarks>
 public sealed class Projection : nn.Module<Tensor, Tensor>
 {
@@ -77,8 +78,8 @@ public sealed class Projection : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        var w = weight.dtype == x.dtype ? weight : weight.to(x.dtype);
-        var b = bias is null ? null : bias.dtype == x.dtype ? bias : bias.to(x.dtype);
+        var w = MasterCast.As(weight, x.dtype);
+        var b = bias is null ? null : MasterCast.As(bias, x.dtype);
         var y = F.linear(x, w, b);
         var delta = LoraDelta(x);
         return delta is null ? y : y + delta;
@@ -95,8 +96,8 @@ public sealed class Projection : nn.Module<Tensor, Tensor>
     {
         if (!AdapterActive) return null;
         var h = _dropout > 0 && training ? F.dropout(x, _dropout, true) : x;
-        var a = lora_A!.weight!.dtype == x.dtype ? lora_A.weight! : lora_A.weight!.to(x.dtype);
-        var bb = lora_B!.weight!.dtype == x.dtype ? lora_B.weight! : lora_B.weight!.to(x.dtype);
+        var a = MasterCast.As(lora_A!.weight!, x.dtype);
+        var bb = MasterCast.As(lora_B!.weight!, x.dtype);
         return F.linear(F.linear(h, a), bb) * _scaling!;
     }
 }

@@ -188,8 +188,11 @@ public sealed class OnlineRlTrainer : IDisposable
         var rows = groups.SelectMany(i => Enumerable.Repeat(i, o.NumGenerations)).ToList();
         _lastRowPrompts = rows;
         return RolloutBatch.From(samples, rows.Select(i => _promptIds[i]).ToList(), rows.Select(i => _prompts[i]).ToList(),
-            samples.Select(s => _tokenizer.Decode(s.ResponseIds)).ToList(), _tokenizer.PaddingId);
+            samples.Select(s => _tokenizer.Decode(s.ResponseIds)).ToList(), _tokenizer.PaddingId, PolicyDevice);
     }
+
+    /// <summary>Where the policy lives: the rollout tensors are built there once per step (issue #15's device seam).</summary>
+    private Device PolicyDevice => _policy.parameters().First().device;
 
     /// <summary>One rollout batch and its updates; returns the TRL-named metrics.</summary>
     public Dictionary<string, double> Step(int step, string? rolloutsPath = null)
@@ -197,6 +200,8 @@ public sealed class OnlineRlTrainer : IDisposable
         var o = Options;
         using var scope = NewDisposeScope();
         var phase = Stopwatch.StartNew();
+        // Generation and scoring see fixed weights: mixed precision casts each fp32 master once for both (closed below).
+        using var rolloutCasts = MasterCast.Step();
         using var rollout = Rollout(step);
         _phaseSeconds["generation"] = phase.Elapsed.TotalSeconds;
         phase.Restart();
@@ -230,10 +235,17 @@ public sealed class OnlineRlTrainer : IDisposable
         {
             throw new FineAlignException($"{ex.Message} ({o.StepNoun} {step})", ex);
         }
+        if (task.Values.device_type != mask.device_type || task.Values.device_index != mask.device_index)
+        {
+            // A host-side reward source (text scorers, remote rewards): its [B, T] result joins the rollout on the device once.
+            var onDevice = new TokenRewards(task.Values.to(mask.device), task.Mask.to(mask.device), task.Metrics);
+            task.Dispose();
+            task = onDevice;
+        }
         using var _task = task;
         var kl = Kl.PerToken(oldLogp, refLogp, mask, o.KlEstimator);
         double beta = _kl.Value;
-        var eos = tensor(rollout.EndedWithEos);
+        var eos = tensor(rollout.EndedWithEos, device: rollout.ResponseMask.device);
         var shaped = Ppo.ShapedRewards(task.Values, kl, mask, beta, o.MissingEosPenalty is null ? null : eos, o.MissingEosPenalty ?? 0);
         var est = o.Estimator.Estimate(new AdvantageInput
         {
@@ -245,6 +257,7 @@ public sealed class OnlineRlTrainer : IDisposable
         var sample = new RolloutStats(rollout, task, kl, shaped, oldLogp, refLogp, beta, eos);
         var (m, scores) = OnlineRlMetrics.Rollout(o, sample, TrueReward);
         if (rolloutsPath is not null) RolloutLog.Append(rolloutsPath, step, o.NumGenerations, sample, scores, est.Advantages, TrueReward);
+        rolloutCasts.Dispose();                                    // the updates below change the masters
         _phaseSeconds["scoring"] = phase.Elapsed.TotalSeconds;   // item() calls above have synchronised
         phase.Restart();
 
@@ -261,7 +274,8 @@ public sealed class OnlineRlTrainer : IDisposable
             for (int s = 0; s < b; s += mb)
             {
                 using var inner = NewDisposeScope();
-                var idx = tensor(order.Skip(s).Take(mb).Select(i => (long)i).ToArray());
+                using var casts = MasterCast.Step();               // one cast per master for this mini-batch's passes
+                var idx = tensor(order.Skip(s).Take(mb).Select(i => (long)i).ToArray(), device: mask.device);
                 var mk = mask.index_select(0, idx);
                 var (hidden, values) = Forward(rollout.InputIds.index_select(0, idx), rollout.AttentionMask.index_select(0, idx));
                 // PPO's entropy metric comes from the same chunks of logits as the log-probs (forward only, detached).
@@ -287,6 +301,7 @@ public sealed class OnlineRlTrainer : IDisposable
                     throw new FineAlignException($"{o.Name} loss is not finite at {o.StepNoun} {step}; lower the learning rate (now {o.LearningRate:G3})");
                 _optimizer.zero_grad();
                 loss.backward();
+                casts.Dispose();                                   // before the step changes the masters
                 if (o.MaxGradNorm > 0) nn.utils.clip_grad_norm_(_params, o.MaxGradNorm);
                 _optimizer.step();
                 update.Add(entropy, logp, old, adv, mk, lossValue, policyLoss, valueLoss);

@@ -144,6 +144,8 @@ public sealed class Trainer<TBatch> : IDisposable
 
             double stepLoss = 0;
             long stepTokens = 0;
+            // Mixed precision casts each fp32 master once per optimizer step (the scope ends before the step changes them).
+            using (Models.MasterCast.Step())
             for (int micro = 0; micro < accum; micro++)
             {
                 using var scope = NewDisposeScope();
@@ -249,6 +251,7 @@ public sealed class Trainer<TBatch> : IDisposable
         try
         {
             using var noGrad = torch.no_grad();
+            using var casts = Models.MasterCast.Step();   // the weights are fixed for the whole eval pass
             int n = _eval.InOrderBatchCount(Options.PerDeviceEvalBatchSize);
             double sum = 0;
             var metrics = new Dictionary<string, double>();

@@ -93,4 +93,94 @@ public class RealScaleTests
         double worst = a.Zip(b).Max(p => Math.Abs(p.First - p.Second) / p.First);
         Assert.True(worst < 0.05, $"bf16 curve departs from fp32 by {worst:P1} (fp32 {a[^1]:F4}, bf16 {b[^1]:F4})");
     }
+    [Fact]
+    public void Bf16_weights_cast_once_per_step_give_bit_identical_losses_and_gradients()
+    {
+        // Full bf16 fine-tuning (fp32 masters, tied LM head), LoRA on top, the head in chunks of 3 positions (each
+        // recomputed in backward) and two micro-batches: every master is used many times per step.
+        var model = ModelFactory.Create(LoraTests.Config("qwen2"), seed: 3);
+        ModelSetup.Prepare(model, new TrainingOptions { Bf16 = true }, lora: null, seed: 0);
+        Lora.Apply(model, new LoraSettings { R = 2 }, seed: 1);
+        foreach (var p in model.parameters()) p.requires_grad = true;   // masters and adapters all train
+        using (no_grad()) foreach (var (n, p) in model.named_parameters()) if (n.Contains("lora_B")) p.normal_(0, 0.1);
+        var ids = LoraTests.Ids();
+        var mask = ones(2, 10, ScalarType.Bool);
+        (float[] Losses, Dictionary<string, Tensor> Grads) Step(bool castOnce)
+        {
+            model.zero_grad();
+            manual_seed(17);   // LoRA dropout: the same masks in every run
+            var losses = new List<float>();
+            using (castOnce ? MasterCast.Step() : null)
+                for (int micro = 0; micro < 2; micro++)
+                {
+                    var loss = CausalLmLoss.Loss(model, micro == 0 ? ids : ids.flip(1), null, mask);
+                    losses.Add(loss.item<float>());
+                    loss.backward();
+                    if (castOnce) Assert.True(MasterCast.CachedCount > 0);
+                }
+            Assert.False(MasterCast.Active);
+            return (losses.ToArray(), model.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone()));
+        }
+        ChunkedLmHead.Chunk = 3;
+        try
+        {
+        var plain = Step(castOnce: false);
+        var once = Step(castOnce: true);
+        Assert.Equal(plain.Losses, once.Losses);
+        foreach (var (name, g) in plain.Grads)
+        {
+            Assert.Equal(ScalarType.Float32, once.Grads[name].dtype);
+            Assert.True(g.equal(once.Grads[name]).all().item<bool>(), $"{name}: max |diff| {(g - once.Grads[name]).abs().max().item<float>()}");
+        }
+
+        // Closing the scope invalidates the copies: after the masters change, a new scope sees the new values.
+        using (no_grad()) foreach (var p in model.parameters()) p.add_(0.01);
+        var after = Step(castOnce: false);
+        var afterOnce = Step(castOnce: true);
+        Assert.NotEqual(plain.Losses, after.Losses);
+        Assert.Equal(after.Losses, afterOnce.Losses);
+
+        // Inside one scope a second forward casts nothing new.
+        using (no_grad())
+        using (MasterCast.Step())
+        {
+            model.ForwardHidden(ids);
+            int n = MasterCast.CachedCount;
+            // Every master the trunk reads is cast (projections, biases, adapters, norms); the embedding is looked up in fp32.
+            Assert.Equal(model.parameters().Count() - 1, n);
+            model.ForwardHidden(ids);
+            Assert.Equal(n, MasterCast.CachedCount);
+        }
+        }
+        finally
+        {
+            ChunkedLmHead.Chunk = null;
+        }
+    }
+    [Fact]
+    public void Recompute_forward_keeps_no_graph_of_the_function()
+    {
+        // What checkpointing saves memory with: fn's intermediates must not be kept by the forward (autograd off there),
+        // only rebuilt in backward.
+        var w = randn(4, 4).requires_grad_(true);
+        var x = randn(3, 4).requires_grad_(true);
+        var gradModes = new List<bool>();
+        Tensor Fn(Tensor h, Tensor?[] _)
+        {
+            gradModes.Add(is_grad_enabled());
+            var inner = h.matmul(w).tanh();
+            gradModes.Add(inner.requires_grad);
+            return inner.sum(1);
+        }
+        var y = Recompute.Apply(Fn, x);
+        Assert.True(y.requires_grad);
+        Assert.Equal(new[] { false, false }, gradModes);     // forward: no autograd, so no intermediates kept
+        y.sum().backward();
+        Assert.Equal(new[] { false, false, true, true }, gradModes);   // backward: recomputed with autograd
+        var plainW = w.detach().clone().requires_grad_(true);
+        var plainX = x.detach().clone().requires_grad_(true);
+        plainX.matmul(plainW).tanh().sum(1).sum().backward();
+        Assert.True(plainW.grad!.equal(w.grad!).all().item<bool>());
+        Assert.True(plainX.grad!.equal(x.grad!).all().item<bool>());
+    }
 }
