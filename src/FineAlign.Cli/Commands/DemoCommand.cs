@@ -22,14 +22,15 @@ public static class DemoCommand
     internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
 
     /// <summary>
-    /// Sizes of a demo run. <see cref="Full"/>: estimated 9–10 minutes on 2 quiet cores (build included; DEMO.md); <see cref="Quick"/> about 1.
-    /// With the BPE tokenizer the full budget gives an SFT base with 99.9 % corpus words and 88 % well-formed responses of ~22 words (DEMO.md).
+    /// Sizes of a demo run. <see cref="Full"/>: estimated 8.5–9 minutes on 2 quiet cores (fresh-clone build included; DEMO.md); <see cref="Quick"/> about 1.
+    /// 650 pretraining steps (≈ +2.2 min over 400 on the quiet machine) give an SFT base with 99.9 % corpus words and 91.1 % ± 2.8 well-formed
+    /// responses of ~22 words over seeds 42–44 (400 steps: 86.3 % ± 7.5; DEMO.md).
     /// </summary>
     internal sealed record Budget(string Preset, int Context, int VocabSize, int PretrainSteps, double PretrainLr, int SftSteps, int RmSteps, int TlcrSteps,
         int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens, int EvalPrompts, int EvalSamples,
         int[] BonN, int CorpusSize, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 256, 1024, 400, 2e-3, 200, 60, 50, 20, 16, 8, 40, 16, 64, 64, 1, [1, 2, 4, 8], 4000, 4);
+        public static readonly Budget Full = new("small", 256, 1024, 650, 2e-3, 200, 60, 50, 20, 16, 8, 40, 16, 64, 64, 1, [1, 2, 4, 8], 4000, 4);
         public static readonly Budget Quick = new("tiny", 128, 400, 30, 1e-3, 20, 10, 10, 4, 8, 4, 8, 8, 16, 8, 1, [1, 2, 4], 400, 2);
     }
 
@@ -50,6 +51,9 @@ public static class DemoCommand
             "judged by a held-out classifier; docs/IMDB.md).", check: v => v is "builtin" or "imdb" ? null : "must be builtin or imdb");
         var imdbData = cmd.Declare("--imdb-data", "../shared/data/imdb/imdb-9k.jsonl", "--task imdb: labelled reviews, JSONL with 'text' and 'label' 0|1.");
         var afinn = cmd.Declare("--afinn", "../shared/data/afinn/AFINN-en-165.txt", "--task imdb: the AFINN lexicon (word<TAB>score).");
+        var onlySeed = cmd.Declare<string?>("--only-seed", null, "--task imdb with --seeds: run only this seed's stages (after the shared data and tokenizers), " +
+            "or 'shared' for only the shared stages (data, tokenizers, judge); no report. To run the seeds in parallel processes on one --out (shared stages " +
+            "are locked, so start them all at once); a last run without it skips every finished stage and writes the report.");
         cmd.SetRecipeAction(async (r, ct) =>
         {
             if (r.Get(task) == "imdb")
@@ -58,7 +62,7 @@ public static class DemoCommand
                 string rep = $"finealign demo --task imdb --out {ReportCommand.Quote(o)} --seed {r.Get(seed)}" + (r.Get(seeds) > 1 ? $" --seeds {r.Get(seeds)}" : "") +
                              (r.Get(quick) ? " --quick" : "") + (r.Get(threads) > 0 ? $" --threads {r.Get(threads)}" : "") +
                              $" --imdb-data {ReportCommand.Quote(r.Get(imdbData))} --afinn {ReportCommand.Quote(r.Get(afinn))}";
-                return await ImdbDemo.RunAsync(r, r.Get(quick), o, r.Get(seed), r.Get(threads), r.Get(seeds), r.Get(imdbData), r.Get(afinn), rep, ct);
+                return await ImdbDemo.RunAsync(r, r.Get(quick), o, r.Get(seed), r.Get(threads), r.Get(seeds), r.Get(imdbData), r.Get(afinn), rep, ct, r.Get(onlySeed));
             }
             var budget = r.Get(quick) ? Budget.Quick : Budget.Full;
             string root = r.Get(outDir), reportDir = Path.Combine(root, "report");
@@ -181,13 +185,15 @@ public static class DemoCommand
         ];
         // Expected seconds: measured on the quiet 2-core reference machine (full budget, November 2026); they only drive the ETA.
         bool q = b == Budget.Quick;
+        // Pretraining evaluates its held-out blocks only at the end (--eval-steps 0): the default every-100-steps loss (322 blocks, forward only)
+        // costs a few seconds each and changes nothing in training (no RNG, no grad), so the budget goes to steps.
         return
         [
             new("tokenizer", $"byte-level BPE tokenizer ({b.VocabSize} tokens) trained on the corpus text", ["tokenizer", "train", "--out", R("tokenizer"),
                 "--vocab-size", Inv(b.VocabSize), "--corpus-size", Inv(Math.Max(2 * b.CorpusSize, 2000))], 1),
             new("pretrain", $"{b.Preset} model from scratch on raw review text", ["pretrain", .. Common("pretrain"), "--init", b.Preset, "--context-length", Inv(b.Context),
                 "--tokenizer", R("tokenizer"), .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--corpus-size", Inv(Math.Max(5 * b.CorpusSize, 2000)),
-                "--samples", "0", "--save-steps", "0"], q ? 5 : 240),
+                "--samples", "0", "--save-steps", "0", "--eval-steps", "0"], q ? 5 : 330),
             new("sft", "supervised fine-tuning: prompt → review", ["sft", .. Common("sft"), "--model", Path.Combine(R("pretrain"), "model"),
                 .. Train(b.SftSteps, b.BatchSize, 1e-3), "--corpus-size", Inv(Math.Max(b.CorpusSize, 2000)), "--samples", "2", "--save-steps", "0"], q ? 4 : 101, "SFT", "—"),
             new("rm", "sequence reward model on preference pairs", ["rm", .. Common("rm"), "--model", sft, .. Train(b.RmSteps, b.BatchSize, 5e-4),

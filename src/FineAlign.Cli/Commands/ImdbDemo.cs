@@ -20,15 +20,16 @@ namespace FineAlign.Cli.Commands;
 internal static class ImdbDemo
 {
     /// <summary>
-    /// Sizes of one run. <see cref="Full"/>: estimated ~15 minutes on 2 quiet cores from a pretraining step of ~1.1 s measured at load ~5
-    /// (500 + 200 pretraining steps are about 13 of them; docs/IMDB.md) — not yet measured end to end. <see cref="Quick"/>: a CI smoke test.
+    /// Sizes of one run. <see cref="Full"/>: the 2,048-token version took 18.6 min on 1 thread at load 2–3; the 8,192-token base
+    /// (real words 0.74 → 0.86, docs/IMDB.md) makes a pretraining step ~1.75× slower: an estimated ~25 min on 1 quiet thread — not measured
+    /// on a quiet machine. The classifiers keep 2,048 tokens. <see cref="Quick"/>: a CI smoke test.
     /// </summary>
-    internal sealed record Budget(string Preset, int Context, int VocabSize, int MaxReviews, int PretrainSteps, double PretrainLr, int JudgePretrainSteps,
+    internal sealed record Budget(string Preset, int Context, int VocabSize, int ClassifierVocabSize, int MaxReviews, int PretrainSteps, double PretrainLr, int JudgePretrainSteps,
         int ClassifierSteps, int TlcrSteps, int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens,
         int ContinuationWords, int SamplePrompts, int SampleN, int EvalPrompts, int[] BonN, int CurvePoints)
     {
-        public static readonly Budget Full = new("small", 128, 2048, 0, 500, 2e-3, 200, 600, 80, 30, 16, 8, 48, 16, 24, 32, 384, 4, 128, [1, 2, 4, 8], 4);
-        public static readonly Budget Quick = new("tiny", 64, 300, 400, 12, 2e-3, 6, 6, 4, 2, 4, 4, 4, 8, 8, 12, 8, 2, 8, [1, 2], 2);
+        public static readonly Budget Full = new("small", 128, 8192, 2048, 0, 500, 2e-3, 200, 600, 80, 30, 16, 8, 48, 16, 24, 32, 384, 4, 128, [1, 2, 4, 8], 4);
+        public static readonly Budget Quick = new("tiny", 64, 300, 300, 400, 12, 2e-3, 6, 6, 4, 2, 4, 4, 4, 8, 8, 12, 8, 2, 8, [1, 2], 2);
     }
 
     // Measured (docs/IMDB.md): 150 steps at 5e-4 left the classifier at chance (50.1 %); 600 steps (~2 epochs) at 1e-3 reached
@@ -41,8 +42,17 @@ internal static class ImdbDemo
     internal const string DataTag = "imdb";
 
     public static async Task<int> RunAsync(Recipe r, bool quick, string root, int s0, int threads, int nSeeds, string dataPath, string afinnPath,
-        string reproduce, CancellationToken ct)
+        string reproduce, CancellationToken ct, string? only = null)
     {
+        // --only-seed: one part of a multi-seed run, for parallel processes on one folder (null = everything, -1 = the shared stages only).
+        int? onlySeed = only switch
+        {
+            null => null,
+            "shared" when nSeeds >= 2 => -1,
+            _ when int.TryParse(only, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && nSeeds >= 2 && v >= s0 && v < s0 + nSeeds => v,
+            _ => throw new FineAlignException($"--only-seed {only}: must be 'shared' or one of the seeds of --seed {s0} --seeds {nSeeds} " +
+                                              $"(seeds {s0}–{s0 + nSeeds - 1}, with --seeds of at least 2)"),
+        };
         if (!File.Exists(dataPath))
             throw new FineAlignException($"{dataPath}: IMDB review file not found (demo --task imdb reads ../shared/data/imdb/imdb-9k.jsonl by default; pass --imdb-data FILE, " +
                                          "JSONL with 'text' and 'label' 0|1)");
@@ -55,24 +65,42 @@ internal static class ImdbDemo
         var allRuns = new List<string>();
         var evaluateTimes = new List<(string, double)>();
         var sharedStages = SharedPlan(budget, shared, s0, threads, dataPath, afinnPath);
-        r.Out.WriteLine($"demo --task imdb: {sharedStages.Count} shared stages (data, tokenizer, held-out judge) into {shared} ({(quick ? "quick" : "full")} budget, split seed {s0}); " +
+        // Data and tokenizers first (every seed needs them); the judge only when the policies are evaluated. Both run under a lock
+        // file, so several processes (--only-seed) can share one output folder: the first trains them, the others find them done.
+        var prep = sharedStages.Where(x => !x.Name.StartsWith("judge", StringComparison.Ordinal)).ToList();
+        var judge = sharedStages.Except(prep).ToList();
+        r.Out.WriteLine($"demo --task imdb: {sharedStages.Count} shared stages (data, tokenizers, held-out judge) into {shared} ({(quick ? "quick" : "full")} budget, split seed {s0}); " +
                         $"reproduce with: {reproduce}");
-        await RunStages(r, budget, sharedStages, shared, s0, null, clock, ct);
+        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) await RunStages(r, budget, prep, shared, s0, null, clock, ct);
         allRuns.AddRange(sharedStages.Select(x => Path.Combine(shared, x.Name)));
+        var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings)>();
         for (int k = 0; k < nSeeds; k++)
         {
             int s = s0 + k;
+            if (onlySeed is int o && s != o) continue;
             string runs = nSeeds == 1 ? shared : Path.Combine(shared, $"seed-{s}");
             Directory.CreateDirectory(runs);
             var stages = SeedPlan(budget, shared, runs, s, threads, afinnPath);
             r.Out.WriteLine($"demo --task imdb: {stages.Count} stages into {runs} (seed {s}" + (nSeeds > 1 ? $", {k + 1} of {nSeeds} seeds" : "") + ")");
             var settings = Settings(budget, shared, runs, s, nSeeds, afinnPath);
-            var (evals, seconds) = await RunStages(r, budget, stages, runs, s, settings, clock, ct);
-            evaluations.AddRange(evals);
+            await RunStages(r, budget, stages.Where(x => !NeedsJudge(x)).ToList(), runs, s, settings, clock, ct);
+            seeds.Add((s, runs, stages, settings));
             allRuns.AddRange(stages.Where(x => x.Name != "evaluate").Select(x => Path.Combine(runs, x.Name)));
+        }
+        using (SharedStagesLock(r, shared, "judge", ct)) await RunStages(r, budget, judge, shared, s0, null, clock, ct);
+        foreach (var (s, runs, stages, settings) in seeds)
+        {
+            var (evals, seconds) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct);
+            evaluations.AddRange(evals);
             evaluateTimes.Add((nSeeds == 1 ? "evaluate" : $"evaluate (seed {s})", Math.Round(seconds, 1)));
         }
 
+        if (onlySeed is int done)
+        {
+            r.Out.WriteLine($"demo --task imdb: {(done < 0 ? "shared stages" : $"seed {done}")} done in {DemoCommand.Clock(clock.Elapsed.TotalSeconds)}; once every seed is done, rerun without --only-seed " +
+                            "to write the report (finished stages are skipped)");
+            return 0;
+        }
         var fromRuns = ReportCommand.Context("FineAlign demo: IMDB positive continuation (real reviews, held-out judge)", reproduce, allRuns);
         var judgeAcc = ReadAccuracy(Path.Combine(shared, "judge"));
         var classifierAcc = ReadAccuracy(Path.Combine(nSeeds == 1 ? shared : Path.Combine(shared, $"seed-{s0}"), "classifier"));
@@ -86,7 +114,8 @@ internal static class ImdbDemo
                 $"prompts are the first {3}–{8} words of a review; every policy continues held-out **test** prefixes for at most {budget.MaxNewTokens} tokens.",
                 $"Base: `{budget.Preset}` Llama preset, {budget.VocabSize}-token BPE tokenizer and {budget.PretrainSteps} pretraining steps on the training reviews' text only; " +
                 "every method starts from it, and it is the KL reference.",
-                $"Reward: `classifier` = `rm --objective classification` on the base trunk with the training labels (held-out test accuracy {Pct(classifierAcc)}); " +
+                $"Reward: `classifier` = `rm --objective classification` on a fresh `{budget.Preset}` trunk with its own {budget.ClassifierVocabSize}-token tokenizer and the training labels " +
+                $"(held-out test accuracy {Pct(classifierAcc)}); " +
                 "`tlcr` = TLCR discriminator on AFINN token labels of the training reviews (our reading: lexicon words whose valence agrees with the review's label); " +
                 "`discrete` = the same discriminator thresholded to ±1. DPO reads best-vs-worst of the base's samples ranked by the classifier, BCO their thumbs " +
                 "(classifier logit > 0), A-LoL the human continuations scored by the classifier, best-of-n ranks by the classifier.",
@@ -97,6 +126,30 @@ internal static class ImdbDemo
             ],
         };
         return DemoCommand.Finish(r, evaluations, reportDir, context, clock, shared);
+    }
+
+    // Best-of-n is evaluated as it is built (its curve over n is scored by the judge), like the evaluate stage.
+    private static bool NeedsJudge(DemoCommand.Stage st) => st.Name is "bon" or "evaluate";
+
+    /// <summary>
+    /// An exclusive lock on one group of shared stages of <paramref name="shared"/> (a kernel flock: released when the holder exits,
+    /// even when killed), waited for while another process holds it. One lock per group, so the seeds can start training while
+    /// another process trains the judge.
+    /// </summary>
+    internal static FileStream SharedStagesLock(Recipe r, string shared, string group, CancellationToken ct)
+    {
+        Directory.CreateDirectory(shared);
+        string path = Path.Combine(shared, $".{group.Replace(' ', '-')}.lock");
+        for (bool told = false; ; told = true)
+        {
+            try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (IOException)
+            {
+                if (!told) r.Out.WriteLine($"demo --task imdb: another process is running the shared stages ({group}) in {shared}; waiting for it");
+                ct.WaitHandle.WaitOne(2000);  // Ctrl+C / SIGTERM ends the wait
+                ct.ThrowIfCancellationRequested();
+            }
+        }
     }
 
     private static string Pct(double? v) => v is double x ? (100 * x).ToString("F1", CultureInfo.InvariantCulture) + " %" : "n/a";
@@ -137,9 +190,11 @@ internal static class ImdbDemo
                 ["imdb-prepare", "--data", dataPath, "--afinn", afinn, "--out", R("data"), "--seed", Inv(seed), "--max-reviews", Inv(b.MaxReviews),
                  "--continuation-words", Inv(b.ContinuationWords)], q ? 1 : 5),
             new("tokenizer", $"byte-level BPE tokenizer ({b.VocabSize} tokens) on the training reviews", ["tokenizer", "train", "--data", D("train-text.jsonl"),
-                "--vocab-size", Inv(b.VocabSize), "--out", R("tokenizer")], q ? 1 : 25),
+                "--vocab-size", Inv(b.VocabSize), "--out", R("tokenizer")], q ? 1 : 120),
+            new("classifier-tokenizer", $"the classifiers' smaller BPE tokenizer ({b.ClassifierVocabSize} tokens) on the training reviews", ["tokenizer", "train",
+                "--data", D("train-text.jsonl"), "--vocab-size", Inv(b.ClassifierVocabSize), "--out", R("classifier-tokenizer")], q ? 1 : 15),
             new("judge-tokenizer", "the judge's own tokenizer, on the judge reviews only", ["tokenizer", "train", "--data", D("judge-text.jsonl"),
-                "--vocab-size", Inv(b.VocabSize), "--out", R("judge-tokenizer")], q ? 1 : 12),
+                "--vocab-size", Inv(b.ClassifierVocabSize), "--out", R("judge-tokenizer")], q ? 1 : 12),
             new("judge-base", "the judge's own trunk, pretrained on the judge reviews only", ["pretrain", .. Common("judge-base"), "--init", b.Preset,
                 "--context-length", Inv(b.Context), "--tokenizer", R("judge-tokenizer"), "--data", D("judge-text.jsonl"), "--max-steps", Inv(b.JudgePretrainSteps),
                 "--batch-size", Inv(b.BatchSize), "--learning-rate", Inv(b.PretrainLr), "--logging-steps", Inv(Math.Max(1, b.JudgePretrainSteps / 20)),
@@ -172,9 +227,10 @@ internal static class ImdbDemo
         [
             new("base", $"{b.Preset} model from scratch on the training reviews' text", ["pretrain", .. Common("base"), "--init", b.Preset, "--context-length", Inv(b.Context),
                 "--tokenizer", Path.Combine(shared, "tokenizer"), "--data", D("train-text.jsonl"), "--eval-data", D("validation-text.jsonl"),
-                .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--samples", q ? "0" : "4", "--save-steps", "0", "--eval-steps", "0"], q ? 2 : 200, "pretrained base", "—"),
+                .. Train(b.PretrainSteps, b.BatchSize, b.PretrainLr), "--samples", q ? "0" : "4", "--save-steps", "0", "--eval-steps", "0"], q ? 2 : 350, "pretrained base", "—"),
             new("classifier", "sequence reward: sentiment classifier on the training labels (rm --objective classification; accuracy on the test reviews)",
-                ["rm", .. Common("classifier"), "--objective", "classification", "--model", model, "--data", D("classifier-train.jsonl"),
+                ["rm", .. Common("classifier"), "--objective", "classification", "--init", b.Preset, "--context-length", Inv(b.Context),
+                 "--tokenizer", Path.Combine(shared, "classifier-tokenizer"), "--data", D("classifier-train.jsonl"),
                  "--eval-data", D("classifier-test.jsonl"), .. Train(b.ClassifierSteps, b.BatchSize, ClassifierLr), "--eval-steps", "0", "--save-steps", "0"], q ? 2 : 30),
             new("tlcr-label", "token labels from AFINN words of the training reviews (valence agreeing with the review's label)",
                 ["tlcr-label", "--data", D("tlcr-train.jsonl"), "--tokenizer", model, "--out", Path.Combine(R("tlcr-label"), "train.jsonl")], q ? 1 : 10),

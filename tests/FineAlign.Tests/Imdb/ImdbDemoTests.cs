@@ -49,15 +49,34 @@ public class ImdbDemoTests
             Assert.DoesNotContain(Path.Combine(shared, "base"), command.Replace("judge-base", ""));
         }
 
-        // A rerun skips every finished stage (5 shared + 13 per seed) and reproduces the table from the cached evaluations.
+        // A rerun skips every finished stage (6 shared + 13 per seed) and reproduces the table from the cached evaluations.
         var (code2, output2, err2) = CliRunner.Run(args);
         Assert.True(code2 == 0, err2 + output2);
-        Assert.Equal(18, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.Equal(19, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
         Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(a, "report", ComparisonReport.MarkdownFile))));
     }
 
     // The results rows (not the timing table, whose evaluate line is 0 s on a rerun from cache).
     private static string Table(string md) => string.Join('\n', md.Split('\n').Where(l => Runs.Any(r => l.StartsWith($"| {r} | ", StringComparison.Ordinal))));
+
+    [Theory]
+    [InlineData("1", "with --seeds of at least 2")]      // one seed: nothing to run in parallel
+    [InlineData("3", "must be 'shared' or one of the seeds of --seed 42 --seeds 3 (seeds 42–44")]
+    [InlineData("45", "must be 'shared' or one of the seeds of --seed 42 --seeds 3 (seeds 42–44")]
+    [InlineData("seed-43", "must be 'shared' or one of the seeds")]
+    public void OnlySeedOutsideTheSeedsIsRefusedInOneLineBeforeAnyStage(string only, string says)
+    {
+        string data = TestPaths.RequireShared("data/imdb/imdb-9k.jsonl"), afinn = TestPaths.RequireShared("data/afinn/AFINN-en-165.txt");
+        using var dir = TestPaths.NewTempDir();
+        string outDir = Path.Combine(dir.Path, "out");
+        var (code, output, err) = CliRunner.Run("demo", "--task", "imdb", "--quick", "--out", outDir, "--seed", "42", "--seeds", only == "1" ? "1" : "3",
+            "--only-seed", only == "1" ? "42" : only, "--imdb-data", data, "--afinn", afinn);
+        Assert.NotEqual(0, code);
+        var lines = CliRunner.Lines(err);
+        Assert.Single(lines);
+        Assert.Contains(says, lines[0]);
+        Assert.False(Directory.Exists(outDir), output);
+    }
 
     [Theory]
     [InlineData("{\"text\": \"no label here\"}", "field 'label': missing")]
