@@ -14,7 +14,7 @@ using F = TorchSharp.torch.nn.functional;
 // shape, each reported as tokens/s and as model-FLOPs utilisation (MFU) against the fp32 GEMM peak
 // measured in the same process. Not a test: run it by hand (see bench/RESULTS.md).
 //
-//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize|serve|remote|rs_all|rs_bf16|rs_dpo]
+//   dotnet run -c Release --project bench/FineAlign.Bench -- [--workload all|gemm|fwdbwd|generate|dpo|dpo_precomputed|ppo|tokenize|corpus|serve|remote|rs_all|rs_bf16|rs_dpo]
 //                                                            [--reps N] [--threads N]
 //
 // "all" runs every workload in its own child process, so each peak RSS belongs to one workload.
@@ -51,6 +51,25 @@ if (workload == "all")
     foreach (var w in new[] { "fwdbwd", "dpo", "dpo_precomputed", "generate", "ppo" })
         rc |= RunChild(w, reps, threads);
     return rc;
+}
+
+// Built-in corpus generation (the demo's data stage): a benchmark, not a timed test, since wall-clock
+// limits in tests fail under load. Reports reviews/s, median of --reps.
+if (workload == "corpus")
+{
+    var times = new List<double>();
+    for (int r = 0; r < reps; r++)
+    {
+        var sw = Stopwatch.StartNew();
+        var reviews = FineAlign.Data.Corpus.ReviewCorpus.Generate(1 + r, 20_000);
+        times.Add(sw.Elapsed.TotalSeconds);
+        if (reviews.Count != 20_000) throw new InvalidOperationException($"generated {reviews.Count} reviews, expected 20000");
+    }
+    times.Sort();
+    double med = times[times.Count / 2];
+    Console.WriteLine(new JsonObject { ["workload"] = "corpus", ["reviews"] = 20_000, ["s_median"] = Math.Round(med, 3),
+        ["reviews_per_s"] = Math.Round(20_000 / med), ["reps"] = reps }.ToJsonString());
+    return 0;
 }
 
 // Tokenizer speed needs no model and no GEMM figure (see TokenizerBench.cs).

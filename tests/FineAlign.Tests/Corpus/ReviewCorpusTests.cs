@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using FineAlign.Data.Corpus;
 using FineAlign.Tests.Support;
@@ -160,13 +159,13 @@ public class ReviewCorpusTests
     }
 
     [Fact]
-    public void Twenty_thousand_reviews_generate_quickly()
+    public void Twenty_thousand_reviews_are_generated_in_full()
     {
-        var sw = Stopwatch.StartNew();
+        // The demo's size. Its speed is measured by the bench (`--workload corpus`), not by a wall-clock limit here,
+        // which failed under load without anything being wrong.
         var reviews = ReviewCorpus.Generate(1, 20_000);
-        sw.Stop();
         Assert.Equal(20_000, reviews.Count);
-        Assert.True(sw.Elapsed.TotalSeconds < 8, $"took {sw.Elapsed}");   // ~1 s normally; slack for a shared CPU
+        Assert.All(reviews, r => Assert.False(string.IsNullOrWhiteSpace(r.Text)));
     }
 
     private static IEnumerable<JsonElement> ReadJsonl(string dir, string file) =>
