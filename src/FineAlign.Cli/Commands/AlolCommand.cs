@@ -31,7 +31,7 @@ public static class AlolCommand
             "alol-kl (KL-penalised); baselines: rlol, weighted-bc, rgold.", check: v => Variants.ContainsKey(v) ? null : "must be one of " + string.Join(", ", Variants.Keys));
         var epsilon = cmd.Declare("--clip-epsilon", 0.9, "Importance weights are clipped to [1−ε, 1+ε] (reference code: 0.9).", check: v => v is >= 0 and <= 1 ? null : "must be in [0, 1]");
         var klBeta = cmd.Declare("--kl-beta", 0.1, "β of the KL term of alol-kl.", check: v => v >= 0 && double.IsFinite(v) ? null : "must be ≥ 0");
-        var retokenize = cmd.Declare("--retokenize", false, "Allow a sequence reward model with another tokenizer: decode responses and re-tokenise (with a warning).");
+        var retokenize = RewardFlags.DeclareRetokenize(cmd);
         var priority = cmd.Declare("--priority-sampling", false, "Sample training examples with probability ∝ advantage (with replacement).");
         var valueSteps = cmd.Declare("--value-steps", 300, "Full-batch steps fitting the value head before policy training.", check: v => v >= 0 ? null : "must be ≥ 0");
         var valueLr = cmd.Declare("--value-lr", 1e-2, "Learning rate of the value head.", check: v => v > 0 ? null : "must be positive");

@@ -21,7 +21,7 @@ public static class BonCommand
             "Reports the mean reward against plain sampling with the same seed (and the true sentiment on the built-in prompts).");
         var model = cmd.Declare("--model", "runs/sft/model", "Model folder (HF format).", alias: "--policy");
         var reward = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec(s): " + RewardFlags.SpecHelp + ".");
-        var retokenize = cmd.Declare("--retokenize", false, "Allow a sequence reward model with another tokenizer: decode responses and re-tokenise (with a warning).");
+        var retokenize = RewardFlags.DeclareRetokenize(cmd);
         var mode = cmd.Declare("--mode", "best-of-n", "best-of-n or guided.", check: v => v is "best-of-n" or "guided" ? null : "must be best-of-n or guided");
         var n = cmd.Declare("--n", 4, "Samples per prompt (best-of-n) or candidates per chunk (guided).", check: v => v >= 1 ? null : "must be at least 1");
         var chunk = cmd.Declare("--chunk-tokens", 8, "Guided: tokens generated between re-rankings.", check: v => v >= 1 ? null : "must be at least 1");

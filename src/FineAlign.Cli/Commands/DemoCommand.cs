@@ -130,19 +130,13 @@ public static class DemoCommand
             var stageClock = Stopwatch.StartNew();
             string dir = Path.Combine(runs, st.Name);
             string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote)) : BonCommandLine(budget, runs, s);
-            if (RunEvaluation.ReadInfo(dir) is { Command.Length: > 0 } done && done.Command == command)
+            if (AlreadyDone(r, st, dir, command))
             {
-                r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
                 expectedDone += st.ExpectedSeconds; actualDone += st.ExpectedSeconds * speed;
                 continue;
             }
             if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
-            if (st.Args.Length > 0)
-            {
-                int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
-                if (code == 130) throw new OperationCanceledException();
-                if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
-            }
+            if (st.Args.Length > 0) await RunStage(r, st, command, ct);
             else if (st.Name == "bon") BestOfN(r, budget, runs, settings);
             else if (st.Name == "evaluate")
             {
@@ -248,6 +242,22 @@ public static class DemoCommand
 
     // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
     /// <summary>Writes the report, prints its table and where everything is (both demo tasks end here).</summary>
+    /// <summary>A stage is skipped when its folder records the same command (both demo tasks).</summary>
+    internal static bool AlreadyDone(Recipe r, Stage st, string dir, string command)
+    {
+        if (RunEvaluation.ReadInfo(dir) is not { Command.Length: > 0 } done || done.Command != command) return false;
+        r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
+        return true;
+    }
+
+    /// <summary>Runs a stage's own finealign command in-process; Ctrl+C stays a cancellation, another failure names the command.</summary>
+    internal static async Task RunStage(Recipe r, Stage st, string command, CancellationToken ct)
+    {
+        int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
+        if (code == 130) throw new OperationCanceledException();
+        if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
+    }
+
     internal static int Finish(Recipe r, List<RunEvaluation> evaluations, string reportDir, ReportContext context, Stopwatch clock, string tensorBoardDir)
     {
         string md = ComparisonReport.Write(evaluations, reportDir, context);

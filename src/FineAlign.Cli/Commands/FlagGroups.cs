@@ -80,10 +80,14 @@ internal sealed class RewardFlags
     public required Option<double?> Clip { get; init; }
     public required Option<string?> LabelKey { get; init; }
 
+    /// <summary>--retokenize alone, for commands that take reward specs without the whole group (bon, alol).</summary>
+    public static Option<bool> DeclareRetokenize(RecipeCommand cmd) =>
+        cmd.Declare("--retokenize", false, "Allow a sequence reward model with another tokenizer: decode responses and re-tokenise (with a warning).");
+
     public static RewardFlags Declare(RecipeCommand cmd) => new()
     {
         Specs = cmd.Declare<string[]>("--reward", ["lexicon"], "Reward source spec (repeatable): " + SpecHelp + "."),
-        Retokenize = cmd.Declare("--retokenize", false, "Allow a sequence reward model with another tokenizer: decode responses and re-tokenise (with a warning)."),
+        Retokenize = DeclareRetokenize(cmd),
         Mapping = cmd.Declare("--tlcr-mapping", TlcrMapping.Paper, "TLCR probability → reward: paper (2p−1), code (tanh(p−½)) or discrete."),
         PivotWindow = cmd.Declare("--pivot-window", 1, "Smoothing window before pivot detection (pivot rewards).", check: Checks.AtLeast(1)),
         PivotMinLength = cmd.Declare("--pivot-min-length", 1, "Minimum pivot segment length.", check: Checks.AtLeast(1)),

@@ -278,18 +278,9 @@ internal static class ImdbDemo
             string dir = Path.Combine(runs, st.Name);
             string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote))
                 : st.Name == "bon" ? BonCommandLine(b, runs, settings!, s) : "";
-            if (st.Name != "evaluate" && RunEvaluation.ReadInfo(dir) is { Command.Length: > 0 } done && done.Command == command)
-            {
-                r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
-                continue;
-            }
+            if (st.Name != "evaluate" && DemoCommand.AlreadyDone(r, st, dir, command)) continue;
             if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
-            if (st.Args.Length > 0)
-            {
-                int code = await CliApp.RunAsync(st.Args, r.Out, r.Error, ct);
-                if (code == 130) throw new OperationCanceledException();
-                if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
-            }
+            if (st.Args.Length > 0) await DemoCommand.RunStage(r, st, command, ct);
             else if (st.Name == "bon") BestOfN(r, b, runs, settings!);
             else if (st.Name == "evaluate")
             {
