@@ -267,6 +267,7 @@ internal static class ImdbDemo
     {
         List<RunEvaluation> evaluations = [];
         double evaluateSeconds = 0;
+        bool rebuilt = false;   // once a stage reruns, the stages after it were made from its old output: rerun them too
         for (int i = 0; i < stages.Count; i++)
         {
             ct.ThrowIfCancellationRequested();
@@ -278,7 +279,7 @@ internal static class ImdbDemo
             string dir = Path.Combine(runs, st.Name);
             string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote))
                 : st.Name == "bon" ? BonCommandLine(b, runs, settings!, s) : "";
-            if (st.Name != "evaluate" && DemoCommand.AlreadyDone(r, st, dir, command)) continue;
+            if (st.Name != "evaluate" && !rebuilt && DemoCommand.AlreadyDone(r, st, dir, command)) continue;
             if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
             if (st.Args.Length > 0) await DemoCommand.RunStage(r, st, command, ct);
             else if (st.Name == "bon") BestOfN(r, b, runs, settings!);
@@ -297,7 +298,10 @@ internal static class ImdbDemo
                 evaluateSeconds = stageClock.Elapsed.TotalSeconds;
             }
             if (st.Name != "evaluate")
+            {
                 RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), DataTag, s));
+                rebuilt = true;
+            }
         }
         return (evaluations, evaluateSeconds);
     }

@@ -41,10 +41,20 @@ public class DemoCommandTests
         Assert.True(Directory.EnumerateFiles(Path.Combine(a, "runs", "dpo", "runs"), "events.out.tfevents.*").Any(), "TensorBoard training logs");
         Assert.True(Directory.EnumerateFiles(Path.Combine(a, "runs", "dpo", "runs", "heldout"), "events.out.tfevents.*").Any(), "TensorBoard held-out curve");
 
-        // A rerun into the same folder skips the finished stages and reproduces the table.
-        var (code2, output2, err2) = CliRunner.Run("demo", "--quick", "--out", a, "--threads", "1");
+        // A rerun into the same folder skips the finished stages and reproduces the table, also with another thread
+        // count (a run-only flag: it must not delete and retrain finished stages).
+        var (code2, output2, err2) = CliRunner.Run("demo", "--quick", "--out", a, "--threads", "2");
         Assert.True(code2 == 0, err2 + output2);
         Assert.Equal(12, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(report, ComparisonReport.MarkdownFile))));
+
+        // A stage that reruns (here: A-LoL, as if interrupted) makes the stages after it rerun too (best-of-n), since
+        // they were made from its old output; the stages before it stay. Same seed, same table.
+        File.Delete(Path.Combine(a, "runs", "alol", RunEvaluation.InfoFileName));
+        var (code2b, output2b, err2b) = CliRunner.Run("demo", "--quick", "--out", a, "--threads", "1");
+        Assert.True(code2b == 0, err2b + output2b);
+        Assert.Equal(10, output2b.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.DoesNotContain("demo: bon already done", output2b);
         Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(report, ComparisonReport.MarkdownFile))));
 
         // A fresh run with the same seed gives the same table.
@@ -72,6 +82,14 @@ public class DemoCommandTests
         string dpoRow = Table(md).Single(l => l.StartsWith("| dpo |", StringComparison.Ordinal));
         Assert.Contains(dpoRow, File.ReadAllText(Path.Combine(again, ComparisonReport.MarkdownFile)));   // same settings, same numbers
     }
+
+    [Theory]
+    [InlineData("finealign sft --out r --threads 1 --seed 42", "finealign sft --out r --threads 2 --seed 42", true)]
+    [InlineData("finealign sft --out r --threads=1 --seed 42", "finealign sft --out r --seed 42", true)]
+    [InlineData("finealign sft --out r --threads 1 --seed 42", "finealign sft --out r --threads 1 --seed 43", false)]
+    [InlineData("finealign sft --out r --max-steps 10", "finealign sft --out r --max-steps 100", false)]
+    public void StageCacheIgnoresOnlyRunOnlyFlags(string done, string now, bool same) =>
+        Assert.Equal(same, FineAlign.Cli.Commands.DemoCommand.SameWork(done, now));
 
     [Fact]
     public void SeveralSeedsRunOnePipelinePerSeedAndReportMeanAndIntervalPerMethod()
