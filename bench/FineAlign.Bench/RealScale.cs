@@ -20,12 +20,16 @@ using F = TorchSharp.torch.nn.functional;
 ///              value head and reward head on one base), --batch B --prompt P --new N; phases and peak RSS.
 ///   rs_bf16_profile  where the bf16 fwd+bwd time goes (GEMMs at the model's shapes, trunk, chunked head, non-GEMM ops).
 ///   rs_all     all of the above, one child process each.
+/// --allocator return (default: HostAllocator, the CLI's --release-freed-memory, glibc's mmap threshold at 4 MB) | default (glibc's own).
 /// FLOPs as in Program.cs: fwd+bwd = 6·N' + 12·L·d·T per token (N' = parameters in matmuls: all but the input embedding).
 /// </summary>
 internal static class RealScaleBench
 {
     public static int Run(string workload, Dictionary<string, string> a, int reps, int threads)
     {
+        // --allocator return (HostAllocator, as the CLI's --release-freed-memory) | default (glibc's dynamic threshold), before any tensor.
+        string allocator = a.GetValueOrDefault("allocator", "return");
+        if (allocator == "return") HostAllocator.ReturnFreedMemory();
         torch.set_num_threads(threads);
         torch.manual_seed(0);
         if (workload == "rs_all")
@@ -42,6 +46,7 @@ internal static class RealScaleBench
         {
             ["workload"] = "machine", ["gemm_fp32_gflops_median"] = Math.Round(fp32Gemm, 1), ["gemm_bf16_gflops_median"] = Math.Round(bf16Gemm, 1),
             ["bf16_over_fp32_gemm"] = Math.Round(bf16Gemm / fp32Gemm, 2), ["cpu_native_bf16"] = ModelSetup.CpuHasBf16(), ["load_1min"] = Load(),
+            ["allocator"] = HostAllocator.State,
         });
         ResetPeak();
         long baseline = Rss("VmRSS");
