@@ -71,6 +71,14 @@ internal static class GemvBench
                     new("addmv_out", (x, w, wt) => outVec.addmv_(w, x.squeeze(0), beta: 0, alpha: 1).unsqueeze(0), RowsOneOnly: true),
                     new("split2_threads", (x, w, wt) => SplitOnThreads(x, w, halves)),
                 };
+                // The weight in blocks of output rows, one GEMM each (each block's panel stays in cache while it is used,
+                // instead of MKL packing the whole matrix per call): nn.Linear's layout and the Wᵀ layout.
+                foreach (int blk in new[] { 512, 2048, 8192 })
+                {
+                    if (blk >= outF) continue;
+                    variants.Add(new($"linear_row_blocks_{blk}", (x, w, wt) => Blocks(outF, blk, (r, n) => F.linear(x, w.narrow(0, r, n)))));
+                    variants.Add(new($"mm_pretransposed_col_blocks_{blk}", (x, w, wt) => Blocks(outF, blk, (r, n) => x.mm(wt.narrow(1, r, n)))));
+                }
                 var xs = torch.randn(m, inF);
                 var reference = F.linear(xs, ws[0]);
                 foreach (var v in variants)
@@ -111,6 +119,13 @@ internal static class GemvBench
             return torch.cat(halves, 1);
         }
         finally { torch.set_num_threads(before); }
+    }
+
+    private static Tensor Blocks(long outF, int block, Func<long, long, Tensor> part)
+    {
+        var parts = new List<Tensor>();
+        for (long r = 0; r < outF; r += block) parts.Add(part(r, Math.Min(block, outF - r)));
+        return torch.cat(parts, 1);
     }
 
     internal static Tensor BlockedTranspose(Tensor w, Tensor wt, int block)

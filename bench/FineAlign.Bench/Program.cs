@@ -242,6 +242,14 @@ else if (workload == "ppo")
     using var reference = ModelFactory.Create(noEos, seed: 0);          // a copy of the initial policy
     using var valueModel = new ScoredLM(ModelFactory.Create(noEos, seed: 0), HeadKind.Token, 1, seed: 1);
     var value = ValueModel.Separate(valueModel);
+    // --logit-scale K multiplies the final norm's gain of policy and reference: random weights give near-uniform
+    // next-token distributions (logit std ≈ 0.34), so top-p 0.9 keeps ~90 % of the vocabulary and the sampler falls back
+    // to a full sort every step; a trained model's nucleus is small. K = 12 (logit std ≈ 4) gives such a nucleus.
+    double logitScale = double.Parse(argsMap.GetValueOrDefault("logit-scale", "1"), System.Globalization.CultureInfo.InvariantCulture);
+    if (logitScale != 1)
+        using (torch.no_grad())
+            foreach (var m in new[] { policy, reference })
+                m.named_parameters().Single(p => p.name == "model.norm.weight").parameter.mul_(logitScale);
     // The value trunk's own LM head is never run (TokenScores reads the final hidden states): not counted.
     long nValueMatmul = valueModel.named_parameters().Where(p => !p.name.Contains("lm_head")).Sum(p => p.parameter.numel()) - nEmbedding;
     var tokenizer = new IdTokenizer(noEos.VocabSize);
@@ -300,7 +308,7 @@ else if (workload == "ppo")
     double allFlops = genFlops + scoreFlops + updateFlops;
     Report(new JsonObject
     {
-        ["workload"] = "ppo", ["rollout_dtype"] = rolloutDtype, ["batch"] = batch, ["prompt_tokens"] = promptLen, ["new_tokens"] = newTokens,
+        ["workload"] = "ppo", ["rollout_dtype"] = rolloutDtype, ["logit_scale"] = logitScale, ["batch"] = batch, ["prompt_tokens"] = promptLen, ["new_tokens"] = newTokens,
         ["generation_share"] = Math.Round(Median(phases["generation"]) / Median(totals), 3),
         ["params_matmul_policy"] = nMatmul, ["params_matmul_value"] = nValueMatmul,
         ["iteration_s_median"] = Math.Round(totalMed, 4), ["iteration_s_all"] = new JsonArray(totals.Select(t => (JsonNode)Math.Round(t, 3)).ToArray()),
