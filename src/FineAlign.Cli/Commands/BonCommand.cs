@@ -65,8 +65,6 @@ public static class BonCommand
                 EosTokenIds = chat?.EndOfTurn.Id is int eot ? lm.Config.EosTokenIds.Append(eot).Distinct().ToArray() : null,
             };
             using var remote = rollout.Build(r, ".");
-            if (remote is not null && r.Get(mode) == "guided")
-                throw new FineAlignException("--mode guided re-ranks prefixes in-process; --rollout-endpoint is for --mode best-of-n");
             if (remote is not null) r.Out.WriteLine($"bon: sampling on {string.Join(", ", remote.LiveEndpoints)}");
             IRolloutEngine engine = remote ?? (IRolloutEngine)new LocalRolloutEngine(lm, tokenizer);
             gen = gen with { EosTokenIds = gen.EosTokenIds ?? lm.Config.EosTokenIds };
@@ -74,7 +72,7 @@ public static class BonCommand
                 throw new FineAlignException("--mode guided scores prefixes; a reward that reads dataset columns (exact-match:, numeric:) needs --mode best-of-n");
             var plain = BestOfN.Generate(engine, tokenizer, list, source, 1, gen, columns: columns);
             var chosen = r.Get(mode) == "guided"
-                ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen)
+                ? RewardGuidedDecoding.Generate(lm, tokenizer, list, source, r.Get(n), r.Get(chunk), gen, engine: remote)
                 : BestOfN.Generate(engine, tokenizer, list, source, r.Get(n), gen, columns: columns);
             if (r.Get(outPath) is string o)
             {

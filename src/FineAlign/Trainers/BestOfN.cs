@@ -103,11 +103,16 @@ public static class BestOfN
 /// </summary>
 public static class RewardGuidedDecoding
 {
+    /// <param name="engine">Null: sample in-process from <paramref name="model"/> (stop strings allowed). Otherwise each
+    /// chunk is one rollout request per prefix (prompt + the response so far, as token ids) with n = candidates, e.g. to
+    /// a fleet of OpenAI-compatible servers; stop tokens only (<see cref="GenerationOptions.EosTokenIds"/>: give the model's).</param>
     public static IReadOnlyList<RankedResponse> Generate(CausalLM model, TextTokenizer tokenizer, IReadOnlyList<string> prompts,
-        RewardSource reward, int candidates, int chunkTokens, GenerationOptions options, int maxRows = 64)
+        RewardSource reward, int candidates, int chunkTokens, GenerationOptions options, int maxRows = 64, IRolloutEngine? engine = null)
     {
         if (candidates < 1) throw new FineAlignException($"reward-guided decoding needs at least 1 candidate, got {candidates}");
         if (chunkTokens < 1) throw new FineAlignException($"reward-guided decoding needs a chunk of at least 1 token, got {chunkTokens}");
+        if (engine is not null && options.StopStrings is { Count: > 0 })
+            throw new FineAlignException("reward-guided decoding through a rollout engine stops at tokens only (EosTokenIds), not stop strings");
         options.Validate();
         var promptIds = prompts.Select((p, i) =>
         {
@@ -129,13 +134,16 @@ public static class RewardGuidedDecoding
             for (int s = 0; s < active.Count; s += promptsPerCall)
             {
                 var chunk = active.Skip(s).Take(promptsPerCall).ToList();
-                var rows = chunk.SelectMany(i => Enumerable.Repeat(promptIds[i].Concat(tokens[i]).ToArray(), candidates)).ToList();
                 int budget = options.MaxNewTokens - chunk.Min(i => tokens[i].Count);
-                var gen = TextGenerator.Generate(model, rows, options with
-                {
-                    MaxNewTokens = Math.Min(chunkTokens, budget),
-                    Seed = options.Seed + 1_000_003L * round + s,
-                }, tokenizer);
+                var step = options with { MaxNewTokens = Math.Min(chunkTokens, budget), Seed = options.Seed + 1_000_003L * round + s };
+                var gen = engine is null
+                    ? TextGenerator.Generate(model, chunk.SelectMany(i => Enumerable.Repeat(promptIds[i].Concat(tokens[i]).ToArray(), candidates)).ToList(), step, tokenizer)
+                    : engine.Sequences(new RolloutRequest
+                    {
+                        PromptIds = chunk.Select(i => promptIds[i].Concat(tokens[i]).ToArray()).ToList(), SamplesPerPrompt = candidates,
+                        MaxNewTokens = step.MaxNewTokens, Temperature = step.IsGreedy ? 0 : step.Temperature, TopP = step.TopP, TopK = step.TopK,
+                        Seed = step.Seed, StopTokenIds = step.EosTokenIds,
+                    }, tokenizer);
                 var full = gen.Select((g, k) => tokens[chunk[k / candidates]].Concat(g.Tokens).ToArray()).ToList();
                 var fullTexts = full.Select(f => tokenizer.Decode(f)).ToList();
                 var scores = Decoding.Score(reward, tokenizer, gen.Select((_, k) => prompts[chunk[k / candidates]]).ToList(), full, fullTexts);

@@ -51,7 +51,39 @@ public class RemoteBonEvalTests
     }
 
     [Fact]
-    public async Task BonCommandSamplesOnTheEndpointAndRefusesGuidedMode()
+    public async Task RewardGuidedDecodingOnServeGrowsEachPrefixWithTheServersBestChunk()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
+        var tok = TokenizerLoader.Load(modelDir);
+        using var model = ModelIO.Load(modelDir);
+        await using var server = await RemoteRolloutTests.Serve(modelDir);
+        using var engine = Engine(server.BaseAddress);
+        var reward = ProgrammaticRewardSource.Sequence("count_a", e => e.ResponseText!.Count(c => c == 'a'));
+        var options = new GenerationOptions { MaxNewTokens = 9, Seed = 5, EosTokenIds = model.Config.EosTokenIds };
+
+        var guided = RewardGuidedDecoding.Generate(model, tok, ["x", "yz"], reward, 3, 4, options, engine: engine);
+        // Chunks of 4, 4, 1 tokens unless a sample ends early: one request per prefix per chunk, n = 3 each.
+        int rounds = guided.Max(g => (g.Best.Tokens.Length + 3) / 4);
+        Assert.InRange(server.Metrics.Requests, 2, 2 * 3);
+        Assert.True(server.Metrics.Requests >= rounds);
+        foreach (var g in guided)
+        {
+            Assert.InRange(g.Best.Tokens.Length, 1, 9);
+            Assert.Equal(tok.Decode(g.Best.Tokens), g.Best.Text);                                // the chosen chunks, concatenated
+            Assert.Equal(g.Best.Text.Count(c => c == 'a'), g.Reward);                             // scored on the whole response
+            Assert.Equal(3, g.CandidateRewards.Length);
+            Assert.Equal(g.CandidateRewards.Max(), g.Reward);
+        }
+        // The servers decode seeded requests reproducibly: the same call gives the same responses.
+        var again = RewardGuidedDecoding.Generate(model, tok, ["x", "yz"], reward, 3, 4, options, engine: engine);
+        Assert.Equal(guided.Select(g => g.Best.Tokens), again.Select(g => g.Best.Tokens));
+        Assert.Throws<FineAlignException>(() => RewardGuidedDecoding.Generate(model, tok, ["x"], reward, 3, 4,
+            options with { StopStrings = ["."] }, engine: engine));
+    }
+
+    [Fact]
+    public async Task BonCommandSamplesOnTheEndpointInBothModes()
     {
         using var tmp = TestPaths.NewTempDir();
         string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
@@ -73,11 +105,16 @@ public class RemoteBonEvalTests
             Assert.Equal(cand.Max(), row["reward"]!.GetValue<double>(), 6);
         }
 
-        var (guided, _, guidedErr) = await Task.Run(() => CliRunner.Run("bon", "--model", modelDir, "--prompts", prompts, "--mode", "guided",
+        long before = server.Metrics.Requests;
+        string guidedOut = Path.Combine(tmp.Path, "guided.jsonl");
+        var (guided, guidedStdout, guidedErr) = await Task.Run(() => CliRunner.Run("bon", "--model", modelDir, "--prompts", prompts, "--mode", "guided",
+            "--n", "2", "--chunk-tokens", "3", "--max-new-tokens", "6", "--threads", "1", "--out", guidedOut,
             "--rollout-endpoint", server.BaseAddress.ToString(), "--rollout-model", "tiny"));
-        Assert.Equal(1, guided);
-        Assert.Contains("--mode guided", guidedErr);
-        Assert.DoesNotContain('\n', guidedErr.Trim());
+        Assert.True(guided == 0, guidedErr + guidedStdout);
+        Assert.True(server.Metrics.Requests - before >= 3 + 3, "plain sampling and at least one guided chunk per prompt on the server");
+        var guidedRows = CommandFixtures.ReadJsonl(guidedOut);
+        Assert.Equal(3, guidedRows.Count);
+        Assert.All(guidedRows, row => Assert.Equal(2, row["candidate_rewards"]!.AsArray().Count));
     }
 
     [Fact]
