@@ -147,6 +147,24 @@ public class RunFolderTests
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);
 
+    [DllImport("libc", EntryPoint = "signal")]
+    private static extern IntPtr set_signal(int sig, IntPtr handler);
+
+    /// <summary>
+    /// A script's background job (`cmd &` without job control, as a CI script may be started) begins with SIGINT
+    /// ignored, and .NET — like a shell, like Python — keeps an inherited SIG_IGN for SIGINT, so the child would never
+    /// see the test's Ctrl+C (the CLI is right to keep it: that is how such jobs avoid a terminal's Ctrl+C). The test is
+    /// about our handler, so its child gets the default disposition to inherit. Only when ignored: then no terminal
+    /// Ctrl+C can reach this process either.
+    /// </summary>
+    private static void UnignoreSigintForChildren()
+    {
+        string? line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        if (line is null) return;
+        ulong ignored = Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16);
+        if ((ignored & (1UL << (SIGINT - 1))) != 0) set_signal(SIGINT, IntPtr.Zero);   // SIG_DFL
+    }
+
     private const int SIGINT = 2, SIGTERM = 15;
 
     [Theory]
@@ -156,6 +174,7 @@ public class RunFolderTests
     {
         using var tmp = TestPaths.NewTempDir();
         string outDir = Path.Combine(tmp.Path, "run");
+        if (signal == SIGINT) UnignoreSigintForChildren();
         using var p = new CrashResumeTests.CliProcess(LongSft(outDir));
         Assert.True(p.TrainingStarted.Wait(TimeSpan.FromSeconds(60)), p.Output.ToString());
         // Into the training loop: a signal before the first step has nothing to checkpoint.
