@@ -72,9 +72,12 @@ internal static class ImdbDemo
         var judge = sharedStages.Except(prep).ToList();
         r.Out.WriteLine($"demo --task imdb: {sharedStages.Count} shared stages (data, tokenizers, held-out judge) into {shared} ({(quick ? "quick" : "full")} budget, split seed {s0}); " +
                         $"reproduce with: {reproduce}");
-        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) await RunStages(r, budget, prep, shared, s0, null, clock, ct);
+        // A stage that reruns makes every stage made from its output rerun too, also across the lists below (in this
+        // process: the data and tokenizers → each seed's stages → that seed's best-of-n).
+        bool prepRebuilt;
+        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) (_, _, prepRebuilt) = await RunStages(r, budget, prep, shared, s0, null, clock, ct);
         allRuns.AddRange(sharedStages.Select(x => Path.Combine(shared, x.Name)));
-        var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings)>();
+        var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings, bool Rebuilt)>();
         for (int k = 0; k < nSeeds; k++)
         {
             int s = s0 + k;
@@ -84,14 +87,14 @@ internal static class ImdbDemo
             var stages = SeedPlan(budget, shared, runs, s, threads, afinnPath);
             r.Out.WriteLine($"demo --task imdb: {stages.Count} stages into {runs} (seed {s}" + (nSeeds > 1 ? $", {k + 1} of {nSeeds} seeds" : "") + ")");
             var settings = Settings(budget, shared, runs, s, nSeeds, afinnPath);
-            await RunStages(r, budget, stages.Where(x => !NeedsJudge(x)).ToList(), runs, s, settings, clock, ct);
-            seeds.Add((s, runs, stages, settings));
+            var (_, _, seedRebuilt) = await RunStages(r, budget, stages.Where(x => !NeedsJudge(x)).ToList(), runs, s, settings, clock, ct, prepRebuilt);
+            seeds.Add((s, runs, stages, settings, seedRebuilt));
             allRuns.AddRange(stages.Where(x => x.Name != "evaluate").Select(x => Path.Combine(runs, x.Name)));
         }
         using (SharedStagesLock(r, shared, "judge", ct)) await RunStages(r, budget, judge, shared, s0, null, clock, ct);
-        foreach (var (s, runs, stages, settings) in seeds)
+        foreach (var (s, runs, stages, settings, seedRebuilt) in seeds)
         {
-            var (evals, seconds) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct);
+            var (evals, seconds, _) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct, seedRebuilt);
             evaluations.AddRange(evals);
             evaluateTimes.Add((nSeeds == 1 ? "evaluate" : $"evaluate (seed {s})", Math.Round(seconds, 1)));
         }
@@ -261,13 +264,16 @@ internal static class ImdbDemo
         ];
     }
 
-    /// <summary>Runs (or skips, when done with the same command) the stages; evaluation needs <paramref name="settings"/>.</summary>
-    private static async Task<(List<RunEvaluation>, double)> RunStages(Recipe r, Budget b, List<DemoCommand.Stage> stages, string runs, int s,
-        EvalSettings? settings, Stopwatch clock, CancellationToken ct)
+    /// <summary>
+    /// Runs (or skips, when done with the same command) the stages; evaluation needs <paramref name="settings"/>.
+    /// <paramref name="rebuilt"/>: a stage these were made from has rerun, so none is skipped. Returns whether any ran.
+    /// </summary>
+    private static async Task<(List<RunEvaluation>, double, bool)> RunStages(Recipe r, Budget b, List<DemoCommand.Stage> stages, string runs, int s,
+        EvalSettings? settings, Stopwatch clock, CancellationToken ct, bool rebuilt = false)
     {
         List<RunEvaluation> evaluations = [];
         double evaluateSeconds = 0;
-        bool rebuilt = false;   // once a stage reruns, the stages after it were made from its old output: rerun them too
+        // once a stage reruns, the stages after it were made from its old output: rerun them too
         for (int i = 0; i < stages.Count; i++)
         {
             ct.ThrowIfCancellationRequested();
@@ -303,7 +309,7 @@ internal static class ImdbDemo
                 rebuilt = true;
             }
         }
-        return (evaluations, evaluateSeconds);
+        return (evaluations, evaluateSeconds, rebuilt);
     }
 
     private static string BonCommandLine(Budget b, string runs, EvalSettings settings, int seed) =>

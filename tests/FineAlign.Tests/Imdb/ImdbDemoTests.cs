@@ -54,6 +54,15 @@ public class ImdbDemoTests
         Assert.True(code2 == 0, err2 + output2);
         Assert.Equal(19, output2.Split('\n').Count(l => l.Contains("same command); skipped")));
         Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(a, "report", ComparisonReport.MarkdownFile))));
+
+        // A-LoL reruns (as if interrupted); best-of-n, in the later list of stages that need the judge, was made after
+        // it and reruns too; the other 17 stay. Same seed, same table.
+        File.Delete(Path.Combine(shared, "alol", RunEvaluation.InfoFileName));
+        var (code3, output3, err3) = CliRunner.Run(args);
+        Assert.True(code3 == 0, err3 + output3);
+        Assert.Equal(17, output3.Split('\n').Count(l => l.Contains("same command); skipped")));
+        Assert.DoesNotContain("demo: bon already done", output3);
+        Assert.Equal(Table(md), Table(File.ReadAllText(Path.Combine(a, "report", ComparisonReport.MarkdownFile))));
     }
 
     // The results rows (not the timing table, whose evaluate line is 0 s on a rerun from cache).
