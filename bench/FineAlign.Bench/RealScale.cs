@@ -20,15 +20,15 @@ using F = TorchSharp.torch.nn.functional;
 ///              value head and reward head on one base), --batch B --prompt P --new N; phases and peak RSS.
 ///   rs_bf16_profile  where the bf16 fwd+bwd time goes (GEMMs at the model's shapes, trunk, chunked head, non-GEMM ops).
 ///   rs_all     all of the above, one child process each.
-/// --allocator return (default: HostAllocator, the CLI's --release-freed-memory, glibc's mmap threshold at 4 MB) | default (glibc's own).
+/// --allocator default (glibc's own, as the CLI without flags) | return (HostAllocator: the CLI's --release-freed-memory, mmap threshold 4 MiB).
 /// FLOPs as in Program.cs: fwd+bwd = 6·N' + 12·L·d·T per token (N' = parameters in matmuls: all but the input embedding).
 /// </summary>
 internal static class RealScaleBench
 {
     public static int Run(string workload, Dictionary<string, string> a, int reps, int threads)
     {
-        // --allocator return (HostAllocator, as the CLI's --release-freed-memory) | default (glibc's dynamic threshold), before any tensor.
-        string allocator = a.GetValueOrDefault("allocator", "return");
+        // --allocator default (glibc's dynamic threshold, as the CLI) | return (HostAllocator, the CLI's --release-freed-memory), before any tensor.
+        string allocator = a.GetValueOrDefault("allocator", "default");
         if (allocator == "return") HostAllocator.ReturnFreedMemory();
         torch.set_num_threads(threads);
         torch.manual_seed(0);
