@@ -266,6 +266,18 @@ else if (workload == "ppo")
         MiniBatchSize = batch, Epochs = 1, LearningRate = 1e-6, MaxNewTokens = newTokens, Temperature = 1.0, TopP = 0.9,
     }) { WriteTensorBoard = false, Rollouts = engine };
 
+    // --split-generation: the rollout engine alone on the same prompts, greedy vs top-p 0.9 (where generation time goes).
+    if (argsMap.ContainsKey("split-generation"))
+    {
+        var promptIds = prompts.Select(p => TextGenerator.EncodePrompt(tokenizer, p)).ToList();
+        foreach (var (name, topP, temp) in new[] { ("greedy", 1.0, 0.0), ("top_p_0.9", 0.9, 1.0), ("top_p_1.0", 1.0, 1.0), ("greedy", 1.0, 0.0), ("top_p_0.9", 0.9, 1.0), ("top_p_1.0", 1.0, 1.0) })
+        {
+            var sw = Stopwatch.StartNew();
+            engine.Generate(new RolloutRequest { PromptIds = promptIds, MaxNewTokens = newTokens, Temperature = temp, TopP = topP, Seed = 3, StopTokenIds = Array.Empty<int>() });
+            Console.WriteLine(new JsonObject { ["workload"] = "ppo_generation_split", ["sampling"] = name, ["logit_scale"] = logitScale, ["s"] = Math.Round(sw.Elapsed.TotalSeconds, 3), ["load_1min"] = LoadAverage() }.ToJsonString());
+        }
+    }
+
     var phases = new Dictionary<string, List<double>> { ["generation"] = new(), ["scoring"] = new(), ["update"] = new() };
     var totals = new List<double>();
     Dictionary<string, double> last = new();

@@ -194,8 +194,11 @@ public static class TextGenerator
     /// </summary>
     internal const int MinStepsForDecodeLayout = 4;
 
-    /// <summary>How many top candidates the nucleus shortcut tries before sorting the whole vocabulary.</summary>
+    /// <summary>How many top candidates the nucleus shortcut tries first.</summary>
     internal const int DefaultNucleusCandidates = 256;
+
+    /// <summary>The second tier is this many times the first (4,096 at 32k), tried when it is under half the vocabulary.</summary>
+    internal const int NucleusTierGrowth = 16;
 
     internal static int NucleusCandidates(GenerationOptions o, long vocab)
         => (int)Math.Min(vocab, o.TopK > 0 ? o.TopK + 1L : DefaultNucleusCandidates);
@@ -205,8 +208,9 @@ public static class TextGenerator
     /// the nucleus is a prefix there. Exact shortcut: the <paramref name="candidates"/> largest probabilities
     /// (torch.topk) suffice when the tokens ranked above the last candidate already reach p, or the last candidate
     /// has probability 0 — then every token outside is dropped in the full sort too, the cumulative sums over the
-    /// prefix are the same numbers (a sequential scan), and the same uniform draw picks the same token. Otherwise
-    /// (a flat distribution) the whole vocabulary is sorted. <paramref name="candidates"/> ≤ 1 forces the full sort.
+    /// prefix are the same numbers (a sequential scan), and the same uniform draw picks the same token. Otherwise a
+    /// second tier of <see cref="NucleusTierGrowth"/> × as many candidates is tried (when under half the vocabulary),
+    /// then the whole vocabulary is sorted (a flat distribution). <paramref name="candidates"/> ≤ 1 forces the full sort.
     /// </summary>
     internal static Tensor SampleNucleus(Tensor filtered, double topP, torch.Generator generator, int candidates, out bool shortcut, SamplerScalars? scalars = null)
     {
@@ -219,20 +223,24 @@ public static class TextGenerator
         long vocab = probs.shape[^1];
         Tensor sorted, order;
         shortcut = false;
-        if (candidates > 1 && candidates < vocab)
+        // Two tiers before the full sort: a nucleus of a few hundred tokens (a flat step of a trained model) would
+        // otherwise sort the whole vocabulary (bench: 10.9 ms per batch-8 step at 32k against ~1 ms for the first tier).
+        sorted = order = null!;
+        for (long k = candidates; k > 1 && k < vocab;)
         {
-            (sorted, order) = probs.topk(candidates, -1, largest: true, sorted: true);
+            (sorted, order) = probs.topk((int)k, -1, largest: true, sorted: true);
             var cum = sorted.cumsum(-1);
             var above = cum[TensorIndex.Colon, -2];                       // mass ranked above the last candidate
             var last = sorted[TensorIndex.Colon, -1];
-            bool covered = above.gt(p).logical_or(last.eq(zero)).all().item<bool>();
-            if (covered) shortcut = true;
-            else (sorted, order) = probs.sort(-1, descending: true);
+            if (above.gt(p).logical_or(last.eq(zero)).all().item<bool>()) { shortcut = true; break; }
+            long next = k * NucleusTierGrowth;
+            if (next >= vocab / 2) break;
+            // The next tier adds (next − k) tokens of probability ≤ last each; where even that cannot lift a row's mass
+            // to p, its topk must fail, so sort at once (a speed choice only: the full sort is always exact).
+            if ((cum[TensorIndex.Colon, -1] + last * (double)(next - k)).lt(p).any().item<bool>()) break;
+            k = next;
         }
-        else
-        {
-            (sorted, order) = probs.sort(-1, descending: true);
-        }
+        if (!shortcut) (sorted, order) = probs.sort(-1, descending: true);
         // Drop a token when the tokens ranked above it already reach p (the top token always stays).
         var kept = sorted.masked_fill((sorted.cumsum(-1) - sorted).gt(p), zero);
         return order.gather(-1, InverseCdf(kept, generator).unsqueeze(-1)).squeeze(-1);

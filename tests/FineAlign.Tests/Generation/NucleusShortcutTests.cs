@@ -41,6 +41,25 @@ public class NucleusShortcutTests
     }
 
     [Fact]
+    public void ASecondTierCoversAMidSizedNucleusWithTheSameTokens()
+    {
+        // 32k vocabulary, logit std 4: the top-p 0.9 nucleus is a few hundred tokens, more than 64 candidates hold and
+        // far fewer than 64 × 16 = 1024 (the second tier); the draw must equal the full sort's.
+        using var scope = torch.NewDisposeScope();
+        for (int seed = 0; seed < 5; seed++)
+        {
+            using var g = new torch.Generator((ulong)(50 + seed));
+            var logits = torch.randn(new long[] { 8, 32000 }, generator: g) * 4.0;
+            var probs = logits.softmax(-1);
+            var first = probs.topk(64, -1).values.sum(-1);
+            Assert.True(first.lt(0.9).any().item<bool>(), "the first tier alone would not cover this case");
+            var fast = Draw(logits, 0.9, 300 + seed, candidates: 64, out bool shortcut);
+            Assert.True(shortcut, "the second tier should cover it");
+            Assert.Equal(Draw(logits, 0.9, 300 + seed, candidates: 0, out _), fast);
+        }
+    }
+
+    [Fact]
     public void ShortcutMatchesThePreviousSortFirstImplementation()
     {
         // Reference: today's formula before the shortcut (sort the logits, then softmax in sorted order).
