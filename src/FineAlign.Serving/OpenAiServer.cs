@@ -99,11 +99,13 @@ public sealed class OpenAiServer : IAsyncDisposable
                       $"(OpenAI API under {new Uri(server.BaseAddress, "v1")}; max batch {options.MaxBatch}, max concurrency {options.MaxConcurrency}" +
                       $"{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C or SIGTERM stops after in-flight requests");
         log.Flush();
-        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var a = server.Lifetime.ApplicationStopping.Register(() => stopping.TrySetResult());
-        using var b = cancellationToken.Register(() => stopping.TrySetResult());
-        await stopping.Task;
-        log.WriteLine($"stopping: finishing {server.Metrics.InFlight} in-flight request(s)");
+        // The in-flight count is taken when the stop arrives (in the callback), not when this continuation runs on the
+        // thread pool: a request may finish in between, and the line would then say 0 for a drain that did happen.
+        var stopping = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var a = server.Lifetime.ApplicationStopping.Register(() => stopping.TrySetResult(server.Metrics.InFlight));
+        using var b = cancellationToken.Register(() => stopping.TrySetResult(server.Metrics.InFlight));
+        long inFlight = await stopping.Task;
+        log.WriteLine($"stopping: finishing {inFlight} in-flight request(s)");
         log.Flush();
         await server.StopAsync();
         log.WriteLine($"stopped after {server.Metrics.Requests} request(s) in {server.Metrics.Batches} batch(es)");

@@ -48,7 +48,7 @@ public partial class ServeProcessTests
             string url = await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
             using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
             var request = http.PostAsync("/v1/completions", new StringContent(
-                """{"prompt": [256, 70], "max_tokens": 100, "ignore_eos": true, "logprobs": 0}""", Encoding.UTF8, "application/json"));
+                """{"prompt": [256, 70], "max_tokens": 250, "ignore_eos": true, "logprobs": 0}""", Encoding.UTF8, "application/json"));
             var deadline = DateTime.UtcNow.AddSeconds(20);
             while (!(await http.GetStringAsync("/metrics")).Contains("finealign_requests_in_flight 1") && DateTime.UtcNow < deadline) await Task.Delay(5);
             Assert.False(request.IsCompleted);
@@ -57,7 +57,7 @@ public partial class ServeProcessTests
             using var response = await request;
             Assert.Equal(200, (int)response.StatusCode);
             var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
-            Assert.Equal(100, body["usage"]!["completion_tokens"]!.GetValue<int>());
+            Assert.Equal(250, body["usage"]!["completion_tokens"]!.GetValue<int>());
             Assert.True(p.WaitForExit(30_000), "serve did not exit after SIGTERM:\n" + output);
             p.WaitForExit();
             Assert.True(p.ExitCode == 0, $"exit code {p.ExitCode}:\n{output}");
