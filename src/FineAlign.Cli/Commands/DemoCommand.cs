@@ -22,7 +22,7 @@ public static class DemoCommand
     internal sealed record Stage(string Name, string What, string[] Args, double ExpectedSeconds, string Method = "", string Signal = "");
 
     /// <summary>
-    /// Sizes of a demo run. <see cref="Full"/>: estimated 8.5–9 minutes on 2 quiet cores (fresh-clone build included; DEMO.md); <see cref="Quick"/> about 1.
+    /// Sizes of a demo run. <see cref="Full"/>: 7:48 measured on 2 quiet cores, plus a fresh clone's build (DEMO.md); <see cref="Quick"/> about 1.
     /// 650 pretraining steps (≈ +2.2 min over 400 on the quiet machine) give an SFT base with 99.9 % corpus words and 91.1 % ± 2.8 well-formed
     /// responses of ~22 words over seeds 42–44 (400 steps: 86.3 % ± 7.5; DEMO.md).
     /// </summary>
@@ -118,7 +118,7 @@ public static class DemoCommand
         List<RunEvaluation> evaluations = [];
         var settings = new EvalSettings(budget.EvalPrompts, budget.EvalSamples, budget.MaxNewTokens, s + 7777L, budget.CorpusSize, 1234,
             Path.Combine(runs, "sft", "model"));
-        bool rebuilt = false;   // once a stage reruns, the stages after it were made from its old output: rerun them too
+        var cache = new StageCache();
         for (int i = 0; i < stages.Count; i++)
         {
             ct.ThrowIfCancellationRequested();
@@ -131,7 +131,7 @@ public static class DemoCommand
             var stageClock = Stopwatch.StartNew();
             string dir = Path.Combine(runs, st.Name);
             string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote)) : BonCommandLine(budget, runs, s);
-            if (!rebuilt && AlreadyDone(r, st, dir, command))
+            if (cache.AlreadyDone(r, st, dir, command))
             {
                 expectedDone += st.ExpectedSeconds; actualDone += st.ExpectedSeconds * speed;
                 continue;
@@ -150,10 +150,7 @@ public static class DemoCommand
                 evaluateSeconds = stageClock.Elapsed.TotalSeconds;
             }
             if (st.Name != "evaluate")
-            {
-                RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), RunInfo.BuiltinData, s));
-                rebuilt = true;
-            }
+                cache.Record(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), RunInfo.BuiltinData, s));
             expectedDone += st.ExpectedSeconds;
             actualDone += stageClock.Elapsed.TotalSeconds;
         }
@@ -244,14 +241,29 @@ public static class DemoCommand
             $"bon: true reward {string.Join(", ", eval.Curve.Select(p => $"n={p.X:F0}: {p.Reward:F3}"))}"));
     }
 
-    // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
-    /// <summary>Writes the report, prints its table and where everything is (both demo tasks end here).</summary>
-    /// <summary>A stage is skipped when its folder records the same command (both demo tasks).</summary>
-    internal static bool AlreadyDone(Recipe r, Stage st, string dir, string command)
+    /// <summary>
+    /// Which stages of one pipeline can be skipped (both demo tasks). A stage is skipped when its folder records the same
+    /// work (<see cref="SameWork"/>); once a stage has rerun, every later stage of the pipeline reruns too, since it was made
+    /// from the old output. Start a pipeline's later part with <c>new StageCache(earlier.Rebuilt)</c>.
+    /// </summary>
+    internal sealed class StageCache(bool rebuilt = false)
     {
-        if (RunEvaluation.ReadInfo(dir) is not { Command.Length: > 0 } done || !SameWork(done.Command, command)) return false;
-        r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
-        return true;
+        /// <summary>Whether a stage of this pipeline (or of the part it continues) has rerun.</summary>
+        public bool Rebuilt { get; private set; } = rebuilt;
+
+        public bool AlreadyDone(Recipe r, Stage st, string dir, string command)
+        {
+            if (Rebuilt || RunEvaluation.ReadInfo(dir) is not { Command.Length: > 0 } done || !SameWork(done.Command, command)) return false;
+            r.Out.WriteLine($"demo: {st.Name} already done in {dir} (same command); skipped");
+            return true;
+        }
+
+        /// <summary>Records a finished stage in its folder (what a later run compares against).</summary>
+        public void Record(string dir, RunInfo info)
+        {
+            RunEvaluation.WriteInfo(dir, info);
+            Rebuilt = true;
+        }
     }
 
     /// <summary>
@@ -272,6 +284,7 @@ public static class DemoCommand
         if (code != 0) throw new FineAlignException($"demo stage '{st.Name}' failed (exit {code}); run it alone to see why: {command}");
     }
 
+    /// <summary>Writes the report, prints its table and where everything is (both demo tasks end here).</summary>
     internal static int Finish(Recipe r, List<RunEvaluation> evaluations, string reportDir, ReportContext context, Stopwatch clock, string tensorBoardDir)
     {
         string md = ComparisonReport.Write(evaluations, reportDir, context);
@@ -282,6 +295,7 @@ public static class DemoCommand
         return 0;
     }
 
+    // Stage title and ETA on one short line (a rule on a terminal), what the stage does below it.
     internal static void Header(TextWriter output, string title, string what, string eta)
     {
         if (CliProgress.IsInteractive(output))

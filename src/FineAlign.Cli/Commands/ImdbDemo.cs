@@ -20,9 +20,8 @@ namespace FineAlign.Cli.Commands;
 internal static class ImdbDemo
 {
     /// <summary>
-    /// Sizes of one run. <see cref="Full"/>: the 2,048-token version took 18.6 min on 1 thread at load 2–3; the 8,192-token base
-    /// (real words 0.74 → 0.86, docs/IMDB.md) makes a pretraining step ~1.75× slower: an estimated ~25 min on 1 quiet thread — not measured
-    /// on a quiet machine. The classifiers keep 2,048 tokens. <see cref="Quick"/>: a CI smoke test.
+    /// Sizes of one run. <see cref="Full"/>: 13:22 measured from scratch on 2 quiet cores (--threads 2, docs/IMDB.md), with the 8,192-token
+    /// base (real words 0.74 → 0.86 over the 2,048-token one); the classifiers keep 2,048 tokens. <see cref="Quick"/>: a CI smoke test.
     /// </summary>
     internal sealed record Budget(string Preset, int Context, int VocabSize, int ClassifierVocabSize, int MaxReviews, int PretrainSteps, double PretrainLr, int JudgePretrainSteps,
         int ClassifierSteps, int TlcrSteps, int PpoBatches, int PpoBatchSize, int PpoMiniBatch, int OfflineSteps, int BatchSize, int MaxNewTokens,
@@ -74,10 +73,10 @@ internal static class ImdbDemo
                         $"reproduce with: {reproduce}");
         // A stage that reruns makes every stage made from its output rerun too, also across the lists below (in this
         // process: the data and tokenizers → each seed's stages → that seed's best-of-n).
-        bool prepRebuilt;
-        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) (_, _, prepRebuilt) = await RunStages(r, budget, prep, shared, s0, null, clock, ct);
+        var prepCache = new DemoCommand.StageCache();
+        using (SharedStagesLock(r, shared, "data and tokenizers", ct)) await RunStages(r, budget, prep, shared, s0, null, clock, ct, prepCache);
         allRuns.AddRange(sharedStages.Select(x => Path.Combine(shared, x.Name)));
-        var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings, bool Rebuilt)>();
+        var seeds = new List<(int Seed, string Runs, List<DemoCommand.Stage> Stages, EvalSettings Settings, DemoCommand.StageCache Cache)>();
         for (int k = 0; k < nSeeds; k++)
         {
             int s = s0 + k;
@@ -87,14 +86,15 @@ internal static class ImdbDemo
             var stages = SeedPlan(budget, shared, runs, s, threads, afinnPath);
             r.Out.WriteLine($"demo --task imdb: {stages.Count} stages into {runs} (seed {s}" + (nSeeds > 1 ? $", {k + 1} of {nSeeds} seeds" : "") + ")");
             var settings = Settings(budget, shared, runs, s, nSeeds, afinnPath);
-            var (_, _, seedRebuilt) = await RunStages(r, budget, stages.Where(x => !NeedsJudge(x)).ToList(), runs, s, settings, clock, ct, prepRebuilt);
-            seeds.Add((s, runs, stages, settings, seedRebuilt));
+            var seedCache = new DemoCommand.StageCache(prepCache.Rebuilt);
+            await RunStages(r, budget, stages.Where(x => !NeedsJudge(x)).ToList(), runs, s, settings, clock, ct, seedCache);
+            seeds.Add((s, runs, stages, settings, seedCache));
             allRuns.AddRange(stages.Where(x => x.Name != "evaluate").Select(x => Path.Combine(runs, x.Name)));
         }
-        using (SharedStagesLock(r, shared, "judge", ct)) await RunStages(r, budget, judge, shared, s0, null, clock, ct);
-        foreach (var (s, runs, stages, settings, seedRebuilt) in seeds)
+        using (SharedStagesLock(r, shared, "judge", ct)) await RunStages(r, budget, judge, shared, s0, null, clock, ct, new DemoCommand.StageCache());
+        foreach (var (s, runs, stages, settings, seedCache) in seeds)
         {
-            var (evals, seconds, _) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct, seedRebuilt);
+            var (evals, seconds) = await RunStages(r, budget, stages.Where(NeedsJudge).ToList(), runs, s, settings, clock, ct, seedCache);
             evaluations.AddRange(evals);
             evaluateTimes.Add((nSeeds == 1 ? "evaluate" : $"evaluate (seed {s})", Math.Round(seconds, 1)));
         }
@@ -265,15 +265,14 @@ internal static class ImdbDemo
     }
 
     /// <summary>
-    /// Runs (or skips, when done with the same command) the stages; evaluation needs <paramref name="settings"/>.
-    /// <paramref name="rebuilt"/>: a stage these were made from has rerun, so none is skipped. Returns whether any ran.
+    /// Runs (or skips, when <paramref name="cache"/> finds them done) the stages; evaluation needs <paramref name="settings"/>.
+    /// One cache per pipeline part: the seed's continues the shared data's, and its best-of-n continues the seed's.
     /// </summary>
-    private static async Task<(List<RunEvaluation>, double, bool)> RunStages(Recipe r, Budget b, List<DemoCommand.Stage> stages, string runs, int s,
-        EvalSettings? settings, Stopwatch clock, CancellationToken ct, bool rebuilt = false)
+    private static async Task<(List<RunEvaluation>, double)> RunStages(Recipe r, Budget b, List<DemoCommand.Stage> stages, string runs, int s,
+        EvalSettings? settings, Stopwatch clock, CancellationToken ct, DemoCommand.StageCache cache)
     {
         List<RunEvaluation> evaluations = [];
         double evaluateSeconds = 0;
-        // once a stage reruns, the stages after it were made from its old output: rerun them too
         for (int i = 0; i < stages.Count; i++)
         {
             ct.ThrowIfCancellationRequested();
@@ -285,7 +284,7 @@ internal static class ImdbDemo
             string dir = Path.Combine(runs, st.Name);
             string command = st.Args.Length > 0 ? "finealign " + string.Join(' ', st.Args.Select(ReportCommand.Quote))
                 : st.Name == "bon" ? BonCommandLine(b, runs, settings!, s) : "";
-            if (st.Name != "evaluate" && !rebuilt && DemoCommand.AlreadyDone(r, st, dir, command)) continue;
+            if (st.Name != "evaluate" && cache.AlreadyDone(r, st, dir, command)) continue;
             if (Directory.Exists(dir) && st.Name != "evaluate") Directory.Delete(dir, recursive: true);
             if (st.Args.Length > 0) await DemoCommand.RunStage(r, st, command, ct);
             else if (st.Name == "bon") BestOfN(r, b, runs, settings!);
@@ -304,12 +303,9 @@ internal static class ImdbDemo
                 evaluateSeconds = stageClock.Elapsed.TotalSeconds;
             }
             if (st.Name != "evaluate")
-            {
-                RunEvaluation.WriteInfo(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), DataTag, s));
-                rebuilt = true;
-            }
+                cache.Record(dir, new RunInfo(st.Method, st.Signal, command, Math.Round(stageClock.Elapsed.TotalSeconds, 1), DataTag, s));
         }
-        return (evaluations, evaluateSeconds, rebuilt);
+        return (evaluations, evaluateSeconds);
     }
 
     private static string BonCommandLine(Budget b, string runs, EvalSettings settings, int seed) =>
