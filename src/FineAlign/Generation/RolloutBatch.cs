@@ -41,7 +41,7 @@ public sealed class RolloutBatch : IDisposable
         // The token ids arrive as host arrays (the engine's output): one host → device copy per tensor per batch.
         Tensor On(Tensor t)
         {
-            if (device is null || (t.device_type == device.type && t.device_index == device.index)) return t;
+            if (device is null || Devices.Same(t, device)) return t;
             var moved = t.to(device);
             t.Dispose();
             return moved;

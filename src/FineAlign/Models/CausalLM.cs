@@ -54,7 +54,7 @@ public abstract class CausalLM : nn.Module
     protected Tensor ToComputeDtype(Tensor x) => ComputeDtype is ScalarType d && x.dtype != d ? x.to(d) : x;
 
     /// <summary>The device seam: inputs made on the host follow the model to its device (a no-op on CPU).</summary>
-    protected static Tensor OnModelDevice(Tensor t, Tensor like) => t.device_type == like.device_type && t.device_index == like.device_index ? t : t.to(like.device);
+    protected static Tensor OnModelDevice(Tensor t, Tensor like) => Devices.Same(t, like) ? t : t.to(like.device);
 
     /// <summary>An empty cache sized for this model, holding at most <paramref name="maxLength"/> tokens.</summary>
     public KvCache NewCache(int maxLength) => new(Config.NumLayers, maxLength);

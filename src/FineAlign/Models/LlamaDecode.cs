@@ -53,7 +53,7 @@ internal sealed class RotaryTable : IDisposable
     /// <summary>Tables for <paramref name="positions"/> [B, T] as [B, T, 1, D] in <paramref name="dtype"/>; positions must be below <paramref name="length"/>.</summary>
     public (Tensor Cos, Tensor SignedSin) Lookup(Tensor positions, long length, ScalarType dtype)
     {
-        if (_cos is null || _cos.shape[0] < length || _cos.dtype != dtype || _cos.device_type != positions.device_type || _cos.device_index != positions.device_index) Build(length, dtype, positions.device);
+        if (_cos is null || _cos.shape[0] < length || _cos.dtype != dtype || !Devices.Same(_cos, positions)) Build(length, dtype, positions.device);
         long b = positions.shape[0], t = positions.shape[1], d = _cos!.shape[1];
         var index = positions.reshape(-1);
         return (_cos.index_select(0, index).view(b, t, 1, d), _sin!.index_select(0, index).view(b, t, 1, d));

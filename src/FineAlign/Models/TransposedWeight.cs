@@ -31,7 +31,7 @@ internal sealed class TransposedWeight : IDisposable
     /// <summary>Wᵀ [in, out] of <paramref name="weight"/> in <paramref name="dtype"/>, copied when <paramref name="cache"/> is new to it.</summary>
     public Tensor Get(Tensor weight, ScalarType dtype, KvCache cache)
     {
-        if (_wt is null || _wt.dtype != dtype || _wt.device_type != weight.device_type || _wt.device_index != weight.device_index || _wt.shape[0] != weight.shape[1] || _wt.shape[1] != weight.shape[0])
+        if (_wt is null || _wt.dtype != dtype || !Devices.Same(_wt, weight) || _wt.shape[0] != weight.shape[1] || _wt.shape[1] != weight.shape[0])
         {
             _wt?.Dispose();
             _wt = empty(new[] { weight.shape[1], weight.shape[0] }, dtype, weight.device).DetachFromDisposeScope();

@@ -235,7 +235,7 @@ public sealed class OnlineRlTrainer : IDisposable
         {
             throw new FineAlignException($"{ex.Message} ({o.StepNoun} {step})", ex);
         }
-        if (task.Values.device_type != mask.device_type || task.Values.device_index != mask.device_index)
+        if (!Devices.Same(task.Values, mask))
         {
             // A host-side reward source (text scorers, remote rewards): its [B, T] result joins the rollout on the device once.
             var onDevice = new TokenRewards(task.Values.to(mask.device), task.Mask.to(mask.device), task.Metrics);
