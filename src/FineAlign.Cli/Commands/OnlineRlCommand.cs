@@ -78,7 +78,7 @@ public static class OnlineRlCommand
             string[] evalSpecs = r.Get(evalReward) is { Length: > 0 } er ? er : r.Get(flags.Reward.Specs);
             if (evalFile is not null && evalSpecs.Length == 0) throw new UsageException("--eval-prompts FILE needs a reward: give --eval-reward SPEC (or --reward)");
             using var remote = flags.Rollout.Build(r, options.OutputDir);
-            using var local = flags.Rollout.Local(r, policy, tokenizer);
+            var local = flags.Rollout.Local(r, policy, tokenizer);
             // Held-out evaluation samples on the rollout servers only when they hold the current weights (synced after every update).
             var periodic = evalFile is null ? null
                 : HeldOutEval.FromFile(evalFile, string.Join(EvalReward.Separator, evalSpecs), tokenizer, r.Get(evalSteps), options.MaxNewTokens, r.Get(heldOutSeed),

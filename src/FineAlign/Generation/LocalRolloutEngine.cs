@@ -17,7 +17,7 @@ namespace FineAlign.Generation;
 /// with the fp32 policy (scoring pass), so the objective is the same function of the samples; the samples come from the
 /// bf16 model's distribution, which the importance ratio of the first epoch does not correct (docs/DECODING.md).
 /// </remarks>
-public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer = null, ScalarType? rolloutDtype = null) : IRolloutEngine, IDisposable
+public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer = null, ScalarType? rolloutDtype = null) : IRolloutEngine
 {
     /// <summary>The dtype rollouts are sampled in (null: the model's own).</summary>
     public ScalarType? RolloutDtype => rolloutDtype;
@@ -56,6 +56,4 @@ public sealed class LocalRolloutEngine(CausalLM model, TextTokenizer? tokenizer 
             return copy;
         }).GetAwaiter().GetResult();
     }
-
-    public void Dispose() { }
 }

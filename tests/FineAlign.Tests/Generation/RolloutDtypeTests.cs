@@ -37,7 +37,7 @@ public class RolloutDtypeTests
     public void Bf16_rollouts_sample_from_a_cast_copy_that_follows_every_update()
     {
         using var policy = ModelFactory.Create(Config, 3);
-        using var engine = new LocalRolloutEngine(policy, rolloutDtype: ScalarType.BFloat16);
+        var engine = new LocalRolloutEngine(policy, rolloutDtype: ScalarType.BFloat16);
         var first = engine.Generate(Request);
         var expected = FromCast(policy.state_dict());
         for (int i = 0; i < first.Count; i++)
@@ -63,7 +63,7 @@ public class RolloutDtypeTests
         using (no_grad())
             foreach (var (name, p) in policy.named_parameters())
                 if (name.Contains("lora_B")) p.normal_(0, 0.5);                 // a trained adapter (B = 0 would change nothing)
-        using var engine = new LocalRolloutEngine(policy, rolloutDtype: ScalarType.BFloat16);
+        var engine = new LocalRolloutEngine(policy, rolloutDtype: ScalarType.BFloat16);
         var got = engine.Generate(Request);
         var merged = FromCast(Lora.MergedTensors(policy).ToList());
         var baseOnly = FromCast(policy.state_dict().Where(kv => !kv.Key.Contains(".lora_")).ToList());
@@ -80,7 +80,7 @@ public class RolloutDtypeTests
         using var valueTrunk = new ScoredLM(ModelFactory.Create(Config, 1), HeadKind.Token, 1, seed: 2);
         var tok = new ByteTokenizer();
         var reward = ProgrammaticRewardSource.Sequence("len", e => e.ResponseIds.Length);
-        using var engine = new LocalRolloutEngine(policy, tok, ScalarType.BFloat16);
+        var engine = new LocalRolloutEngine(policy, tok, ScalarType.BFloat16);
         using var trainer = new OnlineRlTrainer(policy, reference, ValueModel.Separate(valueTrunk), tok, reward, ["p0", "p1"],
             OnlineRlOptions.Ppo with { OutputDir = tmp.Path, Steps = 2, BatchSize = 2, MiniBatchSize = 2, Epochs = 1, MaxNewTokens = 6 })
         { Rollouts = engine, WriteTensorBoard = false };
