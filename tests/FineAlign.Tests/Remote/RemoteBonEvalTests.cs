@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using FineAlign.Generation;
 using FineAlign.Models;
 using FineAlign.Rewards;
+using FineAlign.Serving;
 using FineAlign.Tests.Cli;
 using FineAlign.Tests.Support;
 using FineAlign.Text;
@@ -19,16 +20,48 @@ public class RemoteBonEvalTests
     private static RemoteRolloutEngine Engine(Uri endpoint) =>
         new(new RemoteRolloutOptions { Endpoints = [endpoint], Model = "tiny", Attempts = 2, Timeout = TimeSpan.FromSeconds(30) });
 
+    // A programmatic reward whose ranking is easy to recompute: the count of 'a' in the response.
+    private static RewardSource CountA() => ProgrammaticRewardSource.Sequence("count_a", e => e.ResponseText!.Count(c => c == 'a'));
+
+    /// <summary>A saved byte model, loaded here and served by a real <c>finealign serve</c> on loopback, with an engine on it.</summary>
+    private sealed class ServedModel : IAsyncDisposable
+    {
+        private readonly TempDir _tmp = TestPaths.NewTempDir();
+        public readonly string Dir;
+        public readonly TextTokenizer Tokenizer;
+        public readonly CausalLM Model;
+        public OpenAiServer Server { get; private set; } = null!;
+        public RemoteRolloutEngine Engine { get; private set; } = null!;
+
+        private ServedModel()
+        {
+            Dir = CommandFixtures.SaveByteModel(Path.Combine(_tmp.Path, "model"));
+            Tokenizer = TokenizerLoader.Load(Dir);
+            Model = ModelIO.Load(Dir);
+        }
+
+        public static async Task<ServedModel> StartAsync()
+        {
+            var m = new ServedModel();
+            m.Server = await RemoteRolloutTests.Serve(m.Dir);
+            m.Engine = RemoteBonEvalTests.Engine(m.Server.BaseAddress);
+            return m;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Engine.Dispose();
+            await Server.DisposeAsync();
+            Model.Dispose();
+            _tmp.Dispose();
+        }
+    }
+
     [Fact]
     public async Task BestOfNOnServeKeepsTheBestOfTheServersSamples()
     {
-        using var tmp = TestPaths.NewTempDir();
-        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
-        var tok = TokenizerLoader.Load(modelDir);
-        using var model = ModelIO.Load(modelDir);
-        await using var server = await RemoteRolloutTests.Serve(modelDir);
-        using var engine = Engine(server.BaseAddress);
-        var reward = ProgrammaticRewardSource.Sequence("count_a", e => e.ResponseText!.Count(c => c == 'a'));
+        await using var served = await ServedModel.StartAsync();
+        var (tok, model, server, engine, reward) = (served.Tokenizer, served.Model, served.Server, served.Engine, CountA());
         var options = new GenerationOptions { MaxNewTokens = 10, Seed = 9, EosTokenIds = model.Config.EosTokenIds };
 
         var picked = BestOfN.Generate(engine, tok, ["x", "y"], reward, 4, options);
@@ -53,13 +86,8 @@ public class RemoteBonEvalTests
     [Fact]
     public async Task RewardGuidedDecodingOnServeGrowsEachPrefixWithTheServersBestChunk()
     {
-        using var tmp = TestPaths.NewTempDir();
-        string modelDir = CommandFixtures.SaveByteModel(Path.Combine(tmp.Path, "model"));
-        var tok = TokenizerLoader.Load(modelDir);
-        using var model = ModelIO.Load(modelDir);
-        await using var server = await RemoteRolloutTests.Serve(modelDir);
-        using var engine = Engine(server.BaseAddress);
-        var reward = ProgrammaticRewardSource.Sequence("count_a", e => e.ResponseText!.Count(c => c == 'a'));
+        await using var served = await ServedModel.StartAsync();
+        var (tok, model, server, engine, reward) = (served.Tokenizer, served.Model, served.Server, served.Engine, CountA());
         var options = new GenerationOptions { MaxNewTokens = 9, Seed = 5, EosTokenIds = model.Config.EosTokenIds };
 
         var guided = RewardGuidedDecoding.Generate(model, tok, ["x", "yz"], reward, 3, 4, options, engine: engine);
